@@ -1,0 +1,1 @@
+"""prompt-bridge: migrate text-to-image prompts across model generations."""
