@@ -1,0 +1,679 @@
+"""AUTOMATIC1111's prompt language, parsed into a tree that renders back to the exact input.
+
+This is the one prompt parser of the project. It reads everything A1111 users write:
+
+    a (castle:1.3), ((detailed)), [blurry], \\(escaped\\), [day:night:0.5], [cat|dog],
+    <lora:detail:0.6>, first chunk BREAK second chunk, a forest AND a river :0.7
+
+``parse(text)`` never fails and ``str(parse(text)) == text`` for every string: what A1111 would treat as literal text
+(unbalanced brackets, a stray ``:``) stays literal text here. The tree is rendered from its nodes, so a program can walk
+it, replace a phrase, change a weight or remove a tag, and every span it did not touch comes back byte-identical.
+
+``attention(text)`` is A1111's emphasis parser applied to a raw string, with its exact output and quirks: x1.1 per
+``( )``, /1.1 per ``[ ]``, explicit weights multiplied through nesting, unclosed brackets applied at the end, equal
+neighbours merged, ``BREAK`` as ``("BREAK", -1)`` (multiplied like any text inside brackets). Where A1111 raises
+(``((a:1.2.3))``) it raises :class:`PromptSyntaxError`.
+
+How A1111 reads a prompt, and so how the tree is shaped:
+
+1. Extra-network tags ``<kind:name:args>`` are taken out of the text first (they never reach the text encoder).
+2. The text is split into clauses at the word ``AND``; each clause may end with a weight, ``a cat :1.2``.
+3. Each clause is parsed for prompt editing ``[from:to:when]`` / ``[to:when]`` / ``[from::when]`` and alternation
+   ``[a|b]``. If any part of a clause does not fit that grammar (a ``|`` outside an alternation, a dangling
+   backslash), A1111 schedules nothing in that clause and the whole clause is literal text to step 4; so does this
+   parser (``Clause.scheduled`` is False then).
+4. The text of each step goes through :func:`attention`.
+
+Nodes: :class:`Text`, :class:`Break`, :class:`NetworkTag`, :class:`Emphasis`, :class:`Editing`,
+:class:`Alternation`, inside :class:`Clause` objects inside a :class:`Prompt`. Every algorithm here is iterative, so
+10,000 nested brackets parse and render without ``RecursionError``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Union
+
+__all__ = [
+    "Alternation",
+    "Break",
+    "Clause",
+    "Editing",
+    "Emphasis",
+    "NetworkTag",
+    "Node",
+    "Prompt",
+    "PromptSyntaxError",
+    "Text",
+    "attention",
+    "features",
+    "format_weight",
+    "parse",
+    "render",
+]
+
+ROUND_MULTIPLIER = 1.1  # A1111: each ( ) multiplies attention by 1.1
+SQUARE_MULTIPLIER = 1 / 1.1  # A1111: each [ ] divides attention by 1.1
+
+
+class PromptSyntaxError(ValueError):
+    """A prompt A1111 itself would refuse (for example a malformed weight such as ``(a:1.2.3)``)."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# attention(): A1111's emphasis parser on a raw string
+
+_ATTENTION_TOKEN = re.compile(
+    r"""
+    \\[()\[\]\\]            # an escaped bracket or backslash: literal
+    | \\                    # a lone backslash: dropped
+    | [(\[]                 # openers
+    | :\s*([+-]?[.\d]+)\s*\)  # an explicit weight closing a round bracket
+    | [)\]]                 # closers
+    | [^\\()\[\]:]+         # a run of text
+    | :                     # a colon that is not a weight
+    """,
+    re.VERBOSE,
+)
+_BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*", re.DOTALL)
+
+
+def attention(text: str) -> list[tuple[str, float]]:
+    """Split ``text`` into (text, weight) pairs exactly as A1111's ``parse_prompt_attention`` does.
+
+    >>> attention("a (castle:1.3), ((tall)) [fog]")
+    [('a ', 1.0), ('castle', 1.3), (', ', 1.0), ('tall', 1.2100000000000002), (' ', 1.0), ('fog', 0.9090909090909091)]
+    >>> attention("one BREAK two")
+    [('one', 1.0), ('BREAK', -1), ('two', 1.0)]
+    """
+    # Entries created between two bracket events always receive the same multipliers afterwards, so weights are kept
+    # per segment (one float per run of entries) instead of per entry; each entry keeps only its sign (BREAK is -1).
+    texts: list[str] = []
+    signs: list[int] = []
+    seg_of_entry: list[int] = []
+    seg_weight: list[float] = []
+    seg_first_entry: list[int] = []
+    round_opens: list[int] = []  # segment index at which each open ( starts
+    square_opens: list[int] = []
+    need_new_segment = True
+
+    def mark() -> int:
+        nonlocal need_new_segment
+        need_new_segment = True
+        return len(seg_weight)
+
+    def add(piece: str, sign: int) -> None:
+        nonlocal need_new_segment
+        if need_new_segment:
+            seg_weight.append(1.0)
+            seg_first_entry.append(len(texts))
+            need_new_segment = False
+        texts.append(piece)
+        signs.append(sign)
+        seg_of_entry.append(len(seg_weight) - 1)
+
+    def multiply(from_segment: int, multiplier: float) -> None:
+        for s in range(from_segment, len(seg_weight)):
+            seg_weight[s] *= multiplier
+        mark()
+
+    for match in _ATTENTION_TOKEN.finditer(text):
+        token, weight = match.group(0), match.group(1)
+        if token.startswith("\\"):
+            add(token[1:], 1)
+        elif token == "(":
+            round_opens.append(mark())
+        elif token == "[":
+            square_opens.append(mark())
+        elif weight is not None and round_opens:
+            multiply(round_opens.pop(), _parse_weight(weight, text))
+        elif token == ")" and round_opens:
+            multiply(round_opens.pop(), ROUND_MULTIPLIER)
+        elif token == "]" and square_opens:
+            multiply(square_opens.pop(), SQUARE_MULTIPLIER)
+        else:
+            for i, part in enumerate(_BREAK_SPLIT.split(token)):
+                if i:
+                    add("BREAK", -1)
+                add(part, 1)
+    _apply_unclosed(seg_weight, round_opens, square_opens)
+
+    if not texts:
+        return [("", 1.0)]
+    merged: list[list] = []
+    for piece, sign, seg in zip(texts, signs, seg_of_entry):
+        # A1111 starts BREAK at int -1 and multiplies it; -(w) is the same float as (-1 * m1 * m2 ...).
+        w = seg_weight[seg] if sign > 0 else (-seg_weight[seg] if seg_weight[seg] != 1.0 else -1)
+        if merged and merged[-1][1] == w:
+            merged[-1][0] += piece
+        else:
+            merged.append([piece, w])
+    return [(piece, w) for piece, w in merged]
+
+
+def _apply_unclosed(seg_weight: list[float], round_opens: list[int], square_opens: list[int]) -> None:
+    """Apply A1111's end-of-prompt rule: every unclosed ( multiplies the rest by 1.1, then every unclosed [ by 1/1.1.
+
+    A segment receives one multiplication per unclosed bracket opened before it, in order. Segments that start from
+    the same weight share the chain of products, so ``"(a" * 50_000`` costs linear time, not quadratic, and every
+    weight is the exact float A1111's loop produces.
+    """
+    chains: dict[tuple[float, float], list[float]] = {}
+
+    def chained(value: float, multiplier: float, times: int) -> float:
+        chain = chains.setdefault((value, multiplier), [value])
+        while len(chain) <= times:
+            chain.append(chain[-1] * multiplier)
+        return chain[times]
+
+    r = q = 0
+    for s in range(len(seg_weight)):
+        while r < len(round_opens) and round_opens[r] <= s:
+            r += 1
+        while q < len(square_opens) and square_opens[q] <= s:
+            q += 1
+        seg_weight[s] = chained(chained(seg_weight[s], ROUND_MULTIPLIER, r), SQUARE_MULTIPLIER, q)
+
+
+def _parse_weight(weight: str, context: str) -> float:
+    try:
+        return float(weight)
+    except ValueError:
+        raise PromptSyntaxError(
+            f"malformed weight {weight!r} in {_excerpt(context)}; a weight is one number such as 1.2 or 0.8"
+        ) from None
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The tree
+
+
+@dataclass(eq=False)
+class Text:
+    """Literal text, raw as written (escapes included: ``\\(`` stays two characters)."""
+
+    text: str
+
+    @property
+    def value(self) -> str:
+        """The text with A1111 escapes resolved (``\\(`` → ``(``)."""
+        return "".join(piece for piece, _ in _text_pieces(self.text))
+
+
+@dataclass(eq=False)
+class Break:
+    """``BREAK``: outside brackets, A1111 starts a new 75-token chunk here."""
+
+    text: str = "BREAK"
+
+
+_TAG = re.compile(r"<(\w+):([^>]+)>")
+
+
+@dataclass(eq=False)
+class NetworkTag:
+    """An extra-network tag such as ``<lora:name:0.8>`` or ``<lora:name:0.8:0.5>``, kept raw."""
+
+    text: str
+
+    @classmethod
+    def make(cls, kind: str, name: str, *args: str | float) -> NetworkTag:
+        return cls("<" + ":".join([kind, name, *(a if isinstance(a, str) else format_weight(a) for a in args)]) + ">")
+
+    @property
+    def kind(self) -> str:
+        return self.text[1:-1].split(":", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.text[1:-1].split(":")[1]
+
+    @property
+    def args(self) -> list[str]:
+        return self.text[1:-1].split(":")[2:]
+
+
+@dataclass(eq=False)
+class Emphasis:
+    """``(x)``, ``[x]``, ``(x:1.3)``; ``close`` is ``")"``, ``"]"``, ``":1.3)"`` as written, or ``""`` if unclosed.
+
+    A group whose brackets A1111 does not read as emphasis (``(a:b:c)``, a ``[a:b]`` that is not prompt editing) is
+    still an ``Emphasis`` node; its text is exact and :attr:`multiplier` gives what A1111's attention does with it.
+    """
+
+    children: list[Node] = field(default_factory=list)
+    open: str = "("
+    close: str = ")"
+
+    @property
+    def explicit_weight(self) -> str | None:
+        """The weight as written (``"1.3"`` for ``(x:1.3)``), or None."""
+        if self.open == "(" and len(self.close) > 1:
+            return self.close[1:-1].strip()
+        return None
+
+    @property
+    def multiplier(self) -> float:
+        """What this pair of brackets multiplies attention by (raises PromptSyntaxError on a malformed weight)."""
+        explicit = self.explicit_weight
+        if explicit is not None:
+            return _parse_weight(explicit, self.close)
+        return ROUND_MULTIPLIER if self.open == "(" else SQUARE_MULTIPLIER
+
+    def set_weight(self, weight: float) -> None:
+        """Make this ``(children:weight)``."""
+        self.open, self.close = "(", f":{format_weight(weight)})"
+
+
+@dataclass(eq=False)
+class Editing:
+    """Prompt editing: ``[before:after:when]``, ``[after:when]`` (before is None) or ``[before::when]``.
+
+    ``when`` is raw (whitespace kept). Since A1111 1.6 a number with a ``.`` is a fraction of the steps, otherwise a
+    step count; the prompt shows ``before`` up to and including that step, ``after`` from the next one.
+    """
+
+    before: list[Node] | None
+    after: list[Node]
+    when: str
+
+    def switch_step(self, steps: int) -> int:
+        value = float(self.when)
+        step = value * steps if "." in self.when else value
+        return min(steps, int(step))
+
+
+@dataclass(eq=False)
+class Alternation:
+    """``[a|b|c]``: A1111 uses option ``(step - 1) % len(options)`` at each step."""
+
+    options: list[list[Node]]
+
+
+Node = Union[Text, Break, NetworkTag, Emphasis, Editing, Alternation]
+
+
+@dataclass(eq=False)
+class Clause:
+    """One ``AND`` part of a prompt; ``weight_text`` is the raw trailing weight (``" :1.2"``), or ``""``.
+
+    ``scheduled`` is False when A1111 would not parse prompt editing in this clause (see the module docstring).
+    """
+
+    children: list[Node] = field(default_factory=list)
+    weight_text: str = ""
+    scheduled: bool = True
+
+    @property
+    def weight(self) -> float:
+        if not self.weight_text:
+            return 1.0
+        return float(self.weight_text.strip().lstrip(":").strip())
+
+    def __str__(self) -> str:
+        return render(self.children) + self.weight_text
+
+    def text_at(self, step: int | None = None, steps: int = 20) -> str:
+        """The text A1111 feeds to :func:`attention` at ``step`` (1-based) of ``steps``: tags removed, editing and
+        alternation resolved. ``step=None`` resolves to the first step."""
+        return render(self.children, step=1 if step is None else step, steps=steps)
+
+
+@dataclass(eq=False)
+class Prompt:
+    """A whole prompt: clauses joined by ``AND`` (``separators`` holds the raw ``"AND"`` between them)."""
+
+    clauses: list[Clause] = field(default_factory=lambda: [Clause()])
+    separators: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        out = [str(self.clauses[0])]
+        for sep, clause in zip(self.separators, self.clauses[1:]):
+            out.append(sep)
+            out.append(str(clause))
+        return "".join(out)
+
+    def attention(self, step: int | None = None, steps: int = 20) -> list[list[tuple[str, float]]]:
+        """Per clause, the (text, weight) pairs A1111 encodes at ``step``. For a one-clause prompt with no tags, no
+        editing and no clause weight this is ``[attention(str(prompt))]``."""
+        return [attention(clause.text_at(step, steps)) for clause in self.clauses]
+
+    def walk(self) -> Iterator[tuple[Node, list[Node], float]]:
+        """Every node, depth first, with the list that holds it and the emphasis multiplier around it
+        (the product of the enclosing brackets, as A1111 multiplies them for well-nested prompts)."""
+        for clause in self.clauses:
+            yield from walk(clause.children)
+
+    def features(self) -> set[str]:
+        """Which A1111 features this prompt uses: emphasis, editing, alternation, break, and, network."""
+        found: set[str] = set()
+        if len(self.clauses) > 1 or any(c.weight_text for c in self.clauses):
+            found.add("and")
+        kinds = {Emphasis: "emphasis", Editing: "editing", Alternation: "alternation", Break: "break",
+                 NetworkTag: "network"}
+        for node, _, _ in self.walk():
+            if type(node) in kinds:
+                found.add(kinds[type(node)])
+        return found
+
+
+def walk(nodes: list[Node], multiplier: float = 1.0) -> Iterator[tuple[Node, list[Node], float]]:
+    """Depth-first walk of ``nodes``: (node, containing list, multiplier of the brackets around it)."""
+    stack: list[tuple[list[Node], int, float]] = [(nodes, 0, multiplier)]
+    while stack:
+        container, index, mult = stack.pop()
+        if index >= len(container):
+            continue
+        node = container[index]
+        stack.append((container, index + 1, mult))
+        yield node, container, mult
+        if isinstance(node, Emphasis):
+            try:
+                inner = mult * node.multiplier
+            except PromptSyntaxError:
+                inner = mult
+            stack.append((node.children, 0, inner))
+        elif isinstance(node, Editing):
+            stack.append((node.after, 0, mult))
+            if node.before is not None:
+                stack.append((node.before, 0, mult))
+        elif isinstance(node, Alternation):
+            for option in reversed(node.options):
+                stack.append((option, 0, mult))
+
+
+def render(nodes: list[Node], *, step: int | None = None, steps: int = 20) -> str:
+    """The text of ``nodes``. With ``step``, render what A1111 sees at that step: editing and alternation resolved,
+    network tags removed."""
+    out: list[str] = []
+    stack: list[object] = [iter(nodes)]
+    while stack:
+        top = stack[-1]
+        if isinstance(top, str):
+            stack.pop()
+            out.append(top)
+            continue
+        node = next(top, None)  # type: ignore[call-overload]
+        if node is None:
+            stack.pop()
+            continue
+        if isinstance(node, (Text, Break)):
+            out.append(node.text)
+        elif isinstance(node, NetworkTag):
+            if step is None:
+                out.append(node.text)
+        elif isinstance(node, Emphasis):
+            out.append(node.open)
+            stack.append(node.close)
+            stack.append(iter(node.children))
+        elif isinstance(node, Editing):
+            if step is None:
+                out.append("[")
+                stack.append(":" + node.when + "]")
+                stack.append(iter(node.after))
+                if node.before is not None:
+                    stack.append(":")
+                    stack.append(iter(node.before))
+            else:
+                switch = node.switch_step(steps)
+                chosen = (node.before or []) if step <= switch else node.after
+                stack.append(iter(chosen))
+        elif isinstance(node, Alternation):
+            if step is None:
+                out.append("[")
+                stack.append("]")
+                for i, option in enumerate(reversed(node.options)):
+                    stack.append(iter(option))
+                    if i < len(node.options) - 1:
+                        stack.append("|")
+            else:
+                stack.append(iter(node.options[(step - 1) % len(node.options)]))
+    return "".join(out)
+
+
+def format_weight(weight: float) -> str:
+    """A weight as A1111 users write it: ``1.3``, ``0.85``, ``2`` (at most 2 decimals for a short, stable text)."""
+    if not math.isfinite(weight):
+        raise ValueError(f"weight must be a finite number, got {weight!r}")
+    text = f"{round(weight, 2):.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Parsing
+
+_AND = re.compile(r"\bAND\b")
+_CLAUSE_WEIGHT = re.compile(r"\s*:\s*[-+]?(?:\d+\.?|\d*\.\d+)\s*\Z")
+_CLAUSE_TOKEN = re.compile(
+    r"""
+    (?P<esc>\\.?)
+    | (?P<open>[(\[])
+    | (?P<wclose>:\s*[+-]?[.\d]+\s*\))
+    | (?P<close>[)\]])
+    | (?P<sep>[:|])
+    | (?P<text>[^\\()\[\]:|]+)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_BREAK_WORD = re.compile(r"\bBREAK\b")
+_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)\s*\Z")
+
+
+@dataclass(eq=False)
+class _Sep:
+    """A ``:`` or ``|`` inside brackets, before the group it belongs to is classified."""
+
+    text: str
+
+
+@dataclass(eq=False)
+class _Frame:
+    open: str
+    children: list = field(default_factory=list)
+    valid: bool = True  # does everything inside fit A1111's scheduling grammar?
+
+
+def parse(text: str) -> Prompt:
+    """Parse an A1111 prompt. Never raises; ``str(parse(text)) == text`` for every string."""
+    tags = [(m.start(), m.end()) for m in _TAG.finditer(text)]
+    cuts = [m for m in _AND.finditer(text) if not _inside(m.start(), tags)]
+    bounds = [0, *(p for m in cuts for p in (m.start(), m.end())), len(text)]
+    clauses = [_parse_clause(text, bounds[i], bounds[i + 1], tags) for i in range(0, len(bounds), 2)]
+    return Prompt(clauses, ["AND"] * len(cuts))
+
+
+def _inside(pos: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start <= pos < end for start, end in spans)
+
+
+def _parse_clause(text: str, start: int, end: int, tags: list[tuple[int, int]]) -> Clause:
+    weight_text = ""
+    m = _CLAUSE_WEIGHT.search(text, start, end)
+    if m and not _inside(m.start(), tags):
+        weight_text = m.group(0)
+        end = m.start()
+    children, scheduled = _parse_body(text, start, end, [t for t in tags if start <= t[0] and t[1] <= end])
+    return Clause(children, weight_text, scheduled)
+
+
+def _parse_body(text: str, start: int, end: int, tags: list[tuple[int, int]]) -> tuple[list[Node], bool]:
+    stack = [_Frame("")]
+    fatal = False
+
+    def emit(node: object) -> None:
+        stack[-1].children.append(node)
+
+    def close_frame(close: str) -> None:
+        nonlocal fatal
+        frame = stack.pop()
+        node, valid = _classify(frame, close)
+        if isinstance(node, Emphasis) and any(isinstance(c, _Sep) and c.text == "|" for c in frame.children):
+            fatal = True  # a | that is not an alternation: A1111 schedules nothing in this clause
+        stack[-1].children.append(node)
+        stack[-1].valid &= valid
+
+    pos = start
+    for tag_start, tag_end in [*tags, (end, end)]:
+        while pos < tag_start:
+            m = _CLAUSE_TOKEN.match(text, pos, tag_start)
+            kind, token = m.lastgroup, m.group(0)
+            pos = m.end()
+            if kind == "text":
+                _emit_text(text, m.start(), m.end(), emit)
+            elif kind == "esc":
+                if len(token) == 1 or token[1] == "\n":
+                    fatal = True  # a dangling backslash does not fit A1111's grammar
+                emit(Text(token))
+            elif kind == "open":
+                stack.append(_Frame(token))
+            elif kind == "sep":
+                emit(_Sep(token))
+            elif kind == "wclose":
+                depth = _innermost(stack, "(")
+                if depth == 0:
+                    emit(Text(token))  # no ( open: A1111 reads ":1.2)" as text
+                    stack[-1].valid = False
+                elif depth == len(stack) - 1:
+                    close_frame(token)
+                else:
+                    _close_ill_nested(stack, "(", token, close_frame)
+            else:  # ) or ]
+                opener = "(" if token == ")" else "["
+                depth = _innermost(stack, opener)
+                if depth == 0:
+                    emit(Text(token))  # a stray closer is text
+                    stack[-1].valid = False
+                elif depth == len(stack) - 1:
+                    close_frame(token)
+                else:
+                    _close_ill_nested(stack, opener, token, close_frame)
+        if tag_start < end:
+            emit(NetworkTag(text[tag_start:tag_end]))
+            pos = tag_end
+    while len(stack) > 1:
+        close_frame("")
+    top = stack[0]
+    if any(isinstance(c, _Sep) and c.text == "|" for c in top.children):
+        fatal = True
+    children = _finish(top.children)
+    if fatal:
+        children = _unschedule(children)
+    return children, not fatal
+
+
+def _emit_text(text: str, start: int, end: int, emit) -> None:
+    pos = start
+    for m in _BREAK_WORD.finditer(text, start, end):
+        if m.start() > pos:
+            emit(Text(text[pos : m.start()]))
+        emit(Break())
+        pos = m.end()
+    if pos < end:
+        emit(Text(text[pos:end]))
+
+
+def _innermost(stack: list[_Frame], opener: str) -> int:
+    """Index of the innermost open frame with this opener, or 0 when none (frame 0 is the clause itself)."""
+    for i in range(len(stack) - 1, 0, -1):
+        if stack[i].open == opener:
+            return i
+    return 0
+
+
+def _close_ill_nested(stack: list[_Frame], opener: str, token: str, close_frame) -> None:
+    # A1111 keeps one stack per bracket kind, so ")" closes the last "(" even across an open "[". The tree cannot
+    # nest that way: the inner groups are closed here as unclosed (their later closers become literal text), which
+    # keeps the text exact; weights come from the text, so they stay exact too.
+    while stack[-1].open != opener:
+        close_frame("")
+    close_frame(token)
+
+
+def _classify(frame: _Frame, close: str) -> tuple[Node, bool]:
+    """Turn a closed (or unclosed, close="") frame into a node; also say whether it fits the scheduling grammar."""
+    seps = [c for c in frame.children if isinstance(c, _Sep)]
+    colons = sum(1 for s in seps if s.text == ":")
+    pipes = len(seps) - colons
+    if frame.open == "[" and close == "]" and frame.valid:
+        if pipes and not colons:
+            return Alternation([_finish(part) for part in _split(frame.children, "|")]), True
+        if not pipes and colons in (1, 2):
+            parts = _split(frame.children, ":")
+            when = parts[-1]
+            if all(isinstance(c, Text) for c in when) and _NUMBER.match("".join(c.text for c in when)):
+                before = _finish(parts[0]) if colons == 2 else None
+                return Editing(before, _finish(parts[-2]), "".join(c.text for c in when)), True
+    valid = frame.valid and bool(close) and pipes == 0
+    if frame.open == "(":
+        valid = valid and colons <= (1 if close == ")" else 0)
+    else:
+        valid = valid and colons == 0
+    return Emphasis(_finish(frame.children), frame.open, close), valid
+
+
+def _split(children: list, sep: str) -> list[list]:
+    parts: list[list] = [[]]
+    for child in children:
+        if isinstance(child, _Sep) and child.text == sep:
+            parts.append([])
+        else:
+            parts[-1].append(child)
+    return parts
+
+
+def _finish(children: list) -> list[Node]:
+    """Replace leftover separators by text and merge neighbouring text nodes."""
+    out: list[Node] = []
+    for child in children:
+        if isinstance(child, _Sep):
+            child = Text(child.text)
+        if isinstance(child, Text) and out and isinstance(out[-1], Text):
+            out[-1] = Text(out[-1].text + child.text)
+        else:
+            out.append(child)
+    return out
+
+
+def _unschedule(children: list[Node]) -> list[Node]:
+    """Turn every Editing/Alternation into literal bracket text (A1111 schedules nothing in this clause)."""
+    work = [children]
+    while work:
+        container = work.pop()
+        for i, node in enumerate(container):
+            if isinstance(node, Editing):
+                inner: list[Node] = []
+                if node.before is not None:
+                    inner += [*node.before, Text(":")]
+                inner += [*node.after, Text(":" + node.when)]
+                node = container[i] = Emphasis(_finish(inner), "[", "]")
+            elif isinstance(node, Alternation):
+                inner = []
+                for j, option in enumerate(node.options):
+                    inner += ([Text("|")] if j else []) + option
+                node = container[i] = Emphasis(_finish(inner), "[", "]")
+            if isinstance(node, Emphasis):
+                work.append(node.children)
+    return children
+
+
+def _text_pieces(raw: str) -> Iterator[tuple[str, float]]:
+    for m in _ATTENTION_TOKEN.finditer(raw):
+        token = m.group(0)
+        yield (token.removeprefix("\\")), 1.0
+
+
+def features(text: str) -> set[str]:
+    """The A1111 features a prompt uses, a subset of {"emphasis", "editing", "alternation", "break", "and",
+    "network"}.
+
+    >>> sorted(features("a (b:1.2) BREAK <lora:x:1>"))
+    ['break', 'emphasis', 'network']
+    """
+    return parse(text).features()
