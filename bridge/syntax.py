@@ -297,7 +297,7 @@ class Alternation:
     options: list[list[Node]]
 
 
-Node = Union[Text, Break, NetworkTag, Emphasis, Editing, Alternation]
+Node = Text | Break | NetworkTag | Emphasis | Editing | Alternation
 
 
 @dataclass(eq=False)
