@@ -35,7 +35,6 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Union
 
 __all__ = [
     "Alternation",
