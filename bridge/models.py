@@ -1,0 +1,305 @@
+"""The model registry: what prompt-bridge knows about each model, and which bridges lead from one model to another.
+
+The data lives in `models.toml` next to this file; it is parsed on first use and cached. A user registry file with the
+same layout can add or replace models and bridges: `load_registry(path, base=default_registry())`.
+
+    >>> from bridge.models import detect_model, find_bridge, get_model
+    >>> get_model("SD-2.1").key, get_model("sd21").native_size
+    ('sd21', 768)
+    >>> find_bridge("sd15", "sd21").knowledge
+    'sd1_to_sd2.toml'
+    >>> detect_model("v1-5-pruned-emaonly.safetensors [6ce0161689]").key
+    'sd15'
+    >>> detect_model("anything-v3") is None
+    True
+"""
+
+import functools
+import re
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_REGISTRY_PATH = Path(__file__).with_name("models.toml")
+
+FAMILIES = ("sd1", "sd2", "sdxl")
+CLIP_LAYERS = ("last", "penultimate")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+BRIDGE_KINDS = ("rules", "seq2seq")
+
+# Only these are stripped from a checkpoint name: stems such as "sd_xl_base_1.0" contain dots of their own.
+CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+# A1111 titles a checkpoint "name.safetensors [6ce0161689]"; its short hash is the SHA-256's first 10 hex digits.
+_TRAILING_HASH = re.compile(r"\s*\[([0-9a-fA-F]+)\]\s*$")
+SHORT_HASH_LEN = 10
+SHA256_HEX_LEN = 64
+
+
+class RegistryError(ValueError):
+    """A registry file or spec is malformed; the message names the file, the entry and the bad value."""
+
+
+class UnknownModelError(ValueError):
+    """A model key, alias or hub id that no registry entry claims."""
+
+    def __init__(self, name: str, known: tuple[str, ...]):
+        self.name = name
+        self.known = known
+        super().__init__(f"unknown model {name!r}; known models: {', '.join(known)}")
+
+
+class NoBridgeError(ValueError):
+    """No registered bridge leads from `source` to `target`."""
+
+    def __init__(self, source: str, target: str, reachable: tuple[str, ...]):
+        self.source = source
+        self.target = target
+        self.reachable = reachable
+        where = (
+            f"bridges from {source!r} lead to: {', '.join(reachable)}" if reachable else f"none starts at {source!r}"
+        )
+        super().__init__(f"no bridge from {source!r} to {target!r}; {where}")
+
+
+def _check_choice(owner: str, name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise RegistryError(f"{owner}: `{name}` must be one of {', '.join(choices)} but is {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One text-to-image model, as far as prompts are concerned.
+
+    `text_encoder_id` names the encoder open_clip-style ("ViT-H-14/laion2b_s32b_b79k"; "+" joins two encoders).
+    `chunk_tokens` is what one 77-token chunk holds between its start and end tokens. `checkpoint_names` are file
+    stems A1111 users have; `checkpoint_hashes` are A1111 short hashes. `facts` are ids of sections in
+    bridge/rules/NOTES.md that back the entry. Steps, CFG scale and sampler are conventional defaults.
+    """
+
+    key: str
+    name: str
+    hub_id: str
+    family: str
+    text_encoder: str
+    text_encoder_id: str
+    clip_layer: str
+    text_dim: int
+    native_size: int
+    prediction_type: str
+    chunk_tokens: int
+    pad_token: str
+    default_steps: int
+    default_cfg_scale: float
+    default_sampler: str
+    aliases: tuple[str, ...] = ()
+    checkpoint_names: tuple[str, ...] = ()
+    checkpoint_hashes: tuple[str, ...] = ()
+    facts: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        owner = f"model {self.key!r}"
+        _check_choice(owner, "family", self.family, FAMILIES)
+        _check_choice(owner, "clip_layer", self.clip_layer, CLIP_LAYERS)
+        _check_choice(owner, "prediction_type", self.prediction_type, PREDICTION_TYPES)
+        for name in ("text_dim", "native_size", "chunk_tokens", "default_steps"):
+            if getattr(self, name) <= 0:
+                raise RegistryError(f"{owner}: `{name}` must be positive but is {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    """A way to carry a prompt written for `source` to `target`; a "rules" bridge names its knowledge file."""
+
+    source: str
+    target: str
+    kind: str
+    knowledge: str = ""
+    description: str = ""
+
+    def __post_init__(self):
+        owner = f"bridge {self.source} -> {self.target}"
+        _check_choice(owner, "kind", self.kind, BRIDGE_KINDS)
+        if self.kind == "rules" and not self.knowledge:
+            raise RegistryError(f"{owner}: a rules bridge needs `knowledge`, a file name inside bridge/rules/")
+
+
+def checkpoint_stem(name: str) -> str:
+    """The lower-case file stem of an A1111 checkpoint name: folders, extension and a trailing ` [hash]` removed.
+
+    >>> checkpoint_stem(r"SDXL\\sd_xl_base_1.0.safetensors [31e35c80fc]")
+    'sd_xl_base_1.0'
+    """
+    stem = re.split(r"[\\/]", _TRAILING_HASH.sub("", name.strip()))[-1].lower()
+    for extension in CHECKPOINT_EXTENSIONS:
+        if stem.endswith(extension):
+            return stem[: -len(extension)]
+    return stem
+
+
+def _index(models: tuple[ModelSpec, ...], names_of, what: str) -> dict[str, ModelSpec]:
+    """Map each lower-cased name that `names_of(model)` gives to its model; two models claiming one is an error."""
+    index: dict[str, ModelSpec] = {}
+    for model in models:
+        for name in names_of(model):
+            owner = index.setdefault(name.lower(), model)
+            if owner.key != model.key:
+                raise RegistryError(f"{what} {name!r} is claimed by both {owner.key!r} and {model.key!r}")
+    return index
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Models (in registry order) and bridges, with case-insensitive lookup by key, alias, hub id, file or hash."""
+
+    models: tuple[ModelSpec, ...]
+    bridges: tuple[BridgeSpec, ...] = ()
+    _names: dict[str, ModelSpec] = field(init=False, repr=False, compare=False)
+    _checkpoints: dict[str, ModelSpec] = field(init=False, repr=False, compare=False)
+    _hashes: dict[str, ModelSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        keys = [model.key for model in self.models]
+        if len(set(keys)) != len(keys):
+            raise RegistryError(f"model keys must be unique but are: {', '.join(keys)}")
+        names = _index(self.models, lambda m: (m.key, m.hub_id, *m.aliases), "name")
+        # A diffusers folder or hub id seen as `Model:` ends in the hub id's last part, so that counts as a file stem.
+        checkpoints = _index(
+            self.models, lambda m: (*m.checkpoint_names, m.hub_id.rsplit("/", 1)[-1]), "checkpoint name"
+        )
+        hashes = _index(self.models, lambda m: m.checkpoint_hashes, "checkpoint hash")
+        routes = set()
+        for bridge in self.bridges:
+            for end in (bridge.source, bridge.target):
+                if end not in keys:
+                    raise RegistryError(
+                        f"bridge {bridge.source} -> {bridge.target}: unknown model {end!r}; "
+                        f"known models: {', '.join(keys)}"
+                    )
+            if (bridge.source, bridge.target) in routes:
+                raise RegistryError(f"bridge {bridge.source} -> {bridge.target} is listed twice")
+            routes.add((bridge.source, bridge.target))
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_checkpoints", checkpoints)
+        object.__setattr__(self, "_hashes", hashes)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(model.key for model in self.models)
+
+    def get_model(self, name: str) -> ModelSpec:
+        """The model whose key, alias or hub id is `name` (any case); `UnknownModelError` otherwise."""
+        model = self._names.get(name.strip().lower())
+        if model is None:
+            raise UnknownModelError(name, self.keys)
+        return model
+
+    def find_bridge(self, source: str, target: str) -> BridgeSpec:
+        """The bridge from `source` to `target` (any name `get_model` accepts); `NoBridgeError` if none."""
+        source_key, target_key = self.get_model(source).key, self.get_model(target).key
+        for bridge in self.bridges:
+            if (bridge.source, bridge.target) == (source_key, target_key):
+                return bridge
+        reachable = tuple(bridge.target for bridge in self.bridges if bridge.source == source_key)
+        raise NoBridgeError(source_key, target_key, reachable)
+
+    def detect_model(self, model_name: str | None = None, model_hash: str | None = None) -> ModelSpec | None:
+        """The model behind A1111 infotext's `Model:` and `Model hash:` values, or None for one not registered.
+
+        A hash (given, or in the name's trailing ` [hash]`) wins over the name, since users rename files. A full
+        SHA-256 matches by its first 10 hex digits, as A1111 shortens it.
+        """
+        hashes = [model_hash.strip().strip("[]").lower()] if model_hash else []
+        if model_name and (bracketed := _TRAILING_HASH.search(model_name)):
+            hashes.append(bracketed.group(1).lower())
+        for value in hashes:
+            model = self._hashes.get(value)
+            if model is None and len(value) == SHA256_HEX_LEN:
+                model = self._hashes.get(value[:SHORT_HASH_LEN])
+            if model is not None:
+                return model
+        return self._checkpoints.get(checkpoint_stem(model_name)) if model_name else None
+
+
+def _spec_from_table(cls, owner: str, table: dict, **given):
+    """Build `cls` from a TOML table, naming the entry and field on any missing, unknown or mistyped field."""
+    spec_fields = {f.name: f for f in fields(cls) if f.init}
+    unknown = sorted(set(table) - (set(spec_fields) - set(given)))
+    if unknown:
+        allowed = ", ".join(name for name in spec_fields if name not in given)
+        raise RegistryError(f"{owner}: unknown field(s) {', '.join(unknown)}; valid fields: {allowed}")
+    values = {**table, **given}
+    missing = [n for n, f in spec_fields.items() if n not in values and f.default is MISSING]
+    if missing:
+        raise RegistryError(f"{owner}: missing field(s) {', '.join(missing)}")
+    for name, value in values.items():
+        expected = spec_fields[name].type
+        if isinstance(spec_fields[name].default, tuple):
+            if not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+                raise RegistryError(f"{owner}: `{name}` must be a list of strings but is {value!r}")
+            values[name] = tuple(value)
+        elif expected is float and isinstance(value, int) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif type(value) is not expected:
+            raise RegistryError(f"{owner}: `{name}` must be of type {expected.__name__} but is {value!r}")
+    return cls(**values)
+
+
+def load_registry(path: str | Path | None = None, *, base: Registry | None = None) -> Registry:
+    """Parse a registry TOML file (the packaged `models.toml` by default).
+
+    With `base`, the file's models and bridges are laid over it: an entry with the same model key, or the same
+    source and target, replaces the base's in place; new ones follow in file order.
+    """
+    path = Path(path) if path is not None else DEFAULT_REGISTRY_PATH
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise RegistryError(f"{path}: not valid TOML: {error}") from None
+    unknown = sorted(set(data) - {"models", "bridges"})
+    if unknown:
+        raise RegistryError(f"{path}: unknown table(s) {', '.join(unknown)}; valid tables: models, bridges")
+    models = {
+        key: _spec_from_table(ModelSpec, f"{path}: model {key!r}", table, key=key)
+        for key, table in data.get("models", {}).items()
+    }
+    bridges = {}
+    for number, table in enumerate(data.get("bridges", []), start=1):
+        bridge = _spec_from_table(BridgeSpec, f"{path}: bridge #{number}", table)
+        if (bridge.source, bridge.target) in bridges:
+            raise RegistryError(f"{path}: bridge {bridge.source} -> {bridge.target} is listed twice")
+        bridges[bridge.source, bridge.target] = bridge
+    if base is not None:
+        models = {model.key: model for model in base.models} | models
+        bridges = {(bridge.source, bridge.target): bridge for bridge in base.bridges} | bridges
+    return Registry(tuple(models.values()), tuple(bridges.values()))
+
+
+@functools.cache
+def default_registry() -> Registry:
+    """The packaged registry, parsed once on first use."""
+    return load_registry()
+
+
+def get_model(key: str) -> ModelSpec:
+    """The registered model for a key, alias or hub id, in any case: `get_model("SD-1.5").key == "sd15"`."""
+    return default_registry().get_model(key)
+
+
+def list_models() -> list[ModelSpec]:
+    """Every registered model, in registry order."""
+    return list(default_registry().models)
+
+
+def list_bridges() -> list[BridgeSpec]:
+    """Every registered bridge, in registry order."""
+    return list(default_registry().bridges)
+
+
+def find_bridge(source: str, target: str) -> BridgeSpec:
+    """The bridge from `source` to `target`: `find_bridge("sd15", "sd21").knowledge == "sd1_to_sd2.toml"`."""
+    return default_registry().find_bridge(source, target)
+
+
+def detect_model(model_name: str | None = None, model_hash: str | None = None) -> ModelSpec | None:
+    """The model behind A1111 infotext's `Model:` / `Model hash:` values, or None: see `Registry.detect_model`."""
+    return default_registry().detect_model(model_name, model_hash)
