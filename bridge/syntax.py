@@ -437,6 +437,11 @@ def render(nodes: list[Node], *, step: int | None = None, steps: int = 20) -> st
     return "".join(out)
 
 
+def escape(text: str) -> str:
+    """Escape brackets and backslashes so ``text`` is literal in an A1111 prompt: ``escape("a (b)") == "a \\(b\\)"``."""
+    return re.sub(r"([\\()\[\]])", r"\\\1", text)
+
+
 def format_weight(weight: float) -> str:
     """A weight as A1111 users write it: ``1.3``, ``0.85``, ``2`` (at most 2 decimals for a short, stable text)."""
     if not math.isfinite(weight):

@@ -1,0 +1,41 @@
+"""How long one `translate-prompt "PROMPT"` takes, against a bare `python -c pass` measured in the same run.
+
+    python benchmarks/cli_startup.py [--runs 20]
+
+The goal (issue 3): within 4x of the bare interpreter. Both are timed as fresh processes with the same Python, the
+best of N runs (the least disturbed by other load), and the ratio is printed. Nothing here asserts: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+PROMPT = "a castle on a hill, by greg rutkowski, <lora:detail:0.6>, 8k, trending on artstation"
+
+
+def best_of(command: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args(argv)
+    bare = best_of([sys.executable, "-c", "pass"], args.runs)
+    cli = best_of([sys.executable, "-m", "bridge", PROMPT], args.runs)
+    print(f"python -c pass          : {bare * 1000:7.1f} ms (best of {args.runs})")
+    print(f"translate-prompt PROMPT : {cli * 1000:7.1f} ms (best of {args.runs})")
+    print(f"ratio                   : {cli / bare:7.2f}x  (goal: <= 4x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

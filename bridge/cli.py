@@ -1,0 +1,336 @@
+"""translate-prompt: rewrite Stable Diffusion 1.x prompts so they work on SD 2.x.
+
+Kept light on purpose: argparse and the rules bridge only, no torch, so one prompt translates in a blink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+FORMATS = ("text", "a1111", "json")
+EMBEDDING_SUFFIXES = (".pt", ".safetensors", ".bin", ".png", ".webp")
+
+EXAMPLES = """\
+examples:
+  translate-prompt "a castle, by greg rutkowski, <lora:detail:0.6>, 8k"
+  translate-prompt --explain --to sd21 "portrait of a knight, ((masterpiece)), trending on artstation"
+  cat prompts.txt | translate-prompt --format json > sd2_prompts.jsonl
+  translate-prompt --input prompts.txt --output sd2_prompts.txt --keep-networks
+  translate-prompt --list-models
+
+formats:
+  text   the SD2 prompt, one line per input prompt (with --explain: the whole recipe and every change)
+  a1111  A1111 infotext (prompt, Negative prompt, Steps/Sampler/CFG/Size line), blocks separated by a blank line
+  json   one JSON object per prompt (JSON Lines): prompt, negative_prompt, width, height, steps, cfg_scale,
+         sampler, seed, model, changes [rule, before, after, reason], warnings
+
+exit codes: 0 ok, 1 input/output failure (missing or undecodable file), 2 usage error (bad flag value, unknown
+model). Warnings go to stderr.
+"""
+
+
+class UsageError(Exception):
+    """A bad flag value or missing argument: exit 2."""
+
+
+class InputError(Exception):
+    """A file that cannot be read or written: exit 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="translate-prompt",
+        description="Rewrite Stable Diffusion 1.x prompts so they work on SD 2.x: artist names described, SD1 "
+        "magic words dropped, a negative prompt added, the size set for the target, SD1 LoRAs and embeddings "
+        "flagged. No model weights needed.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("prompts", nargs="*", metavar="PROMPT",
+                        help="SD1.x prompt(s) to translate; without any, prompts are read from --input or stdin, "
+                        "one per line")
+    parser.add_argument("-i", "--input", metavar="FILE", help="read prompts from FILE, one per line (UTF-8)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write results to FILE (written whole at the end, never half)")
+    parser.add_argument("--from", dest="source", default="sd15", metavar="MODEL",
+                        help="model the prompts were written for (default: sd15; see --list-models)")
+    parser.add_argument("--to", dest="target", default="sd2", metavar="MODEL",
+                        help="model to translate for (default: sd2, the 768 v-model; sd2-base, sd21, sd21-base)")
+    parser.add_argument("-n", "--negative", default=None, metavar="TEXT",
+                        help="the negative prompt you used with these prompts (merged with the SD2 default)")
+    parser.add_argument("-f", "--format", default="text", metavar="FORMAT",
+                        help="output format: text (default), a1111 or json")
+    parser.add_argument("--explain", action="store_true", help="show the full recipe and why each change was made")
+    parser.add_argument("--diff", action="store_true", help="show what changed in each prompt (coloured on a tty)")
+    parser.add_argument("--list-models", action="store_true", help="list the known models and bridges, then exit")
+    parser.add_argument("--keep-networks", action="store_true",
+                        help="keep SD1 LoRA/hypernetwork tags and embeddings (they will not load on SD2)")
+    parser.add_argument("--network-map", metavar="FILE",
+                        help="map SD1 networks/embeddings to your SD2 ones: lines of old=new, e.g. detail=detail_sd2")
+    parser.add_argument("--embeddings", metavar="DIR",
+                        help="your SD1 embeddings folder: file names are recognised as embedding words")
+    parser.add_argument("--disable-rule", action="append", default=[], metavar="ID",
+                        help="switch a rule off (repeatable; patterns allowed: 'artist.*')")
+    parser.add_argument("--knowledge", metavar="FILE", help="your own knowledge file; its rules override ours")
+    return parser
+
+
+def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # --help
+            return int(exit_.code or 0)
+        return _run(args, stdin, stdout, stderr)
+    except UsageError as exc:
+        print(f"translate-prompt: error: {exc} (see --help)", file=stderr)
+        return EXIT_USAGE
+    except InputError as exc:
+        print(f"translate-prompt: error: {exc}", file=stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    from bridge.models import UnknownModelError, list_bridges, list_models
+    from bridge.rules.knowledge import KnowledgeError
+
+    if args.format not in FORMATS:
+        raise UsageError(f"unknown format {args.format!r}; valid formats: {', '.join(FORMATS)}")
+    if args.list_models:
+        _print_models(stdout, list_models(), list_bridges())
+        return EXIT_OK
+    try:
+        translator = _load_translator(args)
+    except UnknownModelError as exc:
+        raise UsageError(str(exc)) from None
+    except KnowledgeError as exc:
+        raise (InputError(str(exc)) if "not found" in str(exc) or "cannot read" in str(exc)
+               else UsageError(str(exc))) from None
+    except ValueError as exc:  # no such bridge, or not a rules bridge
+        raise UsageError(str(exc)) from None
+    options = _options(args)
+    try:
+        translator.kb.check_disable(options.disable)
+    except KnowledgeError as exc:
+        raise UsageError(str(exc)) from None
+
+    prompts = _read_prompts(args, stdin)
+    from bridge.recipe import Recipe
+    from bridge.rules import EmptyPromptError
+
+    color = args.diff and _is_tty(stdout) and not args.output
+    blocks: list[str] = []
+    for prompt in prompts:
+        try:
+            translation = translator.translate(Recipe(prompt=prompt, negative_prompt=args.negative or ""), options)
+        except EmptyPromptError as exc:
+            raise UsageError(str(exc)) from None
+        for warning in translation.warnings:
+            print(f"warning: {warning}", file=stderr)
+        blocks.append(_format(translation, args, color))
+    text = "".join(blocks)
+    if args.output:
+        _write_atomic(Path(args.output), text)
+    else:
+        stdout.write(text)
+    return EXIT_OK
+
+
+def _load_translator(args: argparse.Namespace):
+    from bridge.translation import load_translator
+
+    return load_translator("rules", source=args.source, target=args.target, knowledge=args.knowledge)
+
+
+def _options(args: argparse.Namespace):
+    from bridge.translation import TranslationOptions
+
+    return TranslationOptions(
+        networks="keep" if args.keep_networks else "remove",
+        network_map=_read_network_map(args.network_map) if args.network_map else {},
+        embeddings=_read_embeddings(args.embeddings) if args.embeddings else (),
+        disable=tuple(args.disable_rule),
+        knowledge=args.knowledge,
+    )
+
+
+def _read_text(path: str) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    return _decode(data, path)
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                         "save it as UTF-8") from None
+
+
+def _read_prompts(args: argparse.Namespace, stdin: TextIO) -> list[str]:
+    if args.prompts and args.input:
+        raise UsageError("give prompts as arguments or with --input, not both")
+    if args.prompts:
+        for prompt in args.prompts:
+            if not prompt.strip():
+                raise UsageError("empty prompt: give the SD1.x prompt to translate, e.g. 'a castle on a hill, 8k'")
+        return list(args.prompts)
+    if args.input:
+        text = _read_text(args.input)
+        source = args.input
+    else:
+        if _is_tty(stdin):
+            raise UsageError("no prompt given: pass one as an argument, use --input FILE, or pipe prompts on stdin")
+        buffer = getattr(stdin, "buffer", None)
+        text = _decode(buffer.read(), "stdin") if buffer is not None else stdin.read()
+        source = "stdin"
+    prompts = [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise UsageError(f"no prompts in {source}: it is empty or only blank lines")
+    return prompts
+
+
+def _read_network_map(path: str) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        old, sep, new = (part.strip() for part in line.partition("="))
+        if not sep or not old or not new:
+            raise UsageError(f"{path} line {number}: {line!r} is not old=new (e.g. detail=detail_sd2 or "
+                             "lora:detail=lora:detail_sd2)")
+        mapping[old] = new
+    return mapping
+
+
+def _read_embeddings(folder: str) -> tuple[str, ...]:
+    path = Path(folder)
+    if not path.is_dir():
+        raise InputError(f"embeddings folder not found: {folder}")
+    return tuple(sorted({p.stem for p in path.rglob("*") if p.suffix.lower() in EMBEDDING_SUFFIXES}))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        raise InputError(f"cannot write {path}: folder {path.parent} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Output
+
+
+def _format(translation, args: argparse.Namespace, color: bool) -> str:
+    if args.format == "json":
+        return json.dumps(translation.to_dict(), ensure_ascii=False) + "\n"
+    parts: list[str] = []
+    if args.format == "a1111":
+        parts.append(translation.to_infotext() + "\n\n")
+    elif args.explain:
+        parts.append(_explained(translation))
+    else:
+        parts.append(translation.prompt + "\n")
+    if args.diff:
+        original = translation.original.prompt if translation.original else ""
+        parts.append(_diff(original, translation.prompt, color))
+        if translation.original and translation.original.negative_prompt != translation.negative_prompt:
+            parts.append(_diff(translation.original.negative_prompt, translation.negative_prompt, color,
+                               label="negative: "))
+    if args.explain and args.format == "a1111":
+        parts.append(_changes_text(translation))
+    return "".join(parts)
+
+
+def _explained(translation) -> str:
+    r = translation.recipe
+    lines = [
+        f"Prompt ({translation.target}): {r.prompt}",
+        f"Negative prompt: {r.negative_prompt}",
+        (f"Size: {r.width}x{r.height}, Steps: {r.steps}, CFG scale: {r.cfg_scale:g}, Sampler: {r.sampler}, "
+         f"Model: {r.model}"),
+    ]
+    return "\n".join(lines) + "\n" + _changes_text(translation)
+
+
+def _changes_text(translation) -> str:
+    if not translation.changes:
+        return "Changes: none (the prompt already suits the target)\n\n"
+    lines = [f"Changes ({translation.source} -> {translation.target}):"]
+    for change in translation.changes:
+        after = repr(change.after) if change.after else "(removed)"
+        lines.append(f"  - {change.rule}: {change.before!r} -> {after}")
+        lines.append(f"      why: {change.reason}" + (f" [{change.fact}]" if change.fact else ""))
+    return "\n".join(lines) + "\n\n"
+
+
+_DIFF_TOKEN = re.compile(r"\s+|[^\s,]+|,")
+
+
+def _diff(before: str, after: str, color: bool, label: str = "") -> str:
+    """Word-level diff: [-removed-] {+added+}, or red/green on a terminal."""
+    a, b = _DIFF_TOKEN.findall(before), _DIFF_TOKEN.findall(after)
+    out: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append("".join(a[i1:i2]))
+            continue
+        if i2 > i1:
+            removed = "".join(a[i1:i2])
+            out.append(f"\x1b[31m{removed}\x1b[0m" if color else f"[-{removed}-]")
+        if j2 > j1:
+            added = "".join(b[j1:j2])
+            out.append(f"\x1b[32m{added}\x1b[0m" if color else f"{{+{added}+}}")
+    return label + "".join(out) + "\n"
+
+
+def _print_models(stdout: TextIO, models, bridges) -> None:
+    stdout.write(f"{'key':<10} {'native':>7}  {'prediction':<13} {'text encoder':<40} name\n")
+    stdout.writelines(f"{m.key:<10} {m.native_size:>7}  {m.prediction_type:<13} {m.text_encoder:<40} {m.name}\n" for m in models)
+    stdout.write("\nbridges (--from -> --to):\n")
+    stdout.writelines(f"  {b.source} -> {b.target}  ({b.kind})\n" for b in bridges)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Knowledge files: the data the rules engine applies (one file per model pair, plus shared files it includes).
+
+A knowledge file is TOML::
+
+    [meta]
+    id = "sd1_to_sd2"
+    include = ["knowledge/sd1_magic_words.toml"]   # paths relative to this file; their rules are merged in order
+
+    [[rule]]
+    id = "size"                  # unique; --disable-rule takes it (or a pattern such as "artist.*")
+    kind = "size"                # the engine handler; "phrase" when omitted
+    fact = "F-SIZE"              # the id of the fact in NOTES.md it rests on
+    reason = "..."               # why, in one sentence, shown by --explain
+    # ...handler parameters
+
+    [[artist]]                   # compiled into one "artist.<slug>" rule per artist (kind "artist")
+    name = "greg rutkowski"
+    action = "replace"           # keep | replace | keep_and_describe
+    description = "..."
+
+    [[negative]]                 # default negative prompts per kind of image (kind "negative")
+    kind = "photo"
+    detect = ["photo", ...]
+    prompt = "..."
+
+A user knowledge file has the same layout; its rules, artists and negatives replace the shipped ones with the same
+id / name / kind, and new ones are added.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RULES_DIR", "Artist", "KnowledgeBase", "KnowledgeError", "NegativeDefault", "Rule", "slug"]
+
+RULES_DIR = Path(__file__).resolve().parent
+ARTIST_ACTIONS = ("keep", "replace", "keep_and_describe")
+
+
+class KnowledgeError(ValueError):
+    """A knowledge file that cannot be read or is malformed (the message names the file and the entry)."""
+
+
+def slug(name: str) -> str:
+    """``"Greg Rutkowski"`` → ``"greg-rutkowski"`` (rule ids for artists)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+@dataclass
+class Rule:
+    id: str
+    kind: str
+    fact: str | None
+    reason: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Artist:
+    name: str
+    action: str
+    description: str
+    aliases: tuple[str, ...] = ()
+    fact: str = "F-ARTISTS"
+    count: int = 0
+
+    @property
+    def rule_id(self) -> str:
+        return "artist." + slug(self.name)
+
+
+@dataclass
+class NegativeDefault:
+    kind: str
+    detect: tuple[str, ...]
+    prompt: str
+    fact: str = "F-NEGATIVE"
+    reason: str = ""
+
+
+@dataclass
+class KnowledgeBase:
+    """Everything one model pair's rules need, merged from a file, its includes and an optional user file."""
+
+    rules: dict[str, Rule] = field(default_factory=dict)
+    artists: dict[str, Artist] = field(default_factory=dict)
+    negatives: dict[str, NegativeDefault] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, user: str | os.PathLike | None = None) -> KnowledgeBase:
+        kb = cls()
+        kb._merge_file(Path(path), top=True)
+        if user is not None:
+            kb._merge_file(Path(user), top=True)
+        return kb
+
+    def _merge_file(self, path: Path, top: bool = False) -> None:
+        data = _read_toml(path)
+        if top:
+            self.meta.update(data.get("meta", {}))
+        self.sources.append(str(path))
+        for include in data.get("meta", {}).get("include", []):
+            self._merge_file(path.parent / include)
+        for i, table in enumerate(data.get("rule", [])):
+            rule = _rule_from(table, f"{path}: rule #{i + 1}")
+            self.rules[rule.id] = rule
+        for i, table in enumerate(data.get("artist", [])):
+            artist = _artist_from(table, f"{path}: artist #{i + 1}")
+            self.artists[artist.name] = artist
+        for i, table in enumerate(data.get("negative", [])):
+            negative = _negative_from(table, f"{path}: negative #{i + 1}")
+            self.negatives[negative.kind] = negative
+
+    def enabled(self, disable: tuple[str, ...] = ()) -> list[Rule]:
+        """The rules in order, without those whose id matches a ``disable`` pattern."""
+        return [r for r in self.rules.values() if not _disabled(r.id, disable)]
+
+    def rule_ids(self) -> list[str]:
+        return [*self.rules, *(a.rule_id for a in self.artists.values()),
+                *("negative." + k for k in self.negatives)]
+
+    def check_disable(self, disable: tuple[str, ...]) -> None:
+        """Every --disable-rule pattern must match some rule: a typo should not silently do nothing."""
+        ids = self.rule_ids()
+        for pattern in disable:
+            if not any(fnmatch.fnmatchcase(i, pattern) for i in ids):
+                close = [i for i in ids if i.split(".")[0] == pattern.split(".")[0]][:8] or ids[:8]
+                raise KnowledgeError(f"unknown rule {pattern!r}; rule ids look like: {', '.join(close)}")
+
+
+def _disabled(rule_id: str, disable: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(rule_id, pattern) for pattern in disable)
+
+
+def is_disabled(rule_id: str, disable: tuple[str, ...]) -> bool:
+    return _disabled(rule_id, disable)
+
+
+@lru_cache(maxsize=32)
+def _read_toml_cached(path: str, mtime: float) -> dict:
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return _read_toml_cached(str(path), path.stat().st_mtime)
+    except FileNotFoundError:
+        raise KnowledgeError(f"knowledge file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise KnowledgeError(f"knowledge file {path} is not valid TOML: {exc}") from None
+    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
+        raise KnowledgeError(f"cannot read knowledge file {path}: {exc}") from None
+
+
+def _need(table: dict, key: str, where: str, kind: type = str) -> Any:
+    value = table.get(key)
+    if not isinstance(value, kind) or (kind is str and not value.strip()):
+        raise KnowledgeError(f"{where}: '{key}' must be a non-empty {kind.__name__}, got {value!r}")
+    return value
+
+
+def _rule_from(table: dict, where: str) -> Rule:
+    rule_id = _need(table, "id", where)
+    params = {k: v for k, v in table.items() if k not in ("id", "kind", "fact", "reason")}
+    kind = table.get("kind", "phrase")
+    if kind == "phrase":
+        action = params.get("action")
+        if action not in ("keep", "drop", "replace"):
+            raise KnowledgeError(f"{where} ({rule_id}): action must be keep, drop or replace, got {action!r}")
+        if not isinstance(params.get("match"), list) or not params["match"]:
+            raise KnowledgeError(f"{where} ({rule_id}): 'match' must be a non-empty list of phrases")
+        if action == "replace":
+            _need(params, "replacement", f"{where} ({rule_id})")
+    return Rule(rule_id, kind, table.get("fact"), str(table.get("reason", "")), params)
+
+
+def _artist_from(table: dict, where: str) -> Artist:
+    name = _need(table, "name", where).strip().lower()
+    action = table.get("action")
+    if action not in ARTIST_ACTIONS:
+        raise KnowledgeError(f"{where} ({name}): action must be one of {', '.join(ARTIST_ACTIONS)}, got {action!r}")
+    description = str(table.get("description", "")).strip()
+    if action != "keep" and not description:
+        raise KnowledgeError(f"{where} ({name}): action {action!r} needs a 'description'")
+    aliases = tuple(a.strip().lower() for a in table.get("aliases", []) if a.strip())
+    return Artist(name, action, description, aliases, table.get("fact", "F-ARTISTS"), int(table.get("count", 0)))
+
+
+def _negative_from(table: dict, where: str) -> NegativeDefault:
+    kind = _need(table, "kind", where)
+    return NegativeDefault(kind, tuple(d.lower() for d in table.get("detect", [])), _need(table, "prompt", where),
+                           table.get("fact", "F-NEGATIVE"), str(table.get("reason", "")))

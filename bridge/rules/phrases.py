@@ -1,0 +1,212 @@
+"""Phrase-level editing of a parsed prompt: the unit SD1 prompters think in.
+
+An SD1 prompt is mostly a list of comma-separated phrases ("a castle, highly detailed, by greg rutkowski, 8k").
+:func:`edit_phrases` splits one node list (a clause, or the inside of a bracket group) into phrases at commas and
+``BREAK``, hands each phrase to a callback, and rebuilds the list: a dropped phrase takes one neighbouring comma with
+it, a replaced phrase keeps its surrounding whitespace, ``BREAK`` is never removed, and every phrase the callback left
+alone renders byte-identical.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
+
+__all__ = ["DROP", "KEEP", "Phrase", "containers", "edit_phrases", "items_text", "normalize"]
+
+Item = str | Node
+KEEP = None  # callback result: leave the phrase as it is
+DROP: list[Item] = []  # callback result: remove the phrase
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize(text: str) -> str:
+    """Lower-case, whitespace collapsed and stripped: the form phrases are matched in."""
+    return _SPACE.sub(" ", text).strip().lower()
+
+
+def items_text(items: list[Item]) -> str:
+    """The text of a phrase's items (strings and nodes) as written."""
+    return "".join(i if isinstance(i, str) else render([i]) for i in items)
+
+
+@dataclass
+class Phrase:
+    """One comma/BREAK-separated phrase: leading whitespace, core items, trailing whitespace."""
+
+    lead: str
+    core: list[Item]
+    trail: str
+
+    @property
+    def text(self) -> str:
+        """The core as written (escapes and brackets included)."""
+        return items_text(self.core)
+
+    @property
+    def emphasis(self) -> Emphasis | None:
+        """The bracket group when the whole phrase is one, e.g. ``(8k:1.2)`` or ``((masterpiece))``."""
+        if len(self.core) == 1 and isinstance(self.core[0], Emphasis):
+            return self.core[0]
+        return None
+
+    @property
+    def innermost(self) -> Emphasis | None:
+        """For ``((word))``, the inner group: follow groups that hold exactly one group."""
+        group = self.emphasis
+        while group is not None and len(group.children) == 1 and isinstance(group.children[0], Emphasis):
+            group = group.children[0]
+        return group
+
+    @property
+    def plain(self) -> str | None:
+        """The phrase's words, normalized, when it is plain text or nested groups around plain text; else None."""
+        group = self.innermost
+        if group is not None:
+            if not all(isinstance(c, Text) for c in group.children):
+                return None
+            return normalize("".join(c.value for c in group.children))  # type: ignore[union-attr]
+        if all(isinstance(i, str) for i in self.core):
+            return normalize(Text("".join(self.core)).value)  # type: ignore[arg-type]
+        return None
+
+    def replaced(self, new_text: str) -> list[Item]:
+        """Core items with the words replaced by ``new_text`` (escaped), keeping the brackets and weights around."""
+        group = self.innermost
+        if group is not None:
+            group.children = [Text(escape(new_text))]
+            return list(self.core)
+        return [escape(new_text)]
+
+
+def _split(container: list[Node]) -> tuple[list[list[Item]], list[Item]]:
+    """Raw phrases (lists of items) and the separators between them ("," strings or Break nodes)."""
+    phrases: list[list[Item]] = [[]]
+    seps: list[Item] = []
+    for node in container:
+        if isinstance(node, Text):
+            pieces = node.text.split(",")
+            for i, piece in enumerate(pieces):
+                if i:
+                    seps.append(",")
+                    phrases.append([])
+                if piece:
+                    phrases[-1].append(piece)
+        elif isinstance(node, Break):
+            seps.append(node)
+            phrases.append([])
+        else:
+            phrases[-1].append(node)
+    return phrases, seps
+
+
+def _phrase(items: list[Item]) -> Phrase:
+    items = list(items)
+    lead = trail = ""
+    if items and isinstance(items[0], str):
+        stripped = items[0].lstrip()
+        lead = items[0][: len(items[0]) - len(stripped)]
+        items[0] = stripped
+    if items and isinstance(items[-1], str):
+        stripped = items[-1].rstrip()
+        trail = items[-1][len(stripped):]
+        items[-1] = stripped
+    return Phrase(lead, [i for i in items if i != ""], trail)
+
+
+def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | None]) -> bool:
+    """Apply ``edit`` to every phrase of ``container`` (in place). ``edit`` returns KEEP (None), DROP ([]) or new core
+    items. Returns True when anything changed."""
+    raw_phrases, seps = _split(container)
+    results: list[list[Item] | None] = []
+    for raw in raw_phrases:
+        phrase = _phrase(raw)
+        if not phrase.core:
+            results.append(KEEP)
+            continue
+        new = edit(phrase)
+        results.append(None if new is None else ([phrase.lead, *new, phrase.trail] if new else []))
+    if all(r is None for r in results):
+        return False
+
+    seq: list[list[Item] | Item | None] = []  # phrase, sep, phrase, sep, ..., phrase; None = removed
+    for i, raw in enumerate(raw_phrases):
+        seq.append(raw if results[i] is None else results[i])
+        if i < len(seps):
+            seq.append(seps[i])
+    for i, result in enumerate(results):
+        if result != []:
+            continue
+        at = 2 * i
+        after, before = at + 1, at - 1
+        next_to_break = (after < len(seq) and isinstance(seq[after], Break)) or (
+            before >= 0 and isinstance(seq[before], Break))
+        if after < len(seq) and seq[after] == ",":
+            seq[after] = None
+        elif before >= 0 and seq[before] == ",":
+            seq[before] = None
+        if next_to_break and 0 < at < len(seq) - 1:
+            seq[at] = [" "]  # keep BREAK a separate word
+        elif i == 0 and not (raw_phrases[0] and isinstance(raw_phrases[0][0], str) and raw_phrases[0][0][:1].isspace()):
+            _strip_following_lead(seq, at)
+    container[:] = _rebuild(seq)
+    return True
+
+
+def _strip_following_lead(seq: list, at: int) -> None:
+    """The first phrase was dropped: the next surviving phrase starts the list, so drop its leading whitespace."""
+    for j in range(at + 1, len(seq)):
+        part = seq[j]
+        if part is None or part == []:
+            continue
+        if isinstance(part, list):
+            if part and isinstance(part[0], str):
+                part[0] = part[0].lstrip()
+            return
+        return  # a separator that stays (BREAK): leave whitespace alone
+
+
+def _rebuild(seq: list) -> list[Node]:
+    out: list[Node] = []
+
+    def add(item: Item) -> None:
+        if isinstance(item, str):
+            if not item:
+                return
+            if out and isinstance(out[-1], Text):
+                out[-1] = Text(out[-1].text + item)
+            else:
+                out.append(Text(item))
+        else:
+            out.append(item)
+
+    for part in seq:
+        if part is None:
+            continue
+        if isinstance(part, list):
+            for item in part:
+                add(item)
+        else:
+            add(part)
+    return out
+
+
+def containers(prompt: Prompt) -> Iterator[list[Node]]:
+    """Every node list of a prompt, outermost first: clauses, then the insides of groups, editing and alternation."""
+    work: list[list[Node]] = [clause.children for clause in reversed(prompt.clauses)]
+    while work:
+        container = work.pop()
+        yield container
+        for node in reversed(container):
+            if isinstance(node, Emphasis):
+                work.append(node.children)
+            elif isinstance(node, Editing):
+                work.append(node.after)
+                if node.before is not None:
+                    work.append(node.before)
+            elif isinstance(node, Alternation):
+                work.extend(reversed(node.options))

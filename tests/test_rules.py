@@ -1,0 +1,245 @@
+"""The rules engine and the translate() API on the shipped SD1 -> SD2 knowledge."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import bridge
+from bridge.recipe import Recipe
+from bridge.rules import EmptyPromptError, KnowledgeBase, KnowledgeError, RulesTranslator, target_size
+from bridge.rules.knowledge import RULES_DIR
+from bridge.syntax import parse
+from bridge.translation import Translation, TranslationOptions, load_translator, translate
+
+
+def rules_of(t: Translation) -> list[str]:
+    return [c.rule for c in t.changes]
+
+
+def test_translate_returns_a_full_sd2_recipe_with_reasons():
+    t = translate("a castle, by greg rutkowski, <lora:detail:0.6>, 8k")
+    assert isinstance(t, Translation)
+    assert (t.recipe.width, t.recipe.height) == (768, 768)
+    assert t.negative_prompt.strip()
+    assert "greg rutkowski" not in t.prompt.lower()
+    assert "<lora:" not in t.prompt and "8k" not in t.prompt
+    assert t.prompt.startswith("a castle, ")
+    assert all(c.reason for c in t.changes)
+    assert any("lora:detail" in w for w in t.warnings)
+    assert t.recipe.model == "sd2"
+
+
+def test_bridge_package_exposes_the_api():
+    assert bridge.translate is translate
+    assert bridge.load_translator is load_translator
+
+
+@pytest.mark.parametrize("target,size", [("sd2", (768, 768)), ("sd21", (768, 768)), ("sd2-base", (512, 512)),
+                                         ("sd21-base", (512, 512))])
+def test_size_goes_to_the_native_area_of_each_target(target, size):
+    t = translate("a red fox in the snow", target=target)
+    assert (t.recipe.width, t.recipe.height) == size
+
+
+def test_size_keeps_aspect_ratio_in_multiples_of_64():
+    assert target_size(512, 768, 768) == (640, 960)
+    assert target_size(768, 512, 768) == (960, 640)
+    assert target_size(512, 512, 512) == (512, 512)
+    t = translate("a red fox", width=512, height=768)
+    assert (t.recipe.width, t.recipe.height) == (640, 960)
+    assert any(c.rule == "size" and c.before == "512x768" and c.after == "640x960" for c in t.changes)
+    for w, h in [(512, 512), (640, 384), (1024, 256), (64, 64)]:
+        nw, nh = target_size(w, h, 768)
+        assert nw % 64 == 0 and nh % 64 == 0
+        assert abs(nw / nh - w / h) / (w / h) < 0.2
+
+
+def test_clip_skip_is_dropped_for_sd2():
+    t = translate("a red fox", clip_skip=2)
+    assert t.recipe.clip_skip is None
+    assert "clip-skip" in rules_of(t)
+
+
+def test_network_tags_removed_by_default_with_a_warning_naming_each():
+    t = translate("a castle <lora:detail:0.6>, <hypernet:anime:1>, <lyco:x:0.5:0.5> sky")
+    assert "<" not in t.prompt
+    for name in ("lora:detail", "hypernet:anime", "lyco:x"):
+        assert any(name in w for w in t.warnings)
+        assert any(c.rule == "networks" and name in c.before and c.after == "" for c in t.changes)
+    assert t.prompt == "a castle, sky"
+
+
+def test_network_tags_kept_or_mapped():
+    kept = translate("a castle, <lora:detail:0.6>", networks="keep")
+    assert "<lora:detail:0.6>" in kept.prompt and any("detail" in w for w in kept.warnings)
+    mapped = translate("a castle, <lora:detail:0.6:0.4>", network_map={"detail": "detail_sd2"})
+    assert "<lora:detail_sd2:0.6:0.4>" in mapped.prompt
+    assert any(c.before == "<lora:detail:0.6:0.4>" and c.after == "<lora:detail_sd2:0.6:0.4>" for c in mapped.changes)
+
+
+def test_embeddings_known_and_from_the_users_folder():
+    t = translate("a castle, my_style_v2", negative_prompt="easynegative, blurry", embeddings=["my_style_v2"])
+    assert "my_style_v2" not in t.prompt and "easynegative" not in t.negative_prompt.lower()
+    assert any("my_style_v2" in w for w in t.warnings) and any("easynegative" in w for w in t.warnings)
+    kept = translate("a castle, my_style_v2", embeddings=["my_style_v2"], networks="keep")
+    assert "my_style_v2" in kept.prompt
+
+
+def test_break_and_and_clauses_are_kept():
+    t = translate("a castle, 8k BREAK a river, trending on artstation AND a forest :0.8")
+    assert t.prompt.count("BREAK") == 1 and " AND " in t.prompt and t.prompt.endswith(":0.8")
+    assert parse(t.prompt).clauses[1].weight == 0.8
+
+
+def test_dropping_around_break_keeps_it_a_word():
+    t = translate("a castle BREAK 8k BREAK a river")
+    assert t.prompt.split().count("BREAK") == 2
+
+
+def test_negative_prompt_merged_without_duplicates():
+    t = translate("a photo of a cat", negative_prompt="(ugly:1.3), blurry")
+    phrases = [p.strip().lower() for p in t.negative_prompt.split(",")]
+    assert phrases[0] == "(ugly:1.3)"
+    assert "ugly" not in phrases  # already there with a weight
+    assert len(phrases) == len(set(phrases))
+    assert len(phrases) > 2
+
+
+def test_untouched_text_stays_byte_identical():
+    prompt = "A  Castle (on a hill:1.2), [day:night:0.5], [cat|dog]"
+    t = translate(prompt)
+    assert t.prompt == prompt
+
+
+def test_emphasized_magic_word_is_dropped_whole():
+    t = translate("a castle, (8k:1.2), ((masterpiece)), a moat")
+    assert "8k" not in t.prompt and "()" not in t.prompt and "(:" not in t.prompt
+
+
+def test_artist_phrases_become_sd2_phrases():
+    t = translate("portrait of a knight, by greg rutkowski and alphonse mucha")
+    assert "rutkowski" not in t.prompt.lower()
+    assert " and ," not in t.prompt and not t.prompt.rstrip().endswith((",", "and", "by"))
+    assert any(c.rule == "artist.greg-rutkowski" for c in t.changes)
+
+
+def test_disable_rule_by_id_and_pattern():
+    t = translate("a castle, by greg rutkowski, 8k", disable=["artist.*", "size"])
+    assert "greg rutkowski" in t.prompt
+    assert (t.recipe.width, t.recipe.height) == (512, 512) or t.recipe.width is None
+    with pytest.raises(KnowledgeError, match="unknown rule 'no-such-rule'"):
+        translate("a castle", disable=["no-such-rule"])
+
+
+def test_user_knowledge_file_overrides_a_shipped_rule(tmp_path):
+    user = tmp_path / "mine.toml"
+    user.write_text(textwrap.dedent("""
+        [[rule]]
+        id = "magic.8k"
+        match = ["8k"]
+        action = "replace"
+        replacement = "high resolution"
+        fact = "F-QUALITY-TAGS"
+        reason = "I like it"
+    """))
+    t = translate("a castle, 8k", knowledge=user)
+    assert t.prompt == "a castle, high resolution"
+    assert any(c.rule == "magic.8k" and c.reason == "I like it" for c in t.changes)
+
+
+def test_malformed_user_knowledge_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nid = "x"\naction = "explode"\nmatch = ["a"]\n')
+    with pytest.raises(KnowledgeError, match="action must be keep, drop or replace"):
+        translate("a castle", knowledge=bad)
+    with pytest.raises(KnowledgeError, match="not found"):
+        translate("a castle", knowledge=tmp_path / "missing.toml")
+
+
+def test_every_shipped_rule_cites_a_fact_that_exists():
+    notes = (RULES_DIR / "NOTES.md").read_text()
+    kb = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml")
+    cited = {r.fact for r in kb.rules.values()} | {a.fact for a in kb.artists.values()}
+    cited |= {n.fact for n in kb.negatives.values()}
+    assert None not in cited
+    for fact in cited:
+        assert f"## {fact}:" in notes, fact
+
+
+def test_unknown_model_and_missing_bridge_are_clear_errors():
+    from bridge.models import NoBridgeError, UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="known models: sd14, sd15"):
+        translate("a cat", target="sd3")
+    with pytest.raises(NoBridgeError):
+        translate("a cat", source="sd2", target="sd15")
+
+
+def test_empty_and_whitespace_prompts_are_errors():
+    for prompt in ("", "   \n\t"):
+        with pytest.raises(EmptyPromptError, match="empty prompt"):
+            translate(prompt)
+
+
+@pytest.mark.parametrize("prompt", ["(x:nan)", "(x:inf)", "(x:1e309)", "(x:-3)", "((a", "a))", "[[x", "a \\",
+                                    "a|b [x:y:3]"])
+def test_odd_prompts_pass_through(prompt):
+    t = translate(prompt)
+    assert t.prompt == prompt
+
+
+def test_malformed_weight_passes_through_with_a_warning():
+    t = translate("((a:1.2.3))")
+    assert t.prompt == "((a:1.2.3))"
+    assert any("1.2.3" in w for w in t.warnings)
+
+
+def test_control_characters_warned_and_kept():
+    t = translate("a cat\x00 on a mat\x07")
+    assert t.prompt == "a cat\x00 on a mat\x07"
+    assert any("U+0000" in w for w in t.warnings)
+
+
+def test_deep_nesting_and_huge_prompts_translate():
+    deep = "(" * 10_000 + "a cat" + ")" * 10_000
+    assert translate(deep).prompt == deep
+    big = "a castle on a hill, highly detailed, " * 30_000
+    t = translate(big)
+    assert len(t.prompt) > 100_000
+
+
+def test_translator_interface_and_batch():
+    translator = load_translator("rules", source="sd15", target="sd21")
+    assert isinstance(translator, RulesTranslator)
+    assert (translator.source, translator.target) == ("sd15", "sd21")
+    out = translator.translate_batch([Recipe(prompt="a cat, 8k"), Recipe(prompt="a dog")], TranslationOptions())
+    assert [o.prompt for o in out] == ["a cat", "a dog"]
+
+
+def test_load_translator_rejects_unknown_things(tmp_path):
+    with pytest.raises(ValueError, match="cannot load translator"):
+        load_translator(str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        load_translator(tmp_path / "nope.toml")
+
+
+def test_unknown_setting_is_an_error_listing_valid_ones():
+    with pytest.raises(TypeError, match="unknown setting 'widht'.*width"):
+        translate("a cat", widht=512)
+
+
+def test_sd14_to_sd15_is_near_identity():
+    t = translate("a castle, by greg rutkowski, <lora:detail:0.6>, 8k", source="sd14", target="sd15")
+    assert t.prompt == "a castle, by greg rutkowski, <lora:detail:0.6>, 8k"
+    assert (t.recipe.width, t.recipe.height) == (None, None) or (t.recipe.width, t.recipe.height) == (512, 512)
+
+
+def test_rules_path_imports_no_heavy_libraries():
+    code = ("import sys, bridge; bridge.translate('a castle, by greg rutkowski, 8k'); "
+            "from bridge.cli import main; main(['a cat']); "
+            "heavy = [m for m in ('torch', 'transformers', 'diffusers', 'open_clip', 'numpy') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
