@@ -1,0 +1,206 @@
+"""translate-prompt, called in-process: output, formats, exit codes, and every kind of bad input."""
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bridge.cli import main
+
+
+class Run:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run(*argv: str, stdin: str | None = None, tty_stdin: bool = False) -> Run:
+    out, err = io.StringIO(), io.StringIO()
+    if tty_stdin:
+        inp: io.StringIO = FakeTTY("")
+    else:
+        inp = io.StringIO(stdin or "")
+    code = main(list(argv), stdin=inp, stdout=out, stderr=err)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def one_line_error(result: Run) -> str:
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    assert lines[0].startswith("translate-prompt: error: ")
+    return lines[0]
+
+
+def test_one_prompt_text_output():
+    r = run("a castle, by greg rutkowski, 8k")
+    assert r.code == 0
+    assert r.out.startswith("a castle, ") and r.out.count("\n") == 1
+    assert "rutkowski" not in r.out.lower()
+
+
+def test_explain_prints_recipe_negative_size_and_reasons():
+    r = run("--explain", "a castle, by greg rutkowski, <lora:detail:0.6>, 8k")
+    assert r.code == 0
+    assert "Negative prompt: " in r.out and "Size: 768x768" in r.out
+    assert "Changes (sd15 -> sd2):" in r.out
+    assert "why: " in r.out and "[F-ARTISTS]" in r.out and "[F-NETWORKS]" in r.out
+    assert "lora:detail" in r.err  # the warning naming the removed LoRA
+
+
+def test_json_has_the_documented_keys():
+    r = run("--format", "json", "a castle, 8k", "a dog")
+    assert r.code == 0
+    rows = [json.loads(line) for line in r.out.splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        for key in ("prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler", "seed", "model",
+                    "changes", "warnings"):
+            assert key in row
+        for change in row["changes"]:
+            assert {"rule", "before", "after", "reason"} <= set(change)
+    assert rows[0]["prompt"] == "a castle" and rows[0]["width"] == 768
+
+
+def test_a1111_format_reads_back_as_infotext():
+    from bridge.recipe import Recipe
+
+    r = run("--format", "a1111", "--to", "sd21-base", "a castle, 8k")
+    recipe = Recipe.from_infotext(r.out.strip())
+    assert recipe.prompt == "a castle" and (recipe.width, recipe.height) == (512, 512)
+    assert recipe.negative_prompt and recipe.steps
+
+
+def test_prompts_on_stdin_one_per_line():
+    r = run(stdin="a castle, 8k\n\n  \na dog, 4k\n")
+    assert r.code == 0
+    assert r.out.splitlines() == ["a castle", "a dog"]
+
+
+def test_input_and_output_files(tmp_path):
+    src = tmp_path / "prompts.txt"
+    src.write_text("a castle, 8k\na dog, trending on artstation\n", encoding="utf-8")
+    dst = tmp_path / "out.jsonl"
+    r = run("--input", str(src), "--output", str(dst), "--format", "json")
+    assert r.code == 0 and r.out == ""
+    rows = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert [row["prompt"] for row in rows] == ["a castle", "a dog, artstation"]
+
+
+def test_from_to_and_list_models():
+    r = run("--to", "sd2-base", "--format", "json", "a fox")
+    assert json.loads(r.out)["width"] == 512
+    listed = run("--list-models")
+    assert listed.code == 0
+    for key in ("sd14", "sd15", "sd2-base", "sd2", "sd21-base", "sd21", "sdxl"):
+        assert key in listed.out
+    assert "sd15 -> sd2" in listed.out
+
+
+def test_diff_marks_removed_and_added_words():
+    r = run("--diff", "a castle, 8k, trending on artstation")
+    assert "[-" in r.out and "{+" in r.out
+    assert "8k" in r.out
+
+
+def test_keep_networks_network_map_embeddings_and_disable(tmp_path):
+    assert "<lora:detail:0.6>" in run("--keep-networks", "a castle, <lora:detail:0.6>").out
+    mapping = tmp_path / "map.txt"
+    mapping.write_text("# mine\ndetail = detail_sd2\n")
+    assert "<lora:detail_sd2:0.6>" in run("--network-map", str(mapping), "a castle, <lora:detail:0.6>").out
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    (folder / "my_style.pt").write_bytes(b"")
+    r = run("--embeddings", str(folder), "a castle, my_style")
+    assert r.out.strip() == "a castle" and "my_style" in r.err
+    assert "greg rutkowski" in run("--disable-rule", "artist.*", "a castle, by greg rutkowski").out
+
+
+def test_help_teaches_with_examples():
+    r = run("--help")
+    assert r.code == 0
+
+
+@pytest.mark.parametrize(
+    "argv,code,needle",
+    [
+        (["--to", "sd3", "a cat"], 2, "unknown model 'sd3'; known models: sd14"),
+        (["--from", "nope", "a cat"], 2, "unknown model 'nope'"),
+        (["--format", "yaml", "a cat"], 2, "unknown format 'yaml'; valid formats: text, a1111, json"),
+        (["--bogus"], 2, "unrecognized arguments: --bogus"),
+        ([""], 2, "empty prompt"),
+        (["   "], 2, "empty prompt"),
+        (["--disable-rule", "no-such", "a cat"], 2, "unknown rule 'no-such'"),
+        (["--input", "/nonexistent/prompts.txt"], 1, "no such file: /nonexistent/prompts.txt"),
+        (["--to", "sd15", "--from", "sd2", "a cat"], 2, "no bridge from 'sd2' to 'sd15'"),
+    ],
+)
+def test_bad_input_is_one_line_error_with_exit_code(argv, code, needle):
+    r = run(*argv)
+    assert r.code == code
+    assert needle in one_line_error(r)
+
+
+def test_no_prompt_on_a_terminal_is_a_usage_error():
+    r = run(tty_stdin=True)
+    assert r.code == 2 and "no prompt given" in one_line_error(r)
+
+
+def test_empty_stdin_is_a_usage_error():
+    r = run(stdin="\n \n")
+    assert r.code == 2 and "no prompts in stdin" in one_line_error(r)
+
+
+def test_non_utf8_file_is_exit_1_naming_the_offset(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("a caf\xe9 on a hill\n".encode("latin-1"))
+    r = run("--input", str(bad))
+    assert r.code == 1 and "not UTF-8 text (byte 0xe9 at offset 5)" in one_line_error(r)
+
+
+def test_directory_as_input_and_bad_network_map(tmp_path):
+    assert run("--input", str(tmp_path)).code == 1
+    mapping = tmp_path / "map.txt"
+    mapping.write_text("just a name\n")
+    r = run("--network-map", str(mapping), "a cat")
+    assert r.code == 2 and "line 1" in one_line_error(r)
+
+
+def test_output_is_written_whole_or_not_at_all(tmp_path):
+    dst = tmp_path / "out.txt"
+    dst.write_text("previous results\n")
+    r = run("--output", str(dst), "--to", "sd3", "a cat")
+    assert r.code == 2
+    assert dst.read_text() == "previous results\n"  # nothing already written is lost
+    r = run("--output", str(tmp_path / "missing-dir" / "out.txt"), "a cat")
+    assert r.code == 1 and "does not exist" in one_line_error(r)
+
+
+@pytest.mark.parametrize("prompt", ["(x:nan)", "(x:inf)", "(x:1e309)", "(x:-3)", "((a:1.2.3))", "((((a", "a]]]]",
+                                    "a\x00b\x01c"])
+def test_odd_prompts_pass_through_with_exit_0(prompt):
+    r = run(prompt)
+    assert r.code == 0
+    assert r.out == prompt + "\n"
+
+
+def test_ten_thousand_nested_parentheses_and_a_megabyte_prompt():
+    deep = "(" * 10_000 + "a cat" + ")" * 10_000
+    assert run(deep).out == deep + "\n"
+    big = "a castle on a hill, " * 50_000
+    r = run(big)
+    assert r.code == 0 and len(r.out) > 500_000
+
+
+def test_python_dash_m_bridge_and_non_utf8_stdin():
+    result = subprocess.run([sys.executable, "-m", "bridge"], input=b"a caf\xe9\n", capture_output=True, check=False)
+    assert result.returncode == 1
+    assert b"stdin is not UTF-8" in result.stderr and b"Traceback" not in result.stderr
+    ok = subprocess.run([sys.executable, "-m", "bridge", "a castle, 8k"], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and ok.stdout == "a castle\n"
