@@ -106,6 +106,9 @@ class RulesTranslator:
             if rules:
                 stage.run(work, rules)
         work.recipe = work.recipe.replace(prompt=str(work.prompt), negative_prompt=str(work.negative))
+        if not work.recipe.prompt.strip():
+            work.warnings.append("every phrase of the prompt was removed (SD1 tags with no content for the target); "
+                                 "add a description of the subject, or --disable-rule the rules listed")
         return Translation(work.recipe, self.source, self.target, work.changes, work.warnings, original=recipe)
 
 

@@ -147,27 +147,31 @@ def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | No
             before >= 0 and isinstance(seq[before], Break))
         if after < len(seq) and seq[after] == ",":
             seq[after] = None
-        elif before >= 0 and seq[before] == ",":
-            seq[before] = None
+        else:
+            _drop_comma_before(seq, before)
         if next_to_break and 0 < at < len(seq) - 1:
             seq[at] = [" "]  # keep BREAK a separate word
-        elif i == 0 and not (raw_phrases[0] and isinstance(raw_phrases[0][0], str) and raw_phrases[0][0][:1].isspace()):
-            _strip_following_lead(seq, at)
-    container[:] = _rebuild(seq)
+    rebuilt = _rebuild(seq)
+    first_was_dropped = results[0] == [] and not (raw_phrases[0] and isinstance(raw_phrases[0][0], str)
+                                                  and raw_phrases[0][0][:1].isspace())
+    if first_was_dropped and rebuilt and isinstance(rebuilt[0], Text):
+        # The list now starts with what followed the dropped phrases: no leading space the user did not write.
+        rebuilt[0] = Text(rebuilt[0].text.lstrip())
+        if not rebuilt[0].text:
+            rebuilt.pop(0)
+    container[:] = rebuilt
     return True
 
 
-def _strip_following_lead(seq: list, at: int) -> None:
-    """The first phrase was dropped: the next surviving phrase starts the list, so drop its leading whitespace."""
-    for j in range(at + 1, len(seq)):
-        part = seq[j]
-        if part is None or part == []:
-            continue
-        if isinstance(part, list):
-            if part and isinstance(part[0], str):
-                part[0] = part[0].lstrip()
+def _drop_comma_before(seq: list, j: int) -> None:
+    """Remove the nearest comma to the left, across phrases already dropped (whose commas went before them)."""
+    while j >= 0:
+        if seq[j] == ",":
+            seq[j] = None
             return
-        return  # a separator that stays (BREAK): leave whitespace alone
+        if isinstance(seq[j], Break) or (isinstance(seq[j], list) and seq[j]):
+            return  # a BREAK or a phrase that stays: no comma of ours to take
+        j -= 1
 
 
 def _rebuild(seq: list) -> list[Node]:
