@@ -31,7 +31,7 @@ def test_python_examples_pass_as_doctests():
 
 def test_exactly_two_setup_commands_and_ci_runs_the_test_one():
     setup = TEXT.split("## Set up", 1)[1].split("\n## ", 1)[0]
-    commands = re.findall(r"```bash\n(.*?)\n```", setup, re.S)
+    commands = re.findall(r"```bash\n(.*?)\n```", setup, re.DOTALL)
     assert len(commands) == 2
     run_cmd, test_cmd = commands
     assert "translate-prompt" in run_cmd and "pip install" in run_cmd

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCK = re.compile(r"```console\n(.*?)```", re.S)
+BLOCK = re.compile(r"```console\n(.*?)```", re.DOTALL)
 
 
 def run_command(command: str, stdin_text: str = "") -> str:
