@@ -20,6 +20,8 @@ import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+from bridge.datafiles import read_toml
+
 DEFAULT_REGISTRY_PATH = Path(__file__).with_name("models.toml")
 
 FAMILIES = ("sd1", "sd2", "sdxl")
@@ -252,7 +254,7 @@ def load_registry(path: str | Path | None = None, *, base: Registry | None = Non
     """
     path = Path(path) if path is not None else DEFAULT_REGISTRY_PATH
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = read_toml(path)
     except tomllib.TOMLDecodeError as error:
         raise RegistryError(f"{path}: not valid TOML: {error}") from None
     unknown = sorted(set(data) - {"models", "bridges"})

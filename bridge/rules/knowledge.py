@@ -34,9 +34,10 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from bridge.datafiles import read_toml
 
 __all__ = ["RULES_DIR", "Artist", "KnowledgeBase", "KnowledgeError", "NegativeDefault", "Rule", "slug"]
 
@@ -145,15 +146,9 @@ def is_disabled(rule_id: str, disable: tuple[str, ...]) -> bool:
     return _disabled(rule_id, disable)
 
 
-@lru_cache(maxsize=32)
-def _read_toml_cached(path: str, mtime: float) -> dict:
-    with open(path, "rb") as f:
-        return tomllib.load(f)
-
-
 def _read_toml(path: Path) -> dict:
     try:
-        return _read_toml_cached(str(path), path.stat().st_mtime)
+        return read_toml(path)
     except FileNotFoundError:
         raise KnowledgeError(f"knowledge file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
