@@ -1,0 +1,619 @@
+"""Prompt libraries in and out: migrate a whole library of SD1.x prompts, keeping every row and its other columns.
+
+Read a file or a folder, translate each recipe, write the result in the same format::
+
+    from bridge.library import read_library, write_library
+    from bridge.translation import translate
+
+    items = read_library("prompts.csv", column="caption")  # or a .txt, .jsonl, .parquet, styles.csv, .png, a folder
+    recipes = [translate(item.recipe, source="sd15", target="sd2").recipe for item in items]
+    write_library(items, recipes, "prompts-sd2.csv")  # the same rows, prompt replaced, width/height added
+
+    items = read_library("outputs/")  # every supported file inside, recursively, sorted by path
+    write_library(items, recipes_for(items), "outputs-sd2/")  # mirrors outputs/a/1.png as outputs-sd2/a/1.png
+
+Formats (`FORMATS`; chosen from the suffix, see `detect_format`, unless `format=` says otherwise):
+
+- text (.txt): one prompt per line. Blank lines are skipped (they are not prompts); `line` is the line in the file.
+  Written back as one prompt per line, so the negative prompt and the size are not kept: use jsonl for those.
+- csv (.csv), tsv (.tsv): a header row, then one row per prompt. The prompt column is `column=`, else the first of
+  "prompt", "Prompt", "text", "caption"; the negative prompt column is `negative_column=`, else "negative_prompt" when
+  present. Integer "width" and "height" columns fill the recipe's size. Blank lines hold no row and are skipped.
+- jsonl (.jsonl): one JSON object per line; the prompt key is `column=` (default "prompt"). Blank lines are skipped.
+- parquet (.parquet): one row per prompt, columns chosen as for csv; needs pyarrow (the ml extra), imported only here.
+- styles: an A1111 styles.csv (named so, or with the header exactly `name,prompt,negative_prompt`): one item per style,
+  keyed by its name. A `{prompt}` placeholder is kept verbatim.
+- png: the A1111 infotext in the PNG's "parameters" text chunk (tEXt, zTXt or iTXt). Written as a copy of the PNG with
+  the new infotext; the original file is never modified.
+
+Nothing is dropped silently: a row with an empty prompt is an item with an empty prompt; malformed rows, files that are
+not UTF-8 and PNGs without "parameters" raise `LibraryError` naming the file and the line (or byte offset).
+Writes are atomic (a temporary file, then `os.replace`), and never replace a file the library was read from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import struct
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from bridge.recipe import Recipe
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = [
+    "FORMATS",
+    "SUPPORTED_SUFFIXES",
+    "LibraryError",
+    "LibraryItem",
+    "detect_format",
+    "read_library",
+    "write_library",
+]
+
+_SUFFIX_FORMATS = {
+    ".txt": "text",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".parquet": "parquet",
+    ".png": "png",
+}
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_SUFFIX_FORMATS)
+FORMATS: tuple[str, ...] = ("text", "csv", "tsv", "jsonl", "parquet", "styles", "png")
+_FORMAT_SUFFIX = {**{fmt: suffix for suffix, fmt in _SUFFIX_FORMATS.items()}, "styles": ".csv"}
+_DELIMITERS = {"csv": ",", "tsv": "\t", "styles": ","}
+
+PROMPT_COLUMNS = ("prompt", "Prompt", "text", "caption")  # tried in this order when `column` is not given
+NEGATIVE_COLUMN = "negative_prompt"
+STYLES_NAME = "styles.csv"
+STYLES_HEADER = ["name", "prompt", "negative_prompt"]
+_BOM = b"\xef\xbb\xbf"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+_PARAMETERS = b"parameters"  # the keyword A1111 stores its infotext under
+_MISSING_PYARROW = "{action} .parquet needs the ml extra: pip install 'prompt-bridge[ml]'"
+
+
+class LibraryError(ValueError):
+    """A library file that cannot be read or written; the message names the file and the line or byte offset."""
+
+
+@dataclass
+class LibraryItem:
+    """One prompt of a library: its recipe and where it came from, with what is needed to write it back.
+
+    `key` is a stable id: "prompts.txt:12" (path relative to the folder read, then the line or row), the style name
+    for a styles.csv, the relative file name for a PNG. `fields` holds the row's other columns (not the prompt and
+    negative prompt columns) with their values as read.
+    """
+
+    recipe: Recipe
+    source: str
+    line: int | None
+    key: str
+    fields: dict[str, object] = field(default_factory=dict)
+    kind: str = "text"
+    root: str | None = None  # the folder read_library was given; None when it was given this file
+    columns: tuple[str, ...] = ()  # the row's columns in file order (header, JSON keys), to write them back in order
+    prompt_column: str | None = None
+    negative_column: str | None = None
+
+
+class _Source(NamedTuple):
+    path: Path
+    name: str  # relative to the folder read, or the file name: the start of each key
+    root: str | None
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """The format of `path` from its suffix: one of FORMATS. A .csv is "styles" when it is named styles.csv or its
+    header is exactly `name,prompt,negative_prompt`.
+
+    >>> detect_format("prompts.jsonl")
+    'jsonl'
+    """
+    path = Path(path)
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise LibraryError(
+            f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; supported: "
+            f"{', '.join(SUPPORTED_SUFFIXES)} (or pass format=, one of {', '.join(FORMATS)})"
+        )
+    if fmt == "csv" and (path.name.lower() == STYLES_NAME or _first_csv_row(path) == STYLES_HEADER):
+        return "styles"
+    return fmt
+
+
+def read_library(
+    path: str | os.PathLike[str],
+    *,
+    column: str | None = None,
+    negative_column: str | None = None,
+    format: str | None = None,
+) -> list[LibraryItem]:
+    """Read the prompts of a file, or of every supported file in a folder (recursively, sorted by path; hidden files
+    and folders are skipped, so are files of other types). Items come in file order, then row order.
+
+    `column` and `negative_column` choose the prompt columns of csv, tsv, jsonl and parquet files; `format` (one of
+    FORMATS) overrides the suffix, for every file when `path` is a folder.
+    """
+    path = Path(path)
+    if format is not None and format not in FORMATS:
+        raise LibraryError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
+    if path.is_dir():
+        files = _library_files(path, format)
+        sources = [_Source(file, file.relative_to(path).as_posix(), str(path)) for file in files]
+    elif path.is_file():
+        sources = [_Source(path, path.name, None)]
+    else:
+        raise LibraryError(f"{path}: no such file or folder")
+    items: list[LibraryItem] = []
+    for source in sources:
+        fmt = format or detect_format(source.path)
+        items += _READERS[fmt](source, column, negative_column)
+    return items
+
+
+def write_library(
+    items: Sequence[LibraryItem],
+    recipes: Sequence[Recipe],
+    out: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+) -> list[Path]:
+    """Write `recipes` (one per item, e.g. the migrated ones) in each item's format, or in `format` when given
+    (converting, e.g. text to jsonl; png and styles need items read from PNGs and styles.csv). Returns the files written.
+
+    Rows keep their other columns and order; the prompt is replaced, the negative prompt too when its column existed
+    or the new one is not empty (a "negative_prompt" column is added), and "width"/"height" columns are set when the
+    recipe has a size (not for styles). PNGs are written as copies with the new infotext in their "parameters" chunk.
+
+    `out` is a file when the items come from one file read on its own; it is a folder when the library was read from a
+    folder, comes from several files, or `out` is an existing folder or has no suffix: each file is written under it at
+    its path relative to the folder read (its file name otherwise), with the suffix of `format` when converting.
+    """
+    if len(items) != len(recipes):
+        raise LibraryError(f"got {len(items)} library items but {len(recipes)} recipes; pass one recipe per item")
+    if format is not None and format not in FORMATS:
+        raise LibraryError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
+    targets = _plan_targets(items, Path(out), format)
+    written = []
+    for target, (fmt, indices) in targets.items():
+        group = [(items[i], recipes[i]) for i in indices]
+        _write_atomic(target, _WRITERS[fmt](group))
+        written.append(target)
+    return written
+
+
+# Reading.
+
+
+def _library_files(folder: Path, format: str | None) -> list[Path]:
+    files, unsupported = [], []
+    for file in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in file.relative_to(folder).parts) or not file.is_file():
+            continue
+        if format is None and file.suffix.lower() not in _SUFFIX_FORMATS:
+            unsupported.append(file.relative_to(folder).as_posix())
+        else:
+            files.append(file)
+    if not files:
+        found = f"found only {', '.join(unsupported)}" if unsupported else "it has no files"
+        raise LibraryError(f"{folder}: no prompt files ({', '.join(SUPPORTED_SUFFIXES)}); {found}")
+    return files
+
+
+def _read_text(path: Path) -> str:
+    """The file decoded as UTF-8 (a leading byte order mark is dropped), or LibraryError naming the bad byte."""
+    data = _read_bytes(path)
+    start = len(_BOM) if data.startswith(_BOM) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = start + error.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise LibraryError(
+            f"{path}: not UTF-8: byte {data[offset : offset + 1]!r} at byte offset {offset} (line {line}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise LibraryError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def _first_csv_row(path: Path) -> list[str] | None:
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as file:
+            return next(csv.reader(file), None)
+    except (OSError, csv.Error):
+        return None  # not readable here: reading it as csv reports the problem
+
+
+def _read_text_lines(source: _Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
+    items = []
+    for number, line in enumerate(_read_text(source.path).split("\n"), start=1):
+        prompt = line.strip()
+        if prompt:
+            key = f"{source.name}:{number}"
+            items.append(LibraryItem(Recipe(prompt=prompt), str(source.path), number, key, root=source.root))
+    return items
+
+
+def _read_delimited(source: _Source, column: str | None, negative_column: str | None, kind: str) -> list[LibraryItem]:
+    text = _read_text(source.path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_DELIMITERS[kind], strict=True)
+    rows = []  # (line where the row starts, fields)
+    try:
+        start = 1
+        for fields in reader:
+            if fields:
+                rows.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise LibraryError(f"{source.path}:{start}: malformed {kind} row: {error}") from None
+    if not rows:
+        return []
+    (header_line, header), *rows = rows
+    if len(set(header)) != len(header):
+        raise LibraryError(f"{source.path}:{header_line}: the header repeats a column name: {header}")
+    columns = tuple(header)
+    if kind == "styles":
+        if "name" not in columns:
+            raise LibraryError(
+                f"{source.path}:{header_line}: a styles file needs a 'name' column; columns found: {header}"
+            )
+        prompt_column, negative_column = _choose_columns(source.path, columns, None, None, ("prompt",))
+    else:
+        prompt_column, negative_column = _choose_columns(source.path, columns, column, negative_column, PROMPT_COLUMNS)
+    items = []
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise LibraryError(
+                f"{source.path}:{line}: {len(fields)} fields but the header has {len(header)} ({', '.join(header)})"
+            )
+        row = dict(zip(header, fields, strict=True))
+        key = row["name"] if kind == "styles" else None
+        items.append(_row_item(source, kind, line, row, columns, prompt_column, negative_column, key))
+    return items
+
+
+def _read_jsonl(source: _Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
+    prompt_column = column or "prompt"
+    negative_column = negative_column or NEGATIVE_COLUMN
+    items = []
+    for line, text in enumerate(_read_text(source.path).split("\n"), start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise LibraryError(f"{source.path}:{line}: not valid JSON: {error.msg} at column {error.colno}") from None
+        if not isinstance(row, dict):
+            raise LibraryError(f"{source.path}:{line}: expected a JSON object, got {type(row).__name__}")
+        if prompt_column not in row:
+            raise LibraryError(
+                f"{source.path}:{line}: no key {prompt_column!r}; keys found: {list(row)} (choose one with column=)"
+            )
+        negative = negative_column if negative_column in row and negative_column != prompt_column else None
+        items.append(_row_item(source, "jsonl", line, row, tuple(row), prompt_column, negative))
+    return items
+
+
+def _read_parquet(source: _Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
+    pa, pq = _pyarrow("reading")
+    try:
+        table = pq.read_table(source.path)
+    except (pa.ArrowException, OSError) as error:
+        raise LibraryError(f"{source.path}: cannot read as Parquet: {error}") from None
+    columns = tuple(table.column_names)
+    prompt_column, negative_column = _choose_columns(source.path, columns, column, negative_column, PROMPT_COLUMNS)
+    return [
+        _row_item(source, "parquet", number, row, columns, prompt_column, negative_column)
+        for number, row in enumerate(table.to_pylist(), start=1)
+    ]
+
+
+def _read_png(source: _Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
+    text = _png_parameters(_png_chunks(_read_bytes(source.path), source.path), source.path)
+    if text is None:
+        raise LibraryError(
+            f"{source.path}: no A1111 'parameters' text chunk (tEXt, zTXt or iTXt); was it saved without its infotext?"
+        )
+    try:
+        recipe = Recipe.from_infotext(text)
+    except ValueError as error:
+        raise LibraryError(f"{source.path}: {error}") from None
+    return [LibraryItem(recipe, str(source.path), None, source.name, kind="png", root=source.root)]
+
+
+def _choose_columns(
+    path: Path, columns: tuple[str, ...], column: str | None, negative_column: str | None, candidates: Sequence[str]
+) -> tuple[str, str | None]:
+    """The prompt column and the negative prompt column (None when there is none) of a table."""
+    if column is None:
+        column = next((name for name in candidates if name in columns), None)
+        if column is None:
+            raise LibraryError(
+                f"{path}: no prompt column (looked for {', '.join(candidates)}); columns found: {list(columns)}; "
+                "choose one with column="
+            )
+    elif column not in columns:
+        raise LibraryError(f"{path}: no column {column!r}; columns found: {list(columns)}")
+    if negative_column is not None and negative_column not in columns:
+        raise LibraryError(f"{path}: no negative prompt column {negative_column!r}; columns found: {list(columns)}")
+    negative_column = negative_column or (NEGATIVE_COLUMN if NEGATIVE_COLUMN in columns else None)
+    return column, negative_column if negative_column != column else None
+
+
+def _row_item(
+    source: _Source,
+    kind: str,
+    line: int,
+    row: dict[str, Any],
+    columns: tuple[str, ...],
+    prompt_column: str,
+    negative_column: str | None,
+    key: str | None = None,
+) -> LibraryItem:
+    def text(name: str | None) -> str:
+        value = row.get(name) if name is not None else None
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise LibraryError(f"{source.path}:{line}: {name!r} must be text, got {type(value).__name__} {value!r}")
+        return value
+
+    width, height = _size(row.get("width")), _size(row.get("height"))
+    if width is None or height is None:
+        width = height = None
+    recipe = Recipe(prompt=text(prompt_column), negative_prompt=text(negative_column), width=width, height=height)
+    fields = {name: value for name, value in row.items() if name not in (prompt_column, negative_column)}
+    key = key if key is not None else f"{source.name}:{line}"
+    return LibraryItem(
+        recipe, str(source.path), line, key, fields, kind, source.root, columns, prompt_column, negative_column
+    )
+
+
+def _size(value: object) -> int | None:
+    """A positive whole number of pixels from a cell (512, "512", 512.0), else None: the cell is then only kept."""
+    if isinstance(value, str):
+        value = value.strip()
+        value = int(value) if value.isdigit() else None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+_READERS: dict[str, Callable[[_Source, str | None, str | None], list[LibraryItem]]] = {
+    "text": _read_text_lines,
+    "csv": lambda source, column, negative: _read_delimited(source, column, negative, "csv"),
+    "tsv": lambda source, column, negative: _read_delimited(source, column, negative, "tsv"),
+    "styles": lambda source, column, negative: _read_delimited(source, column, negative, "styles"),
+    "jsonl": _read_jsonl,
+    "parquet": _read_parquet,
+    "png": _read_png,
+}
+
+
+# PNG chunks (https://www.w3.org/TR/png/#5Chunk-layout): length, type, data, CRC of type + data.
+
+
+def _png_chunks(data: bytes, path: Path) -> list[tuple[bytes, bytes]]:
+    """The (type, data) chunks of a PNG up to IEND, with their CRCs checked."""
+    if not data.startswith(_PNG_SIGNATURE):
+        raise LibraryError(f"{path}: not a PNG file (its first bytes are not the PNG signature)")
+    chunks = []
+    offset = len(_PNG_SIGNATURE)
+    while not chunks or chunks[-1][0] != b"IEND":
+        if offset + 12 > len(data):
+            raise LibraryError(f"{path}: truncated PNG: it ends at byte {len(data)} before its IEND chunk")
+        length, kind = struct.unpack_from(">I4s", data, offset)
+        end = offset + 12 + length
+        body = data[offset + 8 : end - 4]
+        if end > len(data) or zlib.crc32(kind + body) != struct.unpack_from(">I", data, end - 4)[0]:
+            raise LibraryError(
+                f"{path}: damaged PNG: chunk {kind!r} at byte offset {offset} is truncated or fails its CRC"
+            )
+        chunks.append((kind, body))
+        offset = end
+    return chunks
+
+
+def _png_parameters(chunks: list[tuple[bytes, bytes]], path: Path) -> str | None:
+    """The text of the first "parameters" text chunk, or None."""
+    for kind, body in chunks:
+        keyword, _, rest = body.partition(b"\0")
+        if kind not in _PNG_TEXT_CHUNKS or keyword != _PARAMETERS:
+            continue
+        try:
+            if kind == b"tEXt":
+                return rest.decode("latin-1")
+            if kind == b"zTXt":  # compression method byte (0: zlib), then the compressed Latin-1 text
+                return zlib.decompress(rest[1:]).decode("latin-1")
+            # iTXt: compression flag, method, language tag\0, translated keyword\0, then UTF-8 text
+            compressed = rest[0] == 1
+            _language, _, rest = rest[2:].partition(b"\0")
+            _translated, _, text = rest.partition(b"\0")
+            return (zlib.decompress(text) if compressed else text).decode("utf-8")
+        except (IndexError, zlib.error, UnicodeDecodeError) as error:
+            raise LibraryError(f"{path}: damaged {kind.decode()} 'parameters' chunk: {error}") from None
+    return None
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_parameters_chunk(text: str) -> bytes:
+    """tEXt when the text is Latin-1 (as A1111 writes it), else iTXt with uncompressed UTF-8."""
+    try:
+        return _png_chunk(b"tEXt", _PARAMETERS + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:
+        return _png_chunk(b"iTXt", _PARAMETERS + b"\0\0\0\0\0" + text.encode("utf-8"))
+
+
+# Writing.
+
+
+def _plan_targets(items: Sequence[LibraryItem], out: Path, format: str | None) -> dict[Path, tuple[str, list[int]]]:
+    """Each output file with its format and the indices of the items written to it, checked before anything is
+    written: formats possible, no two sources on one file, no input overwritten."""
+    sources = list(dict.fromkeys(item.source for item in items))
+    to_folder = not out.suffix or out.is_dir() or len(sources) > 1 or any(item.root is not None for item in items)
+    if to_folder and out.exists() and not out.is_dir():
+        raise LibraryError(f"{out}: is a file, but the library comes from a folder or several files; give a folder")
+    targets: dict[Path, tuple[str, list[int]]] = {}
+    written_from: dict[Path, str] = {}
+    for index, item in enumerate(items):
+        fmt = format or item.kind
+        if fmt in ("png", "styles") and item.kind != fmt:
+            raise LibraryError(f"{item.source}: cannot write a {item.kind} library as {fmt}; {fmt} needs {fmt} sources")
+        if to_folder:
+            relative = Path(item.source).relative_to(item.root) if item.root is not None else Path(item.source).name
+            target = out / relative
+            if fmt != item.kind:
+                target = target.with_suffix(_FORMAT_SUFFIX[fmt])
+        else:
+            target = out
+            if out.suffix.lower() in _SUFFIX_FORMATS and out.suffix.lower() != _FORMAT_SUFFIX[fmt]:
+                raise LibraryError(
+                    f"{out}: suffix {out.suffix!r} does not match the {fmt} format; name it *{_FORMAT_SUFFIX[fmt]} "
+                    "or pass format= to convert"
+                )
+        if written_from.setdefault(target, item.source) != item.source:
+            raise LibraryError(f"{target}: both {written_from[target]} and {item.source} would be written there")
+        targets.setdefault(target, (fmt, []))[1].append(index)
+    for target in targets:
+        for source in sources:
+            if _same_file(target, Path(source)):
+                raise LibraryError(f"{target}: is an input of the library; write the migrated library elsewhere")
+    return targets
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and os.replace, so `target` is never seen half-written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with temporary.open("xb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _row(item: LibraryItem, recipe: Recipe, *, with_size: bool) -> dict[str, Any]:
+    """The item's row with the recipe written into it, columns in their original order, new ones at the end."""
+    row: dict[str, Any] = {name: item.fields.get(name) for name in item.columns}
+    row.update(item.fields)
+    row[item.prompt_column or "prompt"] = recipe.prompt
+    negative_column = item.negative_column or (NEGATIVE_COLUMN if recipe.negative_prompt else None)
+    if negative_column is not None:
+        row[negative_column] = recipe.negative_prompt
+    if with_size and recipe.width is not None:
+        row["width"], row["height"] = recipe.width, recipe.height
+    return row
+
+
+def _header(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(name for row in rows for name in row))
+
+
+def _text_bytes(group: list[tuple[LibraryItem, Recipe]]) -> bytes:
+    for item, recipe in group:
+        if "\n" in recipe.prompt or "\r" in recipe.prompt:
+            raise LibraryError(f"{item.key}: the prompt has several lines; a .txt holds one per line, write jsonl")
+    return "".join(f"{recipe.prompt}\n" for _, recipe in group).encode("utf-8")
+
+
+def _delimited_bytes(group: list[tuple[LibraryItem, Recipe]], kind: str) -> bytes:
+    rows = [_row(item, recipe, with_size=kind != "styles") for item, recipe in group]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, _header(rows), delimiter=_DELIMITERS[kind], lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _jsonl_bytes(group: list[tuple[LibraryItem, Recipe]]) -> bytes:
+    lines = (json.dumps(_row(item, recipe, with_size=True), ensure_ascii=False) + "\n" for item, recipe in group)
+    return "".join(lines).encode("utf-8")
+
+
+def _parquet_bytes(group: list[tuple[LibraryItem, Recipe]]) -> bytes:
+    pa, pq = _pyarrow("writing")
+    rows = [_row(item, recipe, with_size=True) for item, recipe in group]
+    source = group[0][0]
+    schema = pq.read_schema(source.source) if source.kind == "parquet" else None
+    arrays = {}
+    for name in _header(rows):
+        values = [row.get(name) for row in rows]
+        kind = schema.field(name).type if schema is not None and name in schema.names else None
+        if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            values = [value if value is None else str(value) for value in values]  # e.g. width in a text column
+        arrays[name] = pa.array(values, type=kind)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(arrays), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _png_bytes(group: list[tuple[LibraryItem, Recipe]]) -> bytes:
+    (item, recipe), *others = group
+    if others:
+        raise LibraryError(f"{item.source}: {len(group)} recipes for one PNG; a PNG holds one")
+    path = Path(item.source)
+    new_chunk = _png_parameters_chunk(recipe.to_infotext())
+    parts = [_PNG_SIGNATURE]
+    for kind, body in _png_chunks(_read_bytes(path), path):
+        if kind in _PNG_TEXT_CHUNKS and body.partition(b"\0")[0] == _PARAMETERS:
+            parts.append(new_chunk)  # in place of the old one; any later duplicate is dropped
+            new_chunk = b""
+        elif kind == b"IEND":
+            parts += [new_chunk, _png_chunk(kind, body)]
+        else:
+            parts.append(_png_chunk(kind, body))
+    return b"".join(parts)
+
+
+_WRITERS: dict[str, Callable[[list[tuple[LibraryItem, Recipe]]], bytes]] = {
+    "text": _text_bytes,
+    "csv": lambda group: _delimited_bytes(group, "csv"),
+    "tsv": lambda group: _delimited_bytes(group, "tsv"),
+    "styles": lambda group: _delimited_bytes(group, "styles"),
+    "jsonl": _jsonl_bytes,
+    "parquet": _parquet_bytes,
+    "png": _png_bytes,
+}
+
+
+def _pyarrow(action: str) -> tuple[Any, Any]:
+    """pyarrow and pyarrow.parquet, imported only when a Parquet file is read or written."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LibraryError(_MISSING_PYARROW.format(action=action)) from None
+    return pa, pq
