@@ -57,6 +57,7 @@ class Translation:
     changes: list[Change] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     original: Recipe | None = None
+    notes: list[str] = field(default_factory=list)  # facts worth saying that are not warnings (detected source)
 
     @property
     def prompt(self) -> str:
@@ -83,6 +84,7 @@ class Translation:
             "target": self.target,
             "changes": [c.to_dict() for c in self.changes],
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
         }
 
     def to_infotext(self) -> str:

@@ -99,7 +99,7 @@ def test_dropping_around_break_keeps_it_a_word():
 
 
 def test_negative_prompt_merged_without_duplicates():
-    t = translate("a photo of a cat", negative_prompt="(ugly:1.3), blurry")
+    t = translate("a photo of a cat", negative_prompt="(ugly:1.3), blurry", disable=["emphasis"])
     phrases = [p.strip().lower() for p in t.negative_prompt.split(",")]
     assert phrases[0] == "(ugly:1.3)"
     assert "ugly" not in phrases  # already there with a weight
@@ -109,8 +109,71 @@ def test_negative_prompt_merged_without_duplicates():
 
 def test_untouched_text_stays_byte_identical():
     prompt = "A  Castle (on a hill:1.2), [day:night:0.5], [cat|dog]"
-    t = translate(prompt)
+    t = translate(prompt, disable=["emphasis"])
     assert t.prompt == prompt
+    assert translate("A  Castle on a hill, [day:night:0.5], [cat|dog] BREAK x AND y").prompt == (
+        "A  Castle on a hill, [day:night:0.5], [cat|dog] BREAK x AND y")
+
+
+@pytest.mark.parametrize("prompt,expected", [
+    ("a ((castle))", "a (castle:1.17)"),  # 1.21 -> 1 + 0.21 * 0.8
+    ("a (castle:1.5)", "a (castle:1.4)"),
+    ("a [castle]", "a (castle:0.93)"),
+    ("a ([castle])", "a castle"),  # 1.1 / 1.1 = 1: the brackets go
+    ("a (castle:1.05)", "a (castle:1.04)"),
+])
+def test_emphasis_flattened_and_moved_toward_one(prompt, expected):
+    t = translate(prompt)
+    assert t.prompt == expected
+    change = next(c for c in t.changes if c.rule == "emphasis")
+    assert change.fact == "F-EMPHASIS" and "no published rule" in change.reason
+
+
+def test_an_explicit_weight_that_does_not_move_is_kept():
+    t = translate("a (castle:1)")
+    assert t.prompt == "a (castle:1)" and not [c for c in t.changes if c.rule == "emphasis"]
+
+
+def test_emphasis_keeps_the_attention_order_and_odd_weights():
+    from bridge.syntax import attention
+
+    t = translate("a ((castle)), [[fog]], (sky:1.3)")
+    weights = {text.strip(", "): w for text, w in attention(t.prompt)}
+    assert 1.0 < weights["sky"] < 1.3 and 1.0 < weights["castle"] < 1.21 and weights["fog"] < 1.0
+    for odd in ("(x:-3)", "(x:0)", "(x:5)", "(a" , "[a:b]"):
+        assert translate(odd).prompt == odd
+    assert any("outside" in w for w in translate("(x:5)").warnings)
+
+
+def test_emphasis_factor_comes_from_the_knowledge_file(tmp_path):
+    user = tmp_path / "mine.toml"
+    user.write_text('[[rule]]\nid = "emphasis"\nkind = "emphasis"\nfact = "F-EMPHASIS"\ntoward_one = 0.5\n'
+                    'reason = "halfway"\n')
+    assert translate("a (castle:1.4)", knowledge=user).prompt == "a (castle:1.2)"
+
+
+def test_hires_fix_keeps_the_final_size():
+    t = translate(Recipe.from_infotext("a castle\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x768, "
+                                       "Denoising strength: 0.5, Hires upscale: 2, Hires upscaler: Latent"))
+    assert (t.recipe.width, t.recipe.height) == (640, 960)
+    assert t.recipe.extra["Hires upscale"] == "1.6"  # 1024x1536 final, as before
+    assert t.recipe.extra["Denoising strength"] == "0.5"
+    small = translate(Recipe.from_infotext("a castle\nSteps: 20, Sampler: Euler a, CFG scale: 7, Size: 512x512, "
+                                           "Denoising strength: 0.5, Hires upscale: 1.25"))
+    assert "Hires upscale" not in small.recipe.extra and "Denoising strength" not in small.recipe.extra
+    assert any(c.rule == "size.hires" for c in small.changes)
+
+
+def test_source_model_detected_from_infotext():
+    t = translate(Recipe.from_infotext("a castle\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, "
+                                       "Size: 512x512, Model hash: fe4efff1e1, Model: sd-v1-4"))
+    assert t.source == "sd14" and any("sd14" in n for n in t.notes)
+    assert "Model hash" not in t.recipe.extra
+    other = translate(Recipe.from_infotext("a castle\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
+                                           "Model: v2-1_768-ema-pruned"))
+    assert any("not an SD1.x model" in w for w in other.warnings)
+    finetune = translate(Recipe.from_infotext("a castle\nSteps: 20, Sampler: Euler a, CFG scale: 7, Model: anything-v3"))
+    assert any("fine-tune" in n for n in finetune.notes)
 
 
 def test_emphasized_magic_word_is_dropped_whole():

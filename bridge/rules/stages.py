@@ -1,0 +1,379 @@
+"""The rules engine's stages, in the order they run. Each takes the translation in progress and its enabled rules.
+
+networks   SD1 LoRA/hypernetwork tags and embeddings: removed with a warning, kept, or mapped (F-NETWORKS)
+phrase     magic words kept/dropped/rephrased and artist names rewritten, in one pass over the phrases
+emphasis   nested brackets flattened to one explicit weight, weights moved toward 1.0 (F-EMPHASIS)
+weak       warnings for what SD2 is weak at (celebrities, text in images, ...); never rewrites
+negative   the default negative for the kind of image, merged with the user's without duplicates (F-NEGATIVE)
+size       the target's native area at the same aspect ratio; hires-fix fields kept consistent (F-SIZE)
+clip-skip  the SD1 clip-skip-2 habit dropped (F-CLIPSKIP)
+settings   steps, CFG and sampler from the target's defaults where the recipe gave none; the model named
+tokens     warnings where A1111 must split a run of text at the 75-token limit (F-TOKENS)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING
+
+from bridge.rules.phrases import DROP, KEEP, Item, Phrase, containers, edit_phrases, items_text
+from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
+
+if TYPE_CHECKING:
+    from bridge.rules.engine import Work
+    from bridge.rules.knowledge import Rule
+
+__all__ = ["target_size"]
+
+
+def _has_content(items: list[Item]) -> bool:
+    return any(not isinstance(i, str) or i.strip() for i in items)
+
+
+def _tidy(items: list[Item]) -> list[Item]:
+    """Collapse the double spaces a removal leaves and trim the ends of the phrase core."""
+    out = [re.sub(r" {2,}", " ", i) if isinstance(i, str) else i for i in items]
+    if out and isinstance(out[0], str):
+        out[0] = out[0].lstrip()
+    if out and isinstance(out[-1], str):
+        out[-1] = out[-1].rstrip()
+    return [i for i in out if i != ""]
+
+
+def _prompts(work: Work) -> tuple[tuple[str, Prompt], ...]:
+    return (("prompt", work.prompt), ("negative prompt", work.negative))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# networks
+
+
+def networks(work: Work, rules: list[Rule]) -> None:
+    rule = rules[-1]
+    for label, prompt in _prompts(work):
+        for container in containers(prompt):
+            edit_phrases(container, lambda p, label=label: _tags(p, work, rule, label))
+        if work.plan.embedding_pattern is not None:
+            for container in containers(prompt):
+                edit_phrases(container, lambda p, label=label: _embeddings(p, work, rule, label))
+
+
+def _tags(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item] | None:
+    if not any(isinstance(i, NetworkTag) for i in phrase.core):
+        return KEEP
+    target, mapping = work.target.key, work.plan.mapping
+    out: list[Item] = []
+    for item in phrase.core:
+        if not isinstance(item, NetworkTag):
+            out.append(item)
+            continue
+        new_name = mapping.get(f"{item.kind}:{item.name}".lower()) or mapping.get(item.name.lower())
+        if new_name is not None:
+            kind, _, name = new_name.rpartition(":")
+            new = NetworkTag.make(kind or item.kind, name, *item.args)
+            work.record(rule, item.text, new.text, f"mapped to your {target} equivalent by the network map")
+            out.append(new)
+        elif work.options.networks == "keep":
+            work.warnings.append(f"kept {item.text} in the {label}: an SD1 {item.kind} does not load on {target} "
+                                 "(kept because networks=keep)")
+            out.append(item)
+        else:
+            work.record(rule, item.text, "")
+            work.warnings.append(f"removed {item.text} from the {label}: an SD1 {item.kind} does not load on "
+                                 f"{target}; map it with --network-map or keep it with --keep-networks")
+            if out and isinstance(out[-1], str):
+                out[-1] = out[-1].rstrip()
+    return _tidy(out) if _has_content(out) else DROP
+
+
+def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item] | None:
+    pattern = work.plan.embedding_pattern
+    group = phrase.innermost
+    items = group.children if group is not None else phrase.core
+    texts = [i.text if isinstance(i, Text) else i for i in items]
+    if not any(isinstance(t, str) and pattern.search(t) for t in texts):
+        return KEEP
+    target, mapping = work.target.key, work.plan.mapping
+
+    def swap(m: re.Match) -> str:
+        name = m.group(1)
+        new = mapping.get(name.lower())
+        if new is not None:
+            work.record(rule, name, new, f"mapped to your {target} embedding by the network map")
+            return new
+        if work.options.networks == "keep":
+            work.warnings.append(f"kept embedding {name!r} in the {label}: SD1 textual inversions do not load on "
+                                 f"{target} (kept because networks=keep)")
+            return name
+        work.record(rule, name, "")
+        work.warnings.append(f"removed embedding {name!r} from the {label}: SD1 textual inversions do not load on "
+                             f"{target}; map it with --network-map or keep it with --keep-networks")
+        return ""
+
+    changed = _tidy([pattern.sub(swap, t) if isinstance(t, str) else t for t in texts])
+    if not _has_content(changed):
+        return DROP
+    if group is not None:
+        group.children = [Text(i) if isinstance(i, str) else i for i in changed]
+        return list(phrase.core)
+    return changed
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# phrase: magic words and artists
+
+
+def phrases(work: Work, rules: list[Rule]) -> None:
+    index, artists = work.plan.phrase_index, work.plan.artists
+
+    def edit(phrase: Phrase) -> list[Item] | None:
+        plain = phrase.plain
+        if plain is None:
+            return KEEP
+        rule = index.get(plain)
+        if rule is not None:
+            action = rule.params["action"]
+            if action == "drop":
+                work.record(rule, phrase.text, "")
+                return DROP
+            if action == "replace":
+                before = phrase.text
+                new = phrase.replaced(rule.params["replacement"])
+                work.record(rule, before, items_text(new))
+                return new
+            return KEEP
+        if not artists:
+            return KEEP
+        return artists.rewrite(phrase, lambda e: work.record(e.artist.rule_id, e.written, e.after, e.reason,
+                                                             e.artist.fact))
+
+    touched = {id(container) for container in containers(work.prompt) if edit_phrases(container, edit)}
+    _prune_emptied_groups(work.prompt, touched)
+
+
+def _prune_emptied_groups(prompt: Prompt, touched: set[int]) -> None:
+    """A group whose every phrase was dropped ("(8k, 4k)") goes too, with its comma; groups that were empty in the
+    user's prompt stay."""
+    def edit(phrase: Phrase) -> list[Item] | None:
+        group = phrase.emphasis
+        if group is not None and id(group.children) in touched and not render(group.children).strip():
+            return DROP
+        return KEEP
+
+    if touched:
+        for container in containers(prompt):
+            edit_phrases(container, edit)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# emphasis
+
+
+def emphasis(work: Work, rules: list[Rule]) -> None:
+    rule = rules[-1]
+    toward_one = float(rule.params.get("toward_one", 0.2))
+    low, high = (float(x) for x in rule.params.get("keep_outside", [0.0, 3.0]))
+    for label, prompt in _prompts(work):
+        seen: set[int] = set()
+        for container in containers(prompt):
+            replacements = []
+            for i, node in enumerate(container):
+                if isinstance(node, Emphasis) and id(node) not in seen:
+                    new = _reweighted(node, toward_one, low, high, seen, work, label)
+                    if new is not None:
+                        work.record(rule, render([node]), render(new))
+                        replacements.append((i, new))
+            for i, new in reversed(replacements):
+                container[i:i + 1] = new
+        _merge_text(prompt)
+
+
+def _reweighted(node: Emphasis, toward_one: float, low: float, high: float, seen: set[int], work: Work,
+                label: str) -> list | None:
+    """The replacement for a chain of nested groups ``((x))`` → ``(x:1.17)``, or None to leave it."""
+    chain = [node]
+    while len(chain[-1].children) == 1 and isinstance(chain[-1].children[0], Emphasis):
+        chain.append(chain[-1].children[0])
+    seen.update(id(g) for g in chain)
+    if any(not g.close or (g.open == "[" and g.close != "]") for g in chain):
+        return None  # unclosed: A1111 applies it to the rest of the prompt; leave the user's text alone
+    inner = chain[-1].children
+    if ":" in render(inner):
+        return None  # a colon inside could turn into a weight once the brackets change
+    try:
+        weight = math.prod(g.multiplier for g in chain)
+    except PromptSyntaxError:
+        return None
+    if not (math.isfinite(weight) and low < weight <= high):
+        work.warnings.append(f"{label}: weight {weight:g} on {render(inner)[:40]!r} is outside ({low:g}, {high:g}]; "
+                             "kept as written")
+        return None
+    new_weight = round(1 + (weight - 1) * (1 - toward_one), 2)
+    if len(chain) == 1 and node.explicit_weight is not None and float(node.explicit_weight) == new_weight:
+        return None
+    if new_weight == 1.0:
+        return list(inner)
+    return [Emphasis(list(inner), "(", f":{format_weight(new_weight)})")]
+
+
+def _merge_text(prompt: Prompt) -> None:
+    for container in containers(prompt):
+        merged: list = []
+        for node in container:
+            if isinstance(node, Text) and merged and isinstance(merged[-1], Text):
+                merged[-1] = Text(merged[-1].text + node.text)
+            else:
+                merged.append(node)
+        container[:] = merged
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# weak concepts
+
+
+def weak(work: Work, rules: list[Rule]) -> None:
+    text = str(work.prompt)
+    for rule, pattern, unless in work.plan.weak:
+        found = pattern.search(text)
+        if found is None or (unless is not None and unless.search(text)):
+            continue
+        warning = rule.params.get("warning") or rule.reason
+        work.warnings.append(f"{warning} (found {found.group(0).strip()!r}; rule {rule.id})")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# negative prompt
+
+
+def negative(work: Work, rules: list[Rule]) -> None:
+    rule = rules[-1]
+    text = str(work.prompt)
+    chosen = next((n for n in work.plan.negatives if n.detect is not None and n.detect.search(text)), None)
+    if chosen is None:
+        chosen = next((n for n in work.plan.negatives if n.spec.kind == "default"), None)
+        if chosen is None:
+            return
+    before = str(work.negative)
+    present = {phrase_key(p) for p in before.split(",") if p.strip()}
+    # A default phrase the prompt itself asks for ("3d render" for a 3d render) is left out: they would cancel out.
+    added = [p for p, key, pattern in chosen.phrases if key not in present and not pattern.search(text)]
+    if not added:
+        return
+    after = before.rstrip().rstrip(",") + (", " if before.strip() else "") + ", ".join(added)
+    work.negative = parse(after)
+    spec = chosen.spec
+    work.record("negative." + spec.kind, before, after,
+                (spec.reason or rule.reason) + f" (default negative for a {spec.kind} image)", spec.fact)
+
+
+def phrase_key(phrase: str) -> str:
+    """Compare negative phrases by their words: ``(worst quality:1.4)`` and ``worst quality`` are the same."""
+    words = re.sub(r":\s*[-+]?[\d.]+\s*\)", ")", phrase)
+    return re.sub(r"\s+", " ", re.sub(r"[()\[\]]", "", words)).strip().lower()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# size and hires fix
+
+
+def target_size(width: int, height: int, native: int, multiple: int = 64) -> tuple[int, int]:
+    """Same aspect ratio, the target's native area, each side a multiple of ``multiple``.
+
+    >>> target_size(512, 768, 768)
+    (640, 960)
+    >>> target_size(512, 512, 768)
+    (768, 768)
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size must be positive, got {width}x{height}")
+    scale = math.sqrt(native * native / (width * height))
+    return (max(multiple, round(width * scale / multiple) * multiple),
+            max(multiple, round(height * scale / multiple) * multiple))
+
+
+def size(work: Work, rules: list[Rule]) -> None:
+    rule = rules[-1]
+    native_src = work.source.native_size
+    width = work.recipe.width or native_src
+    height = work.recipe.height or native_src
+    new = target_size(width, height, work.target.native_size, int(rule.params.get("multiple", 64)))
+    if new != (work.recipe.width, work.recipe.height):
+        work.record(rule, f"{width}x{height}", f"{new[0]}x{new[1]}",
+                    rule.reason + f" ({work.target.key}: {work.target.native_size}x{work.target.native_size})")
+        work.recipe = work.recipe.replace(width=new[0], height=new[1])
+    _hires(work, rule, (width, height), new)
+
+
+_HIRES_RESIZE = re.compile(r"\s*(\d+)\s*x\s*(\d+)\s*")
+
+
+def _hires(work: Work, rule: Rule, old: tuple[int, int], new: tuple[int, int]) -> None:
+    """Keep A1111's hires-fix fields consistent: the final size the SD1 recipe asked for stays the final size."""
+    extra = work.recipe.extra
+    upscale, resize = extra.get("Hires upscale"), extra.get("Hires resize")
+    if upscale is None and resize is None:
+        return
+    final: tuple[int, int] | None = None
+    m = _HIRES_RESIZE.fullmatch(resize or "")
+    if m and int(m.group(1)) and int(m.group(2)):
+        final = (int(m.group(1)), int(m.group(2)))
+    elif upscale is not None:
+        try:
+            factor = float(upscale)
+        except ValueError:
+            work.warnings.append(f"Hires upscale {upscale!r} is not a number; hires-fix fields kept as written")
+            return
+        final = (round(old[0] * factor), round(old[1] * factor))
+    if final is None:
+        return
+    reason = f"keeps the final size the recipe asked for ({final[0]}x{final[1]}) at the new base size"
+    if final[0] <= new[0] and final[1] <= new[1]:
+        dropped = {k: v for k, v in extra.items() if k.startswith("Hires ") or k == "Denoising strength"}
+        kept = {k: v for k, v in extra.items() if k not in dropped}
+        work.record("size.hires", ", ".join(f"{k}: {v}" for k, v in dropped.items()), "",
+                    f"the new base size {new[0]}x{new[1]} already reaches the final size {final[0]}x{final[1]}; "
+                    "the hires-fix pass is not needed", rule.fact)
+        work.recipe = work.recipe.replace(extra=kept)
+        return
+    if upscale is not None and not m:
+        factor = round(max(final[0] / new[0], final[1] / new[1]), 2)
+        if format_weight(factor) != upscale:
+            work.record("size.hires", f"Hires upscale: {upscale}", f"Hires upscale: {format_weight(factor)}", reason,
+                        rule.fact)
+            work.recipe = work.recipe.replace(extra={**extra, "Hires upscale": format_weight(factor)})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# clip skip, settings, tokens
+
+
+def clip_skip(work: Work, rules: list[Rule]) -> None:
+    rule = rules[-1]
+    if work.recipe.clip_skip is not None and work.recipe.clip_skip != 1:
+        work.record(rule, f"Clip skip: {work.recipe.clip_skip}", "Clip skip: 1 (default)")
+        work.recipe = work.recipe.replace(clip_skip=None)
+
+
+def settings(work: Work, rules: list[Rule]) -> None:
+    target, recipe = work.target, work.recipe
+    stale = ("Model hash", "Lora hashes", "TI hashes", "Hashes")  # they name the SD1 checkpoint and networks
+    work.recipe = recipe.replace(
+        steps=recipe.steps or target.default_steps,
+        cfg_scale=recipe.cfg_scale or target.default_cfg_scale,
+        sampler=recipe.sampler or target.default_sampler,
+        model=target.key,
+        extra={k: v for k, v in recipe.extra.items() if k not in stale},
+    )
+
+
+def tokens(work: Work, rules: list[Rule]) -> None:
+    from bridge.tokens import overflows
+
+    for label, prompt in _prompts(work):
+        for clause in prompt.clauses:
+            try:
+                for warning in overflows(clause.text_at()):
+                    work.warnings.append(f"{label}: {warning}")
+            except PromptSyntaxError:
+                pass  # already reported by the input checks
