@@ -54,8 +54,9 @@ STAGES = (
 @dataclass
 class _Negative:
     spec: NegativeDefault
-    detect: re.Pattern | None
-    phrases: list[tuple[str, str, re.Pattern]]  # (phrase, comparison key, pattern finding it in the prompt)
+    detect: re.Pattern | None  # finds the kind's marker words in a prompt
+    phrases: list[tuple[str, str]]  # (phrase, comparison key)
+    finder: re.Pattern | None  # finds any of the phrases' keys in a prompt
 
 
 @dataclass
@@ -101,9 +102,9 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
         for spec in kb.negatives.values():
             if is_disabled("negative." + spec.kind, options.disable):
                 continue
-            phrases = [p.strip() for p in spec.prompt.split(",") if p.strip()]
-            negatives.append(_Negative(spec, _words_pattern(spec.detect),
-                                       [(p, phrase_key(p), _words_pattern([phrase_key(p)])) for p in phrases]))
+            phrases = [(p.strip(), phrase_key(p)) for p in spec.prompt.split(",") if p.strip()]
+            negatives.append(_Negative(spec, _words_pattern(spec.detect), phrases,
+                                       _words_pattern(key for _, key in phrases)))
 
     weak = []
     for rule in (r for r in enabled if r.kind == "weak-concept"):

@@ -51,10 +51,13 @@ def _prompts(work: Work) -> tuple[tuple[str, Prompt], ...]:
 
 def networks(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
+    pattern = work.plan.embedding_pattern
     for label, prompt in _prompts(work):
-        for container in containers(prompt):
-            edit_phrases(container, lambda p, label=label: _tags(p, work, rule, label))
-        if work.plan.embedding_pattern is not None:
+        text = str(prompt)
+        if "<" in text:
+            for container in containers(prompt):
+                edit_phrases(container, lambda p, label=label: _tags(p, work, rule, label))
+        if pattern is not None and pattern.search(text):
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _embeddings(p, work, rule, label))
 
@@ -174,13 +177,14 @@ def emphasis(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
     toward_one = float(rule.params.get("toward_one", 0.2))
     low, high = (float(x) for x in rule.params.get("keep_outside", [0.0, 3.0]))
+    leave_within = float(rule.params.get("leave_within", 0.1))
     for label, prompt in _prompts(work):
         seen: set[int] = set()
         for container in containers(prompt):
             replacements = []
             for i, node in enumerate(container):
                 if isinstance(node, Emphasis) and id(node) not in seen:
-                    new = _reweighted(node, toward_one, low, high, seen, work, label)
+                    new = _reweighted(node, toward_one, low, high, leave_within, seen, work, label)
                     if new is not None:
                         work.record(rule, render([node]), render(new))
                         replacements.append((i, new))
@@ -189,8 +193,8 @@ def emphasis(work: Work, rules: list[Rule]) -> None:
         _merge_text(prompt)
 
 
-def _reweighted(node: Emphasis, toward_one: float, low: float, high: float, seen: set[int], work: Work,
-                label: str) -> list | None:
+def _reweighted(node: Emphasis, toward_one: float, low: float, high: float, leave_within: float, seen: set[int],
+                work: Work, label: str) -> list | None:
     """The replacement for a chain of nested groups ``((x))`` → ``(x:1.17)``, or None to leave it."""
     chain = [node]
     while len(chain[-1].children) == 1 and isinstance(chain[-1].children[0], Emphasis):
@@ -209,6 +213,8 @@ def _reweighted(node: Emphasis, toward_one: float, low: float, high: float, seen
         work.warnings.append(f"{label}: weight {weight:g} on {render(inner)[:40]!r} is outside ({low:g}, {high:g}]; "
                              "kept as written")
         return None
+    if abs(weight - 1) <= leave_within + 1e-9 and not (len(chain) > 1 and round(weight, 2) == 1.0):
+        return None  # one pair of brackets, or a mild weight: often prose "(like this)", and harmless
     new_weight = round(1 + (weight - 1) * (1 - toward_one), 2)
     if len(chain) == 1 and node.explicit_weight is not None and float(node.explicit_weight) == new_weight:
         return None
@@ -257,7 +263,8 @@ def negative(work: Work, rules: list[Rule]) -> None:
     before = str(work.negative)
     present = {phrase_key(p) for p in before.split(",") if p.strip()}
     # A default phrase the prompt itself asks for ("3d render" for a 3d render) is left out: they would cancel out.
-    added = [p for p, key, pattern in chosen.phrases if key not in present and not pattern.search(text)]
+    asked = {m.group(0).lower() for m in chosen.finder.finditer(text)} if chosen.finder is not None else set()
+    added = [p for p, key in chosen.phrases if key not in present and key not in asked]
     if not added:
         return
     after = before.rstrip().rstrip(",") + (", " if before.strip() else "") + ", ".join(added)
