@@ -6,10 +6,8 @@ Kept light on purpose: argparse and the rules bridge only, no torch, so one prom
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -63,9 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("prompts", nargs="*", metavar="PROMPT",
                         help="SD1.x prompt(s) to translate; without any, prompts are read from --input or stdin, "
                         "one per line")
-    parser.add_argument("-i", "--input", metavar="FILE", help="read prompts from FILE, one per line (UTF-8)")
-    parser.add_argument("-o", "--output", metavar="FILE",
-                        help="write results to FILE (written whole at the end, never half)")
+    parser.add_argument("-i", "--input", metavar="PATH",
+                        help="a prompt library to migrate: a .txt (one prompt per line), .csv/.tsv, .jsonl, "
+                        ".parquet, an A1111 styles.csv, PNG files with infotext, or a folder of them")
+    parser.add_argument("--column", metavar="NAME",
+                        help="the prompt column of a CSV/TSV/JSONL/Parquet library (default: prompt, text, caption)")
+    parser.add_argument("-o", "--output", metavar="PATH",
+                        help="write results there (written whole at the end, never half). With --input and the "
+                        "default format, the library is written back in its own format (a folder mirrors a folder; "
+                        "PNGs are migrated copies)")
+    parser.add_argument("--report", metavar="FILE",
+                        help="write a migration report (.md or .html): counts per rule, every warning, a "
+                        "side-by-side diff per prompt")
     parser.add_argument("--from", dest="source", default="sd15", metavar="MODEL",
                         help="model the prompts were written for (default: sd15; see --list-models)")
     parser.add_argument("--to", dest="target", default="sd2", metavar="MODEL",
@@ -117,6 +124,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}; valid formats: {', '.join(FORMATS)}")
+    if args.report and Path(args.report).suffix.lower() not in (".md", ".html", ".htm"):
+        raise UsageError(f"report {args.report!r} must end in .md or .html")
     if args.list_models:
         _print_models(stdout, list_models(), list_bridges())
         return EXIT_OK
@@ -135,25 +144,50 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
     except KnowledgeError as exc:
         raise UsageError(str(exc)) from None
 
-    prompts = _read_prompts(args, stdin)
-    from bridge.recipe import Recipe
+    items, recipes = _read_input(args, stdin)
+    from bridge.migration import MigrationRow, progress
     from bridge.rules import EmptyPromptError
 
     color = args.diff and _is_tty(stdout) and not args.output
     blocks: list[str] = []
-    for prompt in prompts:
+    rows: list[MigrationRow] = []
+    results = []
+    for i, recipe in enumerate(progress(recipes, len(recipes), stream=stderr)):
+        key = items[i].key if items else f"prompt {i + 1}"
         try:
-            translation = translator.translate(Recipe(prompt=prompt, negative_prompt=args.negative or ""), options)
+            translation = translator.translate(recipe, options)
         except EmptyPromptError as exc:
-            raise UsageError(str(exc)) from None
+            if items is None:
+                raise UsageError(str(exc)) from None
+            # A library row with no prompt is passed through as it was: never dropped.
+            print(f"warning: {key}: empty prompt, kept as it was", file=stderr)
+            rows.append(MigrationRow(key, recipe.prompt, recipe.negative_prompt, None, "empty prompt"))
+            results.append(recipe)
+            continue
         for warning in translation.warnings:
-            print(f"warning: {warning}", file=stderr)
-        blocks.append(_format(translation, args, color))
-    text = "".join(blocks)
-    if args.output:
-        _write_atomic(Path(args.output), text)
+            print(f"warning: {key}: {warning}" if items else f"warning: {warning}", file=stderr)
+        rows.append(MigrationRow(key, recipe.prompt, recipe.negative_prompt, translation))
+        results.append(translation.recipe)
+        blocks.append(_format(translation, args, color, key if items else None))
+
+    if args.output and items is not None and args.format == "text":
+        from bridge.library import LibraryError, write_library
+
+        try:
+            write_library(items, results, args.output)
+        except LibraryError as exc:
+            raise InputError(str(exc)) from None
+    elif args.output:
+        _write_atomic(Path(args.output), "".join(blocks))
     else:
-        stdout.write(text)
+        stdout.write("".join(blocks))
+    if args.report:
+        from bridge.migration import write_report
+
+        try:
+            write_report(args.report, rows, source=translator.source, target=translator.target)
+        except OSError as exc:
+            raise InputError(f"cannot write report {args.report}: {exc.strerror}") from None
     return EXIT_OK
 
 
@@ -195,27 +229,42 @@ def _decode(data: bytes, name: str) -> str:
                          "save it as UTF-8") from None
 
 
-def _read_prompts(args: argparse.Namespace, stdin: TextIO) -> list[str]:
+def _read_input(args: argparse.Namespace, stdin: TextIO) -> tuple[list | None, list]:
+    """The recipes to translate, and the library items they came from (None for prompts given inline or on stdin)."""
+    from bridge.recipe import Recipe
+
+    negative = args.negative or ""
     if args.prompts and args.input:
         raise UsageError("give prompts as arguments or with --input, not both")
     if args.prompts:
         for prompt in args.prompts:
             if not prompt.strip():
                 raise UsageError("empty prompt: give the SD1.x prompt to translate, e.g. 'a castle on a hill, 8k'")
-        return list(args.prompts)
+        return None, [Recipe(prompt=p, negative_prompt=negative) for p in args.prompts]
     if args.input:
-        text = _read_text(args.input)
-        source = args.input
-    else:
-        if _is_tty(stdin):
-            raise UsageError("no prompt given: pass one as an argument, use --input FILE, or pipe prompts on stdin")
-        buffer = getattr(stdin, "buffer", None)
-        text = _decode(buffer.read(), "stdin") if buffer is not None else stdin.read()
-        source = "stdin"
+        from bridge.library import LibraryError, read_library
+
+        if not Path(args.input).exists():
+            raise InputError(f"no such file or folder: {args.input}")
+        try:
+            items = read_library(args.input, column=args.column)
+        except LibraryError as exc:
+            raise InputError(str(exc)) from None
+        if not items:
+            raise UsageError(f"no prompts in {args.input}: it is empty or only blank lines")
+        if negative:
+            for item in items:
+                if not item.recipe.negative_prompt:
+                    item.recipe = item.recipe.replace(negative_prompt=negative)
+        return items, [item.recipe for item in items]
+    if _is_tty(stdin):
+        raise UsageError("no prompt given: pass one as an argument, use --input FILE, or pipe prompts on stdin")
+    buffer = getattr(stdin, "buffer", None)
+    text = _decode(buffer.read(), "stdin") if buffer is not None else stdin.read()
     prompts = [line for line in text.splitlines() if line.strip()]
     if not prompts:
-        raise UsageError(f"no prompts in {source}: it is empty or only blank lines")
-    return prompts
+        raise UsageError("no prompts in stdin: it is empty or only blank lines")
+    return None, [Recipe(prompt=p, negative_prompt=negative) for p in prompts]
 
 
 def _read_network_map(path: str) -> dict[str, str]:
@@ -262,9 +311,12 @@ def _is_tty(stream: TextIO) -> bool:
 # Output
 
 
-def _format(translation, args: argparse.Namespace, color: bool) -> str:
+def _format(translation, args: argparse.Namespace, color: bool, key: str | None = None) -> str:
     if args.format == "json":
-        return json.dumps(translation.to_dict(), ensure_ascii=False) + "\n"
+        row = translation.to_dict()
+        if key is not None:
+            row = {"key": key, **row}
+        return json.dumps(row, ensure_ascii=False) + "\n"
     parts: list[str] = []
     if args.format == "a1111":
         parts.append(translation.to_infotext() + "\n\n")
@@ -305,23 +357,18 @@ def _changes_text(translation) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-_DIFF_TOKEN = re.compile(r"\s+|[^\s,]+|,")
-
-
 def _diff(before: str, after: str, color: bool, label: str = "") -> str:
     """Word-level diff: [-removed-] {+added+}, or red/green on a terminal."""
-    a, b = _DIFF_TOKEN.findall(before), _DIFF_TOKEN.findall(after)
-    out: list[str] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
-        if op == "equal":
-            out.append("".join(a[i1:i2]))
-            continue
-        if i2 > i1:
-            removed = "".join(a[i1:i2])
-            out.append(f"\x1b[31m{removed}\x1b[0m" if color else f"[-{removed}-]")
-        if j2 > j1:
-            added = "".join(b[j1:j2])
-            out.append(f"\x1b[32m{added}\x1b[0m" if color else f"{{+{added}+}}")
+    from bridge.migration import word_diff
+
+    out = []
+    for op, text in word_diff(before, after):
+        if op == "=":
+            out.append(text)
+        elif op == "-":
+            out.append(f"\x1b[31m{text}\x1b[0m" if color else f"[-{text}-]")
+        else:
+            out.append(f"\x1b[32m{text}\x1b[0m" if color else f"{{+{text}+}}")
     return label + "".join(out) + "\n"
 
 

@@ -137,7 +137,7 @@ def test_help_teaches_with_examples():
         ([""], 2, "empty prompt"),
         (["   "], 2, "empty prompt"),
         (["--disable-rule", "no-such", "a cat"], 2, "unknown rule 'no-such'"),
-        (["--input", "/nonexistent/prompts.txt"], 1, "no such file: /nonexistent/prompts.txt"),
+        (["--input", "/nonexistent/prompts.txt"], 1, "no such file or folder: /nonexistent/prompts.txt"),
         (["--to", "sd15", "--from", "sd2", "a cat"], 2, "no bridge from 'sd2' to 'sd15'"),
     ],
 )
@@ -161,7 +161,8 @@ def test_non_utf8_file_is_exit_1_naming_the_offset(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("a caf\xe9 on a hill\n".encode("latin-1"))
     r = run("--input", str(bad))
-    assert r.code == 1 and "not UTF-8 text (byte 0xe9 at offset 5)" in one_line_error(r)
+    error = one_line_error(r)
+    assert r.code == 1 and "latin1.txt: not UTF-8" in error and "offset 5" in error
 
 
 def test_directory_as_input_and_bad_network_map(tmp_path):
@@ -204,3 +205,82 @@ def test_python_dash_m_bridge_and_non_utf8_stdin():
     assert b"stdin is not UTF-8" in result.stderr and b"Traceback" not in result.stderr
     ok = subprocess.run([sys.executable, "-m", "bridge", "a castle, 8k"], capture_output=True, text=True, check=False)
     assert ok.returncode == 0 and ok.stdout == "a castle\n"
+
+
+# Library migration ---------------------------------------------------------------------------------------------------
+
+
+def test_csv_library_is_written_back_in_its_own_format_with_a_report(tmp_path):
+    import csv
+
+    src = tmp_path / "prompts.csv"
+    src.write_text("id,prompt,negative_prompt\n1,\"a castle, 8k\",blurry\n2,,\n3,\"a dog, by greg rutkowski\",\n",
+                   encoding="utf-8")
+    out, report = tmp_path / "sd2.csv", tmp_path / "report.md"
+    r = run("--input", str(src), "--output", str(out), "--report", str(report))
+    assert r.code == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [row["id"] for row in rows] == ["1", "2", "3"]  # order kept, the empty row kept
+    assert rows[0]["prompt"] == "a castle" and rows[0]["negative_prompt"].startswith("blurry, ")
+    assert rows[1]["prompt"] == ""
+    assert "rutkowski" not in rows[2]["prompt"] and rows[2]["width"] == "768"
+    assert "prompts.csv:3: empty prompt" in r.err or "empty prompt" in r.err
+    text = report.read_text(encoding="utf-8")
+    assert "| `magic.8k` | 1 |" in text and "artist.greg-rutkowski" in text and "empty prompt" in text
+    assert "~~" in text and "**" in text  # the word diff
+
+
+def test_png_folder_migrated_as_copies_with_an_html_report(tmp_path):
+    from html.parser import HTMLParser
+
+    from bridge.library import read_library
+    from test_library import make_png, text_chunk
+
+    folder = tmp_path / "outputs"
+    (folder / "day1").mkdir(parents=True)
+    infotext = ("a castle, by greg rutkowski, <lora:detail:0.6>\nNegative prompt: easynegative\n"
+                "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512x768, Model hash: 6ce0161689")
+    original = make_png(text_chunk(infotext))
+    (folder / "day1" / "00001.png").write_bytes(original)
+    out, report = tmp_path / "sd2", tmp_path / "report.html"
+    r = run("--input", str(folder), "--output", str(out), "--report", str(report))
+    assert r.code == 0, r.err
+    assert (folder / "day1" / "00001.png").read_bytes() == original
+    (item,) = read_library(out)
+    assert item.recipe.prompt.startswith("a castle, ") and "<lora" not in item.recipe.prompt
+    assert (item.recipe.width, item.recipe.height, item.recipe.seed) == (640, 960, 5)
+    assert "easynegative" not in item.recipe.negative_prompt
+    page = report.read_text(encoding="utf-8")
+    HTMLParser().feed(page)
+    assert "<del>" in page and "<ins>" in page and "networks" in page and "00001.png" in page
+    assert "lora:detail" in r.err
+
+
+def test_json_output_of_a_library_names_each_row(tmp_path):
+    src = tmp_path / "prompts.jsonl"
+    src.write_text('{"prompt": "a castle, 8k", "id": 7}\n{"prompt": "a dog"}\n', encoding="utf-8")
+    r = run("--input", str(src), "--format", "json")
+    keys = [json.loads(line)["key"] for line in r.out.splitlines()]
+    assert keys == ["prompts.jsonl:1", "prompts.jsonl:2"]
+
+
+def test_progress_bar_on_a_terminal_for_long_jobs(tmp_path):
+    src = tmp_path / "many.txt"
+    src.write_text("a castle, 8k\n" * 300, encoding="utf-8")
+    out, err = io.StringIO(), FakeTTY()
+    code = main(["--input", str(src)], stdin=io.StringIO(""), stdout=out, stderr=err)
+    assert code == 0 and out.getvalue().count("a castle\n") == 300
+    assert "300/300" in err.getvalue() and "ETA" in err.getvalue()
+    quiet = run("--input", str(src))
+    assert "ETA" not in quiet.err  # not a terminal: no bar
+
+
+def test_bad_report_suffix_and_bad_library_rows(tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"prompt": "a cat"}\nnot json\n', encoding="utf-8")
+    r = run("--input", str(src))
+    assert r.code == 1 and "p.jsonl:2: not valid JSON" in one_line_error(r)
+    report = tmp_path / "report.txt"
+    r = run("--report", str(report), "a cat")
+    assert r.code == 2 and "report.txt" in one_line_error(r) and ".md or .html" in one_line_error(r)
+    assert not report.exists()

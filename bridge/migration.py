@@ -1,0 +1,180 @@
+"""Migration reports and progress for translating a whole prompt library.
+
+``write_report(path, rows)`` writes Markdown (``.md``) or HTML (``.html``): how many prompts changed, how often each
+rule fired, every warning, and a side-by-side before/after of every prompt with the words that changed marked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from bridge.translation import Translation
+
+__all__ = ["MigrationRow", "progress", "word_diff", "write_report"]
+
+T = TypeVar("T")
+REPORT_SUFFIXES = (".md", ".html", ".htm")
+
+
+@dataclass
+class MigrationRow:
+    """One migrated prompt: where it came from (``key``) and its translation (None when the row was passed through,
+    e.g. an empty prompt, with ``skipped`` saying why)."""
+
+    key: str
+    before_prompt: str
+    before_negative: str
+    translation: Translation | None
+    skipped: str = ""
+
+
+_TOKEN = re.compile(r"\s+|[^\s,]+|,")
+
+
+def word_diff(before: str, after: str) -> list[tuple[str, str]]:
+    """(op, text) pieces where op is "=", "-" or "+": a word-level diff that keeps commas and spaces."""
+    a, b = _TOKEN.findall(before), _TOKEN.findall(after)
+    out: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(("=", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(("-", "".join(a[i1:i2])))
+        if j2 > j1:
+            out.append(("+", "".join(b[j1:j2])))
+    return out
+
+
+def _summary(rows: list[MigrationRow]) -> tuple[Counter, list[tuple[str, str]], int]:
+    counts: Counter = Counter()
+    warnings: list[tuple[str, str]] = []
+    changed = 0
+    for row in rows:
+        if row.skipped:
+            warnings.append((row.key, row.skipped))
+            continue
+        t = row.translation
+        assert t is not None
+        counts.update({c.rule for c in t.changes})
+        warnings.extend((row.key, w) for w in t.warnings)
+        changed += t.prompt != row.before_prompt
+    return counts, warnings, changed
+
+
+def write_report(path: str | os.PathLike, rows: list[MigrationRow], *, source: str, target: str) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in REPORT_SUFFIXES:
+        raise ValueError(f"report {path} must end in .md or .html")
+    text = (_html if path.suffix.lower() in (".html", ".htm") else _markdown)(rows, source, target)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _markdown(rows: list[MigrationRow], source: str, target: str) -> str:
+    counts, warnings, changed = _summary(rows)
+    summary = (f"{len(rows)} prompts: {changed} positive prompts rewritten, {len(rows) - changed} kept as they were; "
+               f"{len(warnings)} warnings.")
+    out = [f"# Prompt migration {source} → {target}", "", summary, "", "## Rules applied (prompts each rule changed)",
+           "", "| rule | prompts |", "|---|---:|"]
+    out += [f"| `{rule}` | {n} |" for rule, n in counts.most_common()]
+    out += ["", "## Warnings", ""]
+    out += [f"- **{_md(key)}**: {_md(w)}" for key, w in warnings] or ["None."]
+    out += ["", "## Prompts", ""]
+    for row in rows:
+        out.append(f"### {_md(row.key)}")
+        if row.skipped:
+            out += ["", f"Kept as it was: {_md(row.skipped)}", ""]
+            continue
+        t = row.translation
+        assert t is not None
+        marked = "".join(text if op == "=" else f"~~{text}~~" if op == "-" else f"**{text}**"
+                         for op, text in word_diff(row.before_prompt, t.prompt))
+        out += ["", "| before | after |", "|---|---|",
+                f"| {_md(row.before_prompt)} | {_md(t.prompt)} |",
+                f"| {_md(row.before_negative) or '*(no negative)*'} | {_md(t.negative_prompt)} |", "",
+                f"Changes: {_md(marked)}", ""]
+        out += [f"- `{c.rule}`: {_md(c.before)!s} → {_md(c.after) or '(removed)'} — {_md(c.reason)}"
+                for c in t.changes]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+_CSS = """
+body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
+table{border-collapse:collapse;width:100%;margin:.5rem 0 1.5rem}td,th{border:1px solid #ddd;padding:.45rem .6rem;
+vertical-align:top;text-align:left}th{background:#f4f4f6}del{background:#fde2e1;color:#8a1f11}
+ins{background:#dff5e1;color:#14532d;text-decoration:none}.key{color:#666;font-size:.85em}
+.warn{color:#8a5300}.num{text-align:right}
+"""
+
+
+def _html(rows: list[MigrationRow], source: str, target: str) -> str:
+    counts, warnings, changed = _summary(rows)
+    e = html.escape
+    summary = (f"<p>{len(rows)} prompts: {changed} positive prompts rewritten, {len(rows) - changed} kept as they "
+               f"were; {len(warnings)} warnings.</p>")
+    parts = [f"<!doctype html><meta charset='utf-8'><title>Prompt migration {e(source)} → {e(target)}</title>",
+             f"<style>{_CSS}</style><h1>Prompt migration {e(source)} → {e(target)}</h1>", summary,
+             "<h2>Rules applied</h2><table><tr><th>rule</th><th>prompts</th></tr>"]
+    parts += [f"<tr><td><code>{e(rule)}</code></td><td class=num>{n}</td></tr>" for rule, n in counts.most_common()]
+    parts.append("</table><h2>Warnings</h2><ul>")
+    parts += [f"<li class=warn><b>{e(key)}</b>: {e(w)}</li>" for key, w in warnings] or ["<li>None.</li>"]
+    parts.append("</ul><h2>Prompts</h2><table><tr><th>before</th><th>after</th></tr>")
+    for row in rows:
+        if row.skipped:
+            parts.append(f"<tr><td colspan=2><div class=key>{e(row.key)}</div>{e(row.before_prompt)}"
+                         f"<div class=warn>kept as it was: {e(row.skipped)}</div></td></tr>")
+            continue
+        t = row.translation
+        assert t is not None
+        pieces = word_diff(row.before_prompt, t.prompt)
+        before = "".join(e(x) if op == "=" else f"<del>{e(x)}</del>" for op, x in pieces if op != "+")
+        after = "".join(e(x) if op == "=" else f"<ins>{e(x)}</ins>" for op, x in pieces if op != "-")
+        parts.append(f"<tr><td><div class=key>{e(row.key)}</div>{before}<div class=key>negative: "
+                     f"{e(row.before_negative) or '—'}</div></td><td><div class=key>{len(t.changes)} changes</div>"
+                     f"{after}<div class=key>negative: {e(t.negative_prompt)}</div></td></tr>")
+    parts.append("</table>")
+    return "\n".join(parts) + "\n"
+
+
+def progress(items: Iterable[T], total: int, *, label: str = "translating", stream: TextIO | None = None,
+             min_total: int = 200) -> Iterator[T]:
+    """Yield ``items`` while drawing a one-line progress bar (count, rate, ETA) on ``stream`` (stderr) when it is a
+    terminal and the job is long enough to need one."""
+    stream = stream or sys.stderr
+    try:
+        show = total >= min_total and stream.isatty()
+    except (AttributeError, ValueError):
+        show = False
+    if not show:
+        yield from items
+        return
+    start = last = time.perf_counter()
+    for done, item in enumerate(items, 1):
+        yield item
+        now = time.perf_counter()
+        if now - last >= 0.1 or done == total:
+            last = now
+            rate = done / max(now - start, 1e-9)
+            eta = (total - done) / rate if rate else 0.0
+            filled = int(30 * done / total)
+            stream.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {rate:,.0f}/s ETA {eta:.0f}s")
+            stream.flush()
+    stream.write("\n")
