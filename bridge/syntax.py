@@ -203,6 +203,8 @@ class Text:
     @property
     def value(self) -> str:
         """The text with A1111 escapes resolved (``\\(`` → ``(``)."""
+        if "\\" not in self.text:
+            return self.text
         return "".join(piece for piece, _ in _text_pieces(self.text))
 
 

@@ -20,6 +20,7 @@ __all__ = ["ArtistEdit", "ArtistIndex"]
 _BY = re.compile(r"(?:^|\s)(?P<by>(?:(?:art|artwork|painting|illustration|drawing|concept art)\s+)?by|"
                  r"in the style of|style of|inspired by)\s+", re.IGNORECASE)
 _JOIN = re.compile(r"\s+(?:and|&|x)\s+|\s*&\s*", re.IGNORECASE)
+_WORD = re.compile(r"[^\s,&]+")
 MAX_UNKNOWN_NAME_WORDS = 4  # "by the sea and the mountains" is not a list of names
 
 
@@ -52,6 +53,8 @@ class ArtistIndex:
             self.by_name[artist.name] = artist
             for alias in artist.aliases:
                 self.by_name.setdefault(alias, artist)
+        # The first word of every name: a phrase with none of them names no artist, and is rejected cheaply.
+        self.first_words = {name.split()[0] for name in self.by_name if name.split()}
 
     def __bool__(self) -> bool:
         return bool(self.by_name)
@@ -78,6 +81,8 @@ class ArtistIndex:
         return [new_text]
 
     def rewrite_text(self, text: str, record: Callable[[ArtistEdit], None]) -> str | None:
+        if self.first_words.isdisjoint(_WORD.findall(text.lower())):
+            return None
         head, by, names_text = "", "", text
         matches = list(_BY.finditer(text))
         if matches:

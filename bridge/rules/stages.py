@@ -179,7 +179,10 @@ def emphasis(work: Work, rules: list[Rule]) -> None:
     low, high = (float(x) for x in rule.params.get("keep_outside", [0.0, 3.0]))
     leave_within = float(rule.params.get("leave_within", 0.1))
     for label, prompt in _prompts(work):
+        if not prompt.features() & {"emphasis"}:
+            continue
         seen: set[int] = set()
+        changed = False
         for container in containers(prompt):
             replacements = []
             for i, node in enumerate(container):
@@ -190,7 +193,9 @@ def emphasis(work: Work, rules: list[Rule]) -> None:
                         replacements.append((i, new))
             for i, new in reversed(replacements):
                 container[i:i + 1] = new
-        _merge_text(prompt)
+                changed = True
+        if changed:
+            _merge_text(prompt)
 
 
 def _reweighted(node: Emphasis, toward_one: float, low: float, high: float, leave_within: float, seen: set[int],

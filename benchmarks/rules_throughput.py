@@ -1,0 +1,101 @@
+"""How fast the rules bridge migrates prompts, and how often it leaves a prompt alone.
+
+    python benchmarks/rules_throughput.py [--data ../shared/data] [--cli-prompts 100000]
+
+For each corpus in the shared data (real SD1.x user prompts from DiffusionDB, PartiPrompts, DSG-1k) it prints, in one
+process: prompts/s of the full translation, prompts/s of parsing and rendering alone (the baseline: the least any
+translation has to do, measured in the same run), their ratio, and the no-op rate (positive prompt byte-identical).
+Then it times ``translate-prompt --input FILE --format json`` on a file of ``--cli-prompts`` prompts (the corpora
+repeated) as a fresh process, start-up included.
+
+Targets (issue 4): >= 5,000 prompts/s; 100,000 prompts through the CLI in < 30 s. Nothing asserts: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def corpora(data: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    dev = data / "imagereward_diffusiondb_prompts" / "refl_prompts_dev.jsonl"
+    if dev.exists():
+        lines = dev.read_text(encoding="utf-8").splitlines()
+        out["diffusiondb (SD1 users)"] = [p for p in (json.loads(line)["prompt"] for line in lines) if p.strip()]
+    parti = data / "parti_prompts" / "PartiPrompts.tsv"
+    if parti.exists():
+        with parti.open(encoding="utf-8") as f:
+            out["PartiPrompts"] = [row["Prompt"] for row in csv.DictReader(f, delimiter="\t") if row["Prompt"].strip()]
+    dsg = data / "dsg1k_tifa160" / "dsg1k_prompts_with_scores.tsv"
+    if dsg.exists():
+        with dsg.open(encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        column = next((c for c in ("text", "prompt", "Prompt") if rows and c in rows[0]), None)
+        if column:
+            out["DSG-1k"] = [row[column] for row in rows if row[column].strip()]
+    return out
+
+
+def rate(fn, prompts: list[str]) -> float:
+    start = time.perf_counter()
+    for prompt in prompts:
+        fn(prompt)
+    return len(prompts) / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--source", default="sd15")
+    parser.add_argument("--target", default="sd2")
+    parser.add_argument("--cli-prompts", type=int, default=100_000, help="0 skips the CLI timing")
+    args = parser.parse_args(argv)
+
+    from bridge.syntax import parse
+    from bridge.translation import TranslationOptions, load_translator
+
+    translator = load_translator("rules", source=args.source, target=args.target)
+    options = TranslationOptions()
+    found = corpora(args.data)
+    if not found:
+        print(f"no corpora under {args.data}", file=sys.stderr)
+        return 1
+    translator.translate("warm up, 8k", options)
+    print(f"{'corpus':<24} {'prompts':>8} {'translate/s':>12} {'parse+render/s':>15} {'ratio':>6} {'no-op':>7}")
+    for name, prompts in found.items():
+        translated = rate(lambda p: translator.translate(p, options), prompts)
+        baseline = rate(lambda p: str(parse(p)), prompts)
+        noop = sum(translator.translate(p, options).prompt == p for p in prompts) / len(prompts)
+        print(f"{name:<24} {len(prompts):>8} {translated:>12,.0f} {baseline:>15,.0f} "
+              f"{translated / baseline:>6.2f} {noop:>7.1%}")
+    print("target: >= 5,000 prompts/s")
+
+    if args.cli_prompts:
+        pool = [p.replace("\n", " ") for p in itertools.chain.from_iterable(found.values())]
+        lines = list(itertools.islice(itertools.cycle(pool), args.cli_prompts))
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp) / "prompts.txt", Path(tmp) / "out.jsonl"
+            src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "bridge", "--input", str(src), "--format", "json", "--output",
+                            str(dst), "--from", args.source, "--to", args.target],
+                           check=True, stderr=subprocess.DEVNULL)
+            seconds = time.perf_counter() - start
+            written = sum(1 for _ in dst.open(encoding="utf-8"))
+        print(f"translate-prompt --input ({len(lines):,} prompts) --format json: {seconds:.1f} s "
+              f"({written / seconds:,.0f} prompts/s; target < 30 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
