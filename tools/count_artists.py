@@ -20,15 +20,27 @@ magic mode: counts each `[[rule]]` of sd1_magic_words.toml: `whole` = prompts wi
 to one of the rule's `match` phrases (what the rule fires on), `anywhere` = prompts containing one on word
 boundaries. `--check` exits 1 if a knowledge file's `count` values differ from the recount.
 
+weak mode: counts each `[[rule]]` of sd2_weak_concepts.toml: the prompts the warning would fire on, i.e. that
+contain one of the rule's `names` (word-bounded, like artists) or match one of its `patterns` (Python regexes,
+re.IGNORECASE, searched in the prompt as written), and contain none of its `unless` phrases (word-bounded).
+`--celebrities` instead counts the candidate list CELEBRITIES below (famous real people of the photographic era:
+actors, musicians, politicians, business people, athletes, internet figures; no fictional characters and no one
+whose name is in artists.txt, since sd1_artists.toml handles those); with `--json` it prints rows to paste.
+`--examples N` prints up to N matching prompts per rule; `--corpus parti` runs any mode on PartiPrompts instead.
+
 Examples:
     python tools/count_artists.py artists --top 150
     python tools/count_artists.py artists --check bridge/rules/knowledge/sd1_artists.toml
     python tools/count_artists.py magic --check bridge/rules/knowledge/sd1_magic_words.toml
+    python tools/count_artists.py weak --celebrities --min 3
+    python tools/count_artists.py weak --check bridge/rules/knowledge/sd2_weak_concepts.toml
+    python tools/count_artists.py weak --corpus parti --examples 5
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import sys
@@ -41,6 +53,7 @@ from pathlib import Path
 DEFAULT_DATA = Path("/work/shared/data")
 PROMPTS_DIR = "imagereward_diffusiondb_prompts"
 ARTISTS_FILE = "clip_interrogator_vocab/artists.txt"
+PARTI_FILE = "parti_prompts/PartiPrompts.tsv"
 KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "bridge" / "rules" / "knowledge"
 
 # artists.txt lines that, in prompts, are mostly ordinary words or someone else's name.
@@ -121,6 +134,125 @@ ALIASES: Mapping[str, tuple[str, ...]] = {
     "leonardo da vinci": ("da vinci",),
     "rembrandt": ("rembrandt van rijn",),
 }
+
+
+# weak mode, --celebrities: famous real people SD1 users named as subjects, written from general knowledge.
+# "a|b" lists spellings of one person (the first is the canonical name). Only full names and stage names: no bare
+# first names and no surnames on their own. Fictional characters are not people here, nor is anyone known only from
+# paintings. A spelling with a hyphen also matches DiffusionDB's spaced form ("kim jong - un").
+# fmt: off
+CELEBRITIES = (
+    # politicians, royals, public figures
+    "donald trump", "joe biden", "barack obama", "michelle obama", "hillary clinton", "bill clinton",
+    "george w. bush|george w bush|george bush", "vladimir putin", "xi jinping", "kim jong-un|kim jong un",
+    "boris johnson", "queen elizabeth ii|queen elizabeth", "prince charles|king charles", "prince harry",
+    "prince william", "meghan markle", "kate middleton", "princess diana", "angela merkel", "emmanuel macron",
+    "justin trudeau", "volodymyr zelensky|volodymyr zelenskyy", "narendra modi", "jair bolsonaro",
+    "kamala harris", "nancy pelosi", "bernie sanders", "alexandria ocasio-cortez|alexandria ocasio cortez",
+    "ronald reagan", "richard nixon", "john f. kennedy|john f kennedy|john kennedy", "abraham lincoln",
+    "winston churchill", "adolf hitler", "joseph stalin", "vladimir lenin", "mao zedong|mao tse-tung",
+    "fidel castro", "che guevara", "mahatma gandhi", "martin luther king jr.|martin luther king jr|martin luther king",
+    "nelson mandela", "mother teresa", "pope francis", "dalai lama", "ted cruz", "mitch mcconnell", "mike pence",
+    "greta thunberg", "alex jones", "tucker carlson", "joe rogan", "ben shapiro", "jordan peterson", "andrew tate",
+    "saddam hussein", "osama bin laden", "muammar gaddafi", "kim jong-il|kim jong il", "theodore roosevelt",
+    "franklin d. roosevelt|franklin roosevelt",
+    # business, science, tech
+    "elon musk", "jeff bezos", "bill gates", "mark zuckerberg", "steve jobs", "steve wozniak", "tim cook",
+    "warren buffett", "albert einstein", "stephen hawking", "nikola tesla", "marie curie", "neil degrasse tyson",
+    "bill nye", "carl sagan", "richard feynman", "sigmund freud", "charles darwin", "thomas edison",
+    "hideo kojima", "shigeru miyamoto", "gabe newell", "todd howard", "john carmack", "stan lee",
+    # television, internet
+    "oprah winfrey", "ellen degeneres", "jimmy fallon", "conan o'brien|conan obrien", "stephen colbert", "john oliver",
+    "david letterman", "jimmy kimmel", "gordon ramsay", "guy fieri", "martha stewart", "steve irwin",
+    "david attenborough", "anthony bourdain", "fred rogers|mister rogers|mr rogers|mr. rogers", "bear grylls",
+    "steve harvey", "logan paul", "jake paul", "pewdiepie", "mrbeast|mr beast", "markiplier", "jerma985|jerma",
+    "pokimane", "xqc", "hasan piker", "asmongold", "penguinz0|moistcr1tikal", "ricardo milos", "kim kardashian",
+    "kylie jenner", "kendall jenner", "kanye west", "paris hilton", "khloe kardashian", "caitlyn jenner",
+    # actors
+    "tom cruise", "tom hanks", "brad pitt", "leonardo dicaprio", "johnny depp", "will smith", "keanu reeves",
+    "robert downey jr.|robert downey jr|robert downey junior", "chris hemsworth", "chris evans", "chris pratt",
+    "scarlett johansson", "dwayne johnson|dwayne the rock johnson|dwayne 'the rock' johnson", "vin diesel",
+    "jason statham", "arnold schwarzenegger", "sylvester stallone", "bruce willis", "harrison ford", "mark hamill",
+    "carrie fisher", "samuel l. jackson|samuel l jackson|samuel jackson", "morgan freeman", "denzel washington",
+    "nicolas cage|nicholas cage|nic cage", "jim carrey", "danny devito", "bill murray", "jack nicholson", "al pacino",
+    "robert de niro|robert deniro", "clint eastwood", "christopher walken", "steve buscemi", "willem dafoe",
+    "jeff goldblum", "bryan cranston", "aaron paul", "bob odenkirk", "giancarlo esposito", "henry cavill",
+    "ryan reynolds", "ryan gosling", "hugh jackman", "tom hardy", "tom holland", "zendaya", "timothee chalamet",
+    "benedict cumberbatch", "martin freeman", "ian mckellen", "patrick stewart", "daniel radcliffe", "rupert grint",
+    "emma watson", "matt damon", "ben affleck", "christian bale", "heath ledger", "joaquin phoenix", "jared leto",
+    "cillian murphy", "gary oldman", "anthony hopkins", "michael caine", "sean connery", "daniel craig",
+    "pierce brosnan", "idris elba", "michael b. jordan|michael b jordan", "chadwick boseman", "adam driver",
+    "oscar isaac", "pedro pascal", "jason momoa", "gal gadot", "margot robbie", "jennifer lawrence", "anne hathaway",
+    "natalie portman", "emma stone", "angelina jolie", "jennifer aniston", "sandra bullock", "julia roberts",
+    "nicole kidman", "charlize theron", "kate winslet", "cate blanchett", "meryl streep", "keira knightley",
+    "emilia clarke", "sophie turner", "maisie williams", "kit harington", "peter dinklage", "lena headey",
+    "millie bobby brown", "winona ryder", "audrey hepburn", "marilyn monroe", "grace kelly", "elizabeth taylor",
+    "sophia loren", "brigitte bardot", "judy garland", "humphrey bogart", "james dean", "marlon brando",
+    "charlie chaplin", "buster keaton", "bruce lee", "jackie chan", "jet li", "chow yun-fat|chow yun fat",
+    "tony leung", "ken watanabe", "toshiro mifune", "mads mikkelsen", "christoph waltz", "eva green",
+    "monica bellucci", "penelope cruz", "salma hayek", "sofia vergara", "jennifer lopez", "eva mendes",
+    "megan fox", "kristen stewart", "robert pattinson", "elle fanning", "dakota fanning",
+    "anya taylor-joy|anya taylor joy", "florence pugh", "saoirse ronan", "zoe saldana", "lupita nyong'o|lupita nyongo",
+    "viola davis", "halle berry", "rosario dawson", "jessica alba", "mila kunis", "ana de armas", "alicia vikander",
+    "rooney mara", "amy adams", "jessica chastain", "elizabeth olsen", "brie larson", "karen gillan",
+    "tilda swinton", "helena bonham carter", "maggie smith", "judi dench", "alan rickman", "christopher lee",
+    "vincent price", "boris karloff", "bela lugosi", "peter cushing", "sigourney weaver", "linda hamilton",
+    "jamie lee curtis", "john travolta", "uma thurman", "steve carell", "rainn wilson", "jerry seinfeld",
+    "larry david", "will ferrell", "adam sandler", "eddie murphy", "owen wilson", "ben stiller", "seth rogen",
+    "jonah hill", "michael cera", "jack black", "paul rudd", "zach galifianakis", "kevin hart", "john cena",
+    "hulk hogan", "ron perlman", "danny trejo", "nick offerman", "jeff bridges", "john goodman", "kurt russell",
+    "sean bean", "viggo mortensen", "orlando bloom", "elijah wood", "liv tyler", "hugo weaving", "andy serkis",
+    "ewan mcgregor", "hayden christensen", "ian mcdiarmid", "john boyega", "daisy ridley", "tom selleck",
+    "david hasselhoff", "chuck norris", "steven seagal", "jean-claude van damme|jean claude van damme",
+    "dolph lundgren", "michael j. fox|michael j fox", "christopher lloyd", "matthew mcconaughey", "woody harrelson",
+    "jake gyllenhaal", "joseph gordon-levitt|joseph gordon levitt", "ethan hawke", "rami malek", "eddie redmayne",
+    "tom hiddleston", "mark ruffalo", "jeremy renner", "paul bettany", "sydney sweeney", "jenna ortega",
+    "finn wolfhard", "david harbour", "sadie sink", "rowan atkinson", "britt marling", "anna kendrick",
+    "christina hendricks", "kristen bell", "alison brie", "jennifer connelly", "bella thorne", "elizabeth debicki",
+    "aubrey plaza", "olivia wilde", "lily collins", "chloe grace moretz|chloe moretz", "alexandra daddario",
+    "hailee steinfeld", "sarah michelle gellar", "gwyneth paltrow", "kate beckinsale", "milla jovovich",
+    "vanessa hudgens", "jessica biel", "blake lively", "emily blunt", "rachel weisz", "lily james",
+    "amber heard", "jada pinkett smith", "chris rock", "pete davidson", "jason sudeikis", "keegan-michael key",
+    "karl urban", "jon hamm", "elisabeth moss", "mia goth", "emma myers", "kiernan shipka", "lucy liu",
+    "michelle yeoh", "awkwafina", "gong li", "zhang ziyi", "liu yifei", "song kang-ho", "lee min-ho",
+    "priyanka chopra", "maya ali", "aishwarya rai", "deepika padukone", "shah rukh khan", "amitabh bachchan",
+    "mr. t|mr t", "steve martin", "robin williams", "bill cosby", "whoopi goldberg",
+    "betty white", "jennifer coolidge", "michael keaton", "val kilmer", "george clooney", "russell crowe",
+    "mel gibson", "liam neeson", "kevin costner", "kevin bacon", "kevin spacey", "macaulay culkin",
+    "joe pesci", "john malkovich", "edward norton", "brendan fraser", "adam west", "hugh laurie",
+    "david tennant", "matt smith", "jodie whittaker", "peter capaldi", "tom baker", "gillian anderson",
+    "david duchovny", "jessica lange", "sarah paulson", "evan peters", "bella ramsey", "kaley cuoco",
+    "selena gomez", "jennifer garner",
+    # models
+    "bella hadid", "gigi hadid", "cara delevingne", "kate moss", "naomi campbell", "tyra banks", "heidi klum",
+    "adriana lima", "gisele bundchen", "miranda kerr", "emily ratajkowski", "cindy crawford",
+    "dita von teese", "bettie page",
+    # musicians
+    "madison beer", "billie eilish", "ariana grande", "taylor swift", "miley cyrus", "lady gaga", "katy perry",
+    "beyonce", "rihanna", "dua lipa", "doja cat", "lizzo", "nicki minaj", "cardi b", "megan thee stallion",
+    "shakira", "britney spears", "christina aguilera", "avril lavigne", "lana del rey", "lorde", "adele", "bjork",
+    "grimes", "elvis presley", "michael jackson", "freddie mercury", "david bowie", "john lennon", "paul mccartney",
+    "ringo starr", "george harrison", "mick jagger", "keith richards", "jimi hendrix", "kurt cobain",
+    "jim morrison", "bob dylan", "bob marley", "johnny cash", "dolly parton", "frank sinatra", "ozzy osbourne",
+    "marilyn manson", "snoop dogg", "eminem", "travis scott", "post malone", "the weeknd", "bad bunny",
+    "harry styles", "justin bieber", "ed sheeran", "shawn mendes", "bruno mars", "elton john", "stevie wonder",
+    "ray charles", "tupac shakur|2pac", "jay-z|jay z", "kendrick lamar", "lil nas x", "kylie minogue",
+    "debbie harry", "grace jones", "tina turner", "whitney houston", "amy winehouse", "janis joplin",
+    "stevie nicks", "joan jett", "dave grohl", "james hetfield", "lemmy kilmister", "gene simmons",
+    "serj tankian", "chester bennington", "corey taylor", "louis armstrong", "jimmy page", "robert plant",
+    "iggy pop", "lou reed", "nick cave", "tom waits", "thom yorke", "billy idol", "rob zombie", "alice cooper",
+    "dr. dre|dr dre", "mf doom", "earl sweatshirt", "notorious b.i.g.|notorious b. i. g.|biggie smalls", "flavor flav", "pharrell williams", "lil wayne",
+    # athletes
+    "michael jordan", "lebron james", "kobe bryant", "shaquille o'neal|shaquille oneal", "cristiano ronaldo",
+    "lionel messi", "neymar", "david beckham", "serena williams", "usain bolt", "muhammad ali", "mike tyson",
+    "conor mcgregor", "tiger woods", "roger federer", "tom brady", "floyd mayweather", "khabib nurmagomedov",
+    "zlatan ibrahimovic", "diego maradona",
+    # writers
+    "stephen king", "j. k. rowling|j.k. rowling|jk rowling", "george r. r. martin|george r.r. martin|george rr martin",
+    "ernest hemingway", "edgar allan poe", "mark twain", "oscar wilde", "franz kafka", "hunter s. thompson|hunter s thompson",
+    "neil gaiman", "friedrich nietzsche", "karl marx", "jean-paul sartre",
+)
+# fmt: on
 
 
 def fold(text: str) -> str:
@@ -217,6 +349,41 @@ def artist_groups(data: Path) -> dict[str, list[str]]:
     return groups
 
 
+def load_parti(data: Path) -> list[str]:
+    """PartiPrompts (1,630 plain descriptive prompts written for Parti, not for SD1): the `Prompt` column."""
+    with (data / PARTI_FILE).open(encoding="utf-8", newline="") as f:
+        return [row["Prompt"] for row in csv.DictReader(f, delimiter="\t")]
+
+
+def celebrity_groups(data: Path) -> dict[str, list[str]]:
+    """canonical name -> spellings, from CELEBRITIES, leaving out anyone whose spelling is an artists.txt name."""
+    artist_spellings = {s for spellings in artist_groups(data).values() for s in spellings}
+    groups: dict[str, list[str]] = {}
+    for entry in CELEBRITIES:
+        spellings = [fold(s) for s in entry.split("|")]
+        spellings += [s.replace("-", " - ") for s in spellings if "-" in s]
+        if artist_spellings.isdisjoint(spellings):
+            groups[spellings[0]] = spellings
+    return groups
+
+
+class WeakRule:
+    """One `[[rule]]` of sd2_weak_concepts.toml: fires on a name or pattern unless an `unless` phrase is present."""
+
+    def __init__(self, rule: Mapping) -> None:
+        self.id: str = rule["id"]
+        names = rule.get("names", [])
+        unless = rule.get("unless", [])
+        self._names = PhraseMatcher({"name": names}) if names else None
+        self._unless = PhraseMatcher({"unless": unless}) if unless else None
+        self._patterns = [re.compile(p, re.IGNORECASE) for p in rule.get("patterns", [])]
+
+    def fires(self, prompt: str) -> bool:
+        folded = fold(prompt)
+        hit = bool(self._names and self._names.groups_in(folded)) or any(p.search(prompt) for p in self._patterns)
+        return hit and not (self._unless and self._unless.groups_in(folded))
+
+
 def load_knowledge(path: Path) -> dict:
     with path.open("rb") as f:
         return tomllib.load(f)
@@ -255,6 +422,34 @@ def run_magic(args: argparse.Namespace, prompts: list[str]) -> int:
     return 0
 
 
+def run_weak(args: argparse.Namespace, prompts: list[str]) -> int:
+    if args.celebrities:
+        groups = celebrity_groups(args.data)
+        counts = count_groups(prompts, groups)
+        top = [(n, k) for n, k in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if k >= args.min]
+        print(f"{len(groups)} candidates, {len(top)} with count >= {args.min}", file=sys.stderr)
+        if args.json:
+            print(json.dumps([{"name": n, "count": k, "spellings": groups[n]} for n, k in top], indent=1))
+        else:
+            for name, count in top[: args.top]:
+                print(f"{count:6d}  {' | '.join(groups[name])}")
+        return 0
+    path = args.check or KNOWLEDGE_DIR / "sd2_weak_concepts.toml"
+    entries = load_knowledge(path)["rule"]
+    rules = [WeakRule(r) for r in entries]
+    matched: dict[str, list[str]] = {rule.id: [p for p in prompts if rule.fires(p)] for rule in rules}
+    if args.check:
+        return report_mismatches((r["id"], r.get("count"), len(matched[r["id"]])) for r in entries)
+    if args.json:
+        print(json.dumps([{"id": rule_id, "count": len(hits)} for rule_id, hits in matched.items()], indent=1))
+        return 0
+    for rule_id, hits in matched.items():
+        print(f"{len(hits):6d}  {rule_id}")
+        for prompt in hits[: args.examples]:
+            print(f"          {' '.join(prompt.split())[:200]}")
+    return 0
+
+
 def report_mismatches(rows: Iterable[tuple[str, int | None, int]]) -> int:
     """Print every (key, stored, recounted) that differ; 0 when none do."""
     bad = [(key, stored, fresh) for key, stored, fresh in rows if stored != fresh]
@@ -265,15 +460,21 @@ def report_mismatches(rows: Iterable[tuple[str, int | None, int]]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("artists", "magic"))
+    parser.add_argument("mode", choices=("artists", "magic", "weak"))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
-    parser.add_argument("--top", type=int, default=150, help="artists mode: how many to print")
+    parser.add_argument("--top", type=int, default=150, help="artists, weak --celebrities: how many to print")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     parser.add_argument("--check", type=Path, help="compare this knowledge file's counts with a recount")
+    corpora = ("diffusiondb", "parti")
+    parser.add_argument("--corpus", choices=corpora, default="diffusiondb", help="SD1 user prompts or PartiPrompts")
+    parser.add_argument("--celebrities", action="store_true", help="weak mode: count the CELEBRITIES candidates")
+    parser.add_argument("--min", type=int, default=1, help="weak --celebrities: leave out names counted fewer times")
+    parser.add_argument("--examples", type=int, default=0, help="weak mode: print this many matching prompts per rule")
     args = parser.parse_args(argv)
-    prompts = load_prompts(args.data)
+    prompts = load_parti(args.data) if args.corpus == "parti" else load_prompts(args.data)
     print(f"{len(prompts)} prompts", file=sys.stderr)
-    return run_artists(args, prompts) if args.mode == "artists" else run_magic(args, prompts)
+    modes = {"artists": run_artists, "magic": run_magic, "weak": run_weak}
+    return modes[args.mode](args, prompts)
 
 
 if __name__ == "__main__":

@@ -244,13 +244,21 @@ def _merge_text(prompt: Prompt) -> None:
 
 
 def weak(work: Work, rules: list[Rule]) -> None:
-    text = str(work.prompt)
+    text = _fold_accents(str(work.prompt))  # "Beyoncé" is found as "beyonce"; only the positive prompt is read
     for rule, pattern, unless in work.plan.weak:
         found = pattern.search(text)
         if found is None or (unless is not None and unless.search(text)):
             continue
         warning = rule.params.get("warning") or rule.reason
         work.warnings.append(f"{warning} (found {found.group(0).strip()!r}; rule {rule.id})")
+
+
+def _fold_accents(text: str) -> str:
+    if text.isascii():
+        return text
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 # --------------------------------------------------------------------------------------------------------------------

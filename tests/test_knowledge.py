@@ -1,0 +1,128 @@
+"""The shipped SD1 -> SD2 knowledge: every rule in the files does what it says, and plain prompts are left alone."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from bridge.rules import KnowledgeBase
+from bridge.rules.knowledge import RULES_DIR
+from bridge.translation import translate
+
+KB = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml")
+CORPORA = Path(__file__).resolve().parent.parent / "data" / "corpora"
+MAGIC = [r for r in KB.rules.values() if r.kind == "phrase"]
+ARTISTS = list(KB.artists.values())
+
+
+def test_knowledge_sizes_and_citations():
+    assert len(ARTISTS) >= 150
+    assert {a.action for a in ARTISTS} == {"keep", "replace", "keep_and_describe"}
+    assert len(MAGIC) >= 40
+    assert {"photo", "painting", "anime", "default"} <= set(KB.negatives)
+    notes = (RULES_DIR / "NOTES.md").read_text(encoding="utf-8")
+    for rule in KB.rules.values():
+        assert rule.fact and f"## {rule.fact}:" in notes, rule.id
+        assert rule.reason.strip() or rule.params.get("warning"), rule.id
+    assert len({a.rule_id for a in ARTISTS}) == len(ARTISTS)
+
+
+@pytest.mark.parametrize("rule", MAGIC, ids=lambda r: r.id)
+def test_every_magic_word_rule_does_what_it_says(rule):
+    phrase = rule.params["match"][0]
+    t = translate(f"a lighthouse on a cliff, {phrase}, at dusk", disable=["artist.*"])
+    action = rule.params["action"]
+    if action == "keep":
+        assert t.prompt == f"a lighthouse on a cliff, {phrase}, at dusk"
+    elif action == "drop":
+        assert t.prompt == "a lighthouse on a cliff, at dusk"
+        assert any(c.rule == rule.id and c.after == "" for c in t.changes)
+    else:
+        assert t.prompt == f"a lighthouse on a cliff, {rule.params['replacement']}, at dusk"
+
+
+@pytest.mark.parametrize("artist", ARTISTS, ids=lambda a: a.rule_id)
+def test_every_artist_action(artist):
+    t = translate(f"a lighthouse on a cliff, by {artist.name}")
+    if artist.action == "keep":
+        assert t.prompt == f"a lighthouse on a cliff, by {artist.name}"
+        return
+    assert artist.description in t.prompt
+    assert (artist.name in t.prompt) == (artist.action == "keep_and_describe")
+    assert any(c.rule == artist.rule_id and c.fact == artist.fact for c in t.changes)
+    assert not t.prompt.rstrip().endswith((",", " by", " and"))
+
+
+def test_the_classic_rutkowski_mucha_phrase_becomes_a_clean_sd2_phrase():
+    t = translate("portrait of a sorceress, by greg rutkowski and alphonse mucha, highly detailed")
+    assert "rutkowski" not in t.prompt
+    assert "by alphonse mucha, " in t.prompt
+    assert KB.artists["greg rutkowski"].description in t.prompt
+    assert ", ," not in t.prompt and " and ," not in t.prompt and "by ," not in t.prompt
+
+
+def test_artist_words_in_ordinary_phrases_are_not_artists():
+    for prompt in ("a house by the sea", "a cabin by the lake and the mountains", "style of the 1920s"):
+        assert translate(prompt).prompt == prompt
+
+
+@pytest.mark.parametrize("prompt,kind", [
+    ("a photo of an old fisherman, dslr", "photo"),
+    ("an oil painting of a harbour at dawn", "painting"),
+    ("anime girl with silver hair, pixiv", "anime"),
+    ("a bowl of soup", "default"),
+])
+def test_default_negative_by_kind_of_image(prompt, kind):
+    t = translate(prompt)
+    assert any(c.rule == f"negative.{kind}" for c in t.changes)
+    phrases = [p.strip() for p in t.negative_prompt.split(",")]
+    assert len(phrases) == len(set(phrases)) > 3
+
+
+def test_default_negative_leaves_out_what_the_prompt_asks_for():
+    t = translate("a 3d render of a robot")
+    assert "3d render" not in [p.strip() for p in t.negative_prompt.split(",")]
+
+
+def _parti() -> list[str]:
+    with (CORPORA / "parti_prompts.tsv").open(encoding="utf-8") as f:
+        return [row["Prompt"] for row in csv.DictReader(f, delimiter="\t") if row["Prompt"].strip()]
+
+
+def test_plain_descriptive_prompts_come_back_byte_identical():
+    prompts = _parti()
+    assert len(prompts) > 1500
+    unchanged = sum(translate(p).prompt == p for p in prompts)
+    assert unchanged / len(prompts) >= 0.99  # measured: 1630 of 1630
+
+
+def test_no_op_still_gets_sd2_settings():
+    t = translate("a red cube on top of a blue sphere")
+    assert t.prompt == "a red cube on top of a blue sphere"
+    assert t.negative_prompt and (t.recipe.width, t.recipe.height) == (768, 768)
+
+
+def test_sd1_anime_tag_soup_from_fine_tunes_is_translated():
+    t = translate("masterpiece, best quality, 1girl, solo, (silver hair:1.3), looking at viewer, <lora:style:0.7>",
+                  negative_prompt="(worst quality, low quality:1.4), easynegative")
+    assert t.prompt.startswith("1girl, solo, ")
+    assert "(silver hair:1.24)" in t.prompt  # 1.3 moved toward 1.0
+    assert any(c.rule == "negative.anime" for c in t.changes)
+    assert "easynegative" not in t.negative_prompt
+
+
+@pytest.mark.parametrize("prompt,rule", [
+    ("portrait of Emma Watson as a knight", "weak.celebrity"),
+    ("portrait of Beyoncé on stage", "weak.celebrity"),
+    ('a shop sign that says "open"', "weak.text"),
+    ("pen and ink drawing of a heron", "weak.black-and-white"),
+])
+def test_weak_concepts_warn_and_never_rewrite(prompt, rule):
+    t = translate(prompt)
+    assert t.prompt == prompt
+    assert any(f"rule {rule}" in w for w in t.warnings)
+
+
+def test_weak_concept_unless_and_no_false_alarm():
+    assert not any("weak." in w for w in translate("colorful pen and ink drawing of a heron").warnings)
+    assert not any("weak." in w for w in translate("a textured wall in context").warnings)
