@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disable-rule", action="append", default=[], metavar="ID",
                         help="switch a rule off (repeatable; patterns allowed: 'artist.*')")
     parser.add_argument("--knowledge", metavar="FILE", help="your own knowledge file; its rules override ours")
+    parser.add_argument("--model", metavar="PATH",
+                        help="use a learned bridge (a folder written by training/train.py, or a hub id) instead of "
+                        "the embedded rules; it needs the ml extra")
     return parser
 
 
@@ -139,10 +142,11 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
     except ValueError as exc:  # no such bridge, or not a rules bridge
         raise UsageError(str(exc)) from None
     options = _options(args)
-    try:
-        translator.kb.check_disable(options.disable)
-    except KnowledgeError as exc:
-        raise UsageError(str(exc)) from None
+    if hasattr(translator, "kb"):
+        try:
+            translator.kb.check_disable(options.disable)
+        except KnowledgeError as exc:
+            raise UsageError(str(exc)) from None
 
     items, recipes = _read_input(args, stdin)
     from bridge.migration import MigrationRow, progress
@@ -194,6 +198,16 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
 def _load_translator(args: argparse.Namespace):
     from bridge.translation import load_translator
 
+    if args.model:
+        from bridge.translation import is_hub_id
+
+        if not Path(args.model).exists() and not is_hub_id(args.model):
+            raise InputError(f"no learned bridge at {args.model!r}: give a folder written by training/train.py "
+                             "or a hub id such as user/sd15-to-sd2")
+        try:
+            return load_translator(args.model, source=args.source, target=args.target)
+        except (OSError, ImportError) as exc:
+            raise InputError(f"cannot load the learned bridge {args.model!r}: {exc}") from None
     return load_translator("rules", source=args.source, target=args.target, knowledge=args.knowledge)
 
 

@@ -15,6 +15,7 @@ implements :class:`Translator` today; the learned seq2seq bridge implements the 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = ["Change", "Translation", "TranslationOptions", "Translator", "load_translator", "translate"]
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # user/name, as on the Hugging Face hub
 
 # Recipe fields a caller may set through translate(**settings).
 RECIPE_SETTINGS = ("width", "height", "steps", "cfg_scale", "sampler", "seed", "model", "clip_skip")
@@ -130,6 +133,11 @@ class Translator(Protocol):
                         ) -> list[Translation]: ...
 
 
+def is_hub_id(text: str) -> bool:
+    """``user/name`` as on the Hugging Face hub (a path that does not exist is taken for one only in that shape)."""
+    return _HUB_ID.fullmatch(text) is not None
+
+
 def make_recipe(prompt: str | Recipe, negative_prompt: str | None = None, **settings: Any) -> Recipe:
     """A Recipe from a prompt (or a Recipe) plus settings; unknown setting names are an error that lists the valid."""
     unknown = sorted(set(settings) - set(RECIPE_SETTINGS))
@@ -187,7 +195,7 @@ def load_translator(
         if not path.is_file():
             raise FileNotFoundError(f"knowledge file not found: {text}")
         return RulesTranslator.from_file(path, source=source, target=target, knowledge=knowledge)
-    if (path / "bridge.json").is_file() or (not path.exists() and "/" in text):
+    if (path / "bridge.json").is_file() or (not path.exists() and is_hub_id(text)):
         try:
             from bridge.seq2seq import Seq2SeqTranslator  # type: ignore[import-not-found]
         except ImportError as exc:
