@@ -14,6 +14,7 @@ implements :class:`Translator` today; the learned seq2seq bridge implements the 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -172,8 +173,22 @@ def translate(
     768
     """
     options = TranslationOptions(networks, dict(network_map or {}), tuple(embeddings), tuple(disable), knowledge)
-    translator = load_translator("rules", source=source, target=target, knowledge=knowledge)
+    stamp = None
+    if knowledge is not None:
+        try:
+            stat = os.stat(knowledge)
+            stamp = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            stamp = None  # the loader reports the missing file
+    translator = _rules_translator(source, target, None if knowledge is None else os.fspath(knowledge), stamp)
     return translator.translate(make_recipe(prompt, negative_prompt, **settings), options)
+
+
+@functools.lru_cache(maxsize=16)
+def _rules_translator(source: str, target: str, knowledge: str | None, stamp: tuple | None) -> Translator:
+    """Rules translators are reused across translate() calls (loading and planning cost more than translating);
+    ``stamp`` makes an edited user knowledge file load again."""
+    return load_translator("rules", source=source, target=target, knowledge=knowledge)
 
 
 def load_translator(
