@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -34,6 +33,9 @@ formats:
 exit codes: 0 ok, 1 input/output failure (missing or undecodable file), 2 usage error (bad flag value, unknown
 model). Warnings go to stderr.
 """
+
+
+PROGRESS_MIN = 200  # prompts: below this a progress bar is noise
 
 
 class UsageError(Exception):
@@ -156,7 +158,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
     blocks: list[str] = []
     rows: list[MigrationRow] = []
     results = []
-    for i, recipe in enumerate(progress(recipes, len(recipes), stream=stderr)):
+    for i, recipe in enumerate(progress(recipes, len(recipes), stream=stderr, min_total=PROGRESS_MIN)):
         key = items[i].key if items else f"prompt {i + 1}"
         try:
             translation = translator.translate(recipe, options)
@@ -303,6 +305,8 @@ def _read_embeddings(folder: str) -> tuple[str, ...]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    import tempfile
+
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -8,10 +8,9 @@ path, size and modification time. A cache that cannot be written or read is simp
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
-import tomllib
+import zlib
 from pathlib import Path
 
 CACHE_VERSION = "1"
@@ -27,13 +26,16 @@ def read_toml(path: str | os.PathLike) -> dict:
     path = Path(path)
     stat = path.stat()
     use_cache = os.environ.get("PROMPT_BRIDGE_NO_CACHE") != "1"
-    key = hashlib.sha1(f"{CACHE_VERSION}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    cached = _cache_dir() / f"{key}.marshal"
+    # hashlib and tomllib cost milliseconds to import: the key is a CRC of the path, the file's stem and stamp.
+    where = zlib.crc32(f"{CACHE_VERSION}|{path.resolve()}".encode())
+    cached = _cache_dir() / f"{path.stem}-{where:08x}-{stat.st_size}-{stat.st_mtime_ns}.marshal"
     if use_cache:
         try:
             return marshal.loads(cached.read_bytes())
         except (OSError, ValueError, EOFError, TypeError):
             pass
+    import tomllib
+
     data = tomllib.loads(path.read_bytes().decode("utf-8"))
     if use_cache:
         try:

@@ -6,19 +6,19 @@ rule fired, every warning, and a side-by-side before/after of every prompt with 
 
 from __future__ import annotations
 
-import difflib
-import html
 import os
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from bridge.translation import Translation
+
+if TYPE_CHECKING:
+    from collections import Counter
 
 __all__ = ["MigrationRow", "progress", "word_diff", "write_report"]
 
@@ -43,6 +43,8 @@ _TOKEN = re.compile(r"\s+|[^\s,]+|,")
 
 def word_diff(before: str, after: str) -> list[tuple[str, str]]:
     """(op, text) pieces where op is "=", "-" or "+": a word-level diff that keeps commas and spaces."""
+    import difflib
+
     a, b = _TOKEN.findall(before), _TOKEN.findall(after)
     out: list[tuple[str, str]] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
@@ -57,6 +59,8 @@ def word_diff(before: str, after: str) -> list[tuple[str, str]]:
 
 
 def _summary(rows: list[MigrationRow]) -> tuple[Counter, list[tuple[str, str]], int]:
+    from collections import Counter
+
     counts: Counter = Counter()
     warnings: list[tuple[str, str]] = []
     changed = 0
@@ -126,6 +130,8 @@ ins{background:#dff5e1;color:#14532d;text-decoration:none}.key{color:#666;font-s
 
 
 def _html(rows: list[MigrationRow], source: str, target: str) -> str:
+    import html
+
     counts, warnings, changed = _summary(rows)
     e = html.escape
     summary = (f"<p>{len(rows)} prompts: {changed} positive prompts rewritten, {len(rows) - changed} kept as they "

@@ -16,7 +16,6 @@ same layout can add or replace models and bridges: `load_registry(path, base=def
 
 import functools
 import re
-import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -255,7 +254,7 @@ def load_registry(path: str | Path | None = None, *, base: Registry | None = Non
     path = Path(path) if path is not None else DEFAULT_REGISTRY_PATH
     try:
         data = read_toml(path)
-    except tomllib.TOMLDecodeError as error:
+    except ValueError as error:  # tomllib.TOMLDecodeError, or bytes that are not UTF-8
         raise RegistryError(f"{path}: not valid TOML: {error}") from None
     unknown = sorted(set(data) - {"models", "bridges"})
     if unknown:

@@ -20,7 +20,7 @@ from bridge.recipe import Recipe
 from bridge.rules import stages
 from bridge.rules.artists import ArtistIndex
 from bridge.rules.knowledge import RULES_DIR, KnowledgeBase, NegativeDefault, Rule, is_disabled
-from bridge.rules.phrases import normalize
+from bridge.rules.phrases import PhraseSet, normalize
 from bridge.rules.stages import phrase_key
 from bridge.syntax import Prompt, PromptSyntaxError, attention, parse
 from bridge.translation import Change, Translation, TranslationOptions
@@ -54,9 +54,17 @@ STAGES = (
 @dataclass
 class _Negative:
     spec: NegativeDefault
-    detect: re.Pattern | None  # finds the kind's marker words in a prompt
+    detect: PhraseSet  # finds the kind's marker words in a prompt
     phrases: list[tuple[str, str]]  # (phrase, comparison key)
-    finder: re.Pattern | None  # finds any of the phrases' keys in a prompt
+    finder: PhraseSet  # finds any of the phrases' keys in a prompt
+
+
+@dataclass
+class _Weak:
+    rule: Rule
+    names: PhraseSet
+    pattern: re.Pattern | None
+    unless: PhraseSet
 
 
 @dataclass
@@ -69,15 +77,7 @@ class Plan:
     embedding_pattern: re.Pattern | None
     mapping: dict[str, str]
     negatives: list[_Negative]
-    weak: list[tuple[Rule, re.Pattern, re.Pattern | None]]
-
-
-def _words_pattern(phrases: Iterable[str]) -> re.Pattern | None:
-    """One regex finding any of ``phrases`` on word boundaries, case-insensitively (longest first)."""
-    unique = sorted({p.strip().lower() for p in phrases if p.strip()}, key=len, reverse=True)
-    if not unique:
-        return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p) for p in unique) + r")(?!\w)", re.IGNORECASE)
+    weak: list[_Weak]
 
 
 def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
@@ -103,16 +103,14 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
             if is_disabled("negative." + spec.kind, options.disable):
                 continue
             phrases = [(p.strip(), phrase_key(p)) for p in spec.prompt.split(",") if p.strip()]
-            negatives.append(_Negative(spec, _words_pattern(spec.detect), phrases,
-                                       _words_pattern(key for _, key in phrases)))
+            negatives.append(_Negative(spec, PhraseSet(spec.detect), phrases, PhraseSet(k for _, k in phrases)))
 
     weak = []
     for rule in (r for r in enabled if r.kind == "weak-concept"):
-        parts = [p.pattern for p in [_words_pattern(rule.params.get("names", []))] if p is not None]
-        parts += list(rule.params.get("patterns", []))
-        if parts:
-            unless = _words_pattern(rule.params.get("unless", []))
-            weak.append((rule, re.compile("|".join(f"(?:{p})" for p in parts), re.IGNORECASE), unless))
+        patterns = rule.params.get("patterns", [])
+        pattern = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
+        weak.append(_Weak(rule, PhraseSet(rule.params.get("names", [])), pattern,
+                          PhraseSet(rule.params.get("unless", []))))
 
     mapping = {k.lower(): v for k, v in options.network_map.items()}
     return Plan(plan_stages, phrase_index, artists, embedding_pattern, mapping, negatives, weak)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,10 +150,10 @@ def _read_toml(path: Path) -> dict:
         return read_toml(path)
     except FileNotFoundError:
         raise KnowledgeError(f"knowledge file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise KnowledgeError(f"knowledge file {path} is not valid TOML: {exc}") from None
     except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
         raise KnowledgeError(f"cannot read knowledge file {path}: {exc}") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError (tomllib is imported only when a file is parsed)
+        raise KnowledgeError(f"knowledge file {path} is not valid TOML: {exc}") from None
 
 
 def _need(table: dict, key: str, where: str, kind: type = str) -> Any:

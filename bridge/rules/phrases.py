@@ -22,6 +22,46 @@ KEEP = None  # callback result: leave the phrase as it is
 DROP: list[Item] = []  # callback result: remove the phrase
 
 _SPACE = re.compile(r"\s+")
+_WORD_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+class PhraseSet:
+    """Finds whole phrases ("photo", "3d render", "b&w") in text, case-insensitively, on word boundaries.
+
+    A set of word tuples looked up by n-grams: building one costs nothing (a regex alternation of hundreds of names
+    costs milliseconds to compile, which a one-prompt run cannot afford) and a search is a few set lookups per word.
+    """
+
+    def __init__(self, phrases):
+        self.phrases: dict[tuple[str, ...], str] = {}
+        for phrase in phrases:
+            words = tuple(_WORD_TOKEN.findall(phrase.lower()))
+            if words:
+                self.phrases.setdefault(words, phrase)
+        self.longest = max((len(w) for w in self.phrases), default=0)
+
+    def __bool__(self) -> bool:
+        return bool(self.phrases)
+
+    def find(self, text: str) -> list[str]:
+        """The phrases present in ``text`` (as given to the constructor), longest match first at each position."""
+        words = _WORD_TOKEN.findall(text.lower())
+        found: list[str] = []
+        i = 0
+        while i < len(words):
+            for n in range(min(self.longest, len(words) - i), 0, -1):
+                phrase = self.phrases.get(tuple(words[i:i + n]))
+                if phrase is not None:
+                    found.append(phrase)
+                    i += n
+                    break
+            else:
+                i += 1
+        return found
+
+    def search(self, text: str) -> str | None:
+        found = self.find(text)
+        return found[0] if found else None
 
 
 def normalize(text: str) -> str:

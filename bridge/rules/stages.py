@@ -245,12 +245,16 @@ def _merge_text(prompt: Prompt) -> None:
 
 def weak(work: Work, rules: list[Rule]) -> None:
     text = _fold_accents(str(work.prompt))  # "Beyoncé" is found as "beyonce"; only the positive prompt is read
-    for rule, pattern, unless in work.plan.weak:
-        found = pattern.search(text)
-        if found is None or (unless is not None and unless.search(text)):
+    for weak_concept in work.plan.weak:
+        found = weak_concept.names.search(text)
+        if found is None and weak_concept.pattern is not None:
+            match = weak_concept.pattern.search(text)
+            found = match.group(0).strip() if match else None
+        if found is None or weak_concept.unless.search(text):
             continue
+        rule = weak_concept.rule
         warning = rule.params.get("warning") or rule.reason
-        work.warnings.append(f"{warning} (found {found.group(0).strip()!r}; rule {rule.id})")
+        work.warnings.append(f"{warning} (found {found!r}; rule {rule.id})")
 
 
 def _fold_accents(text: str) -> str:
@@ -268,7 +272,7 @@ def _fold_accents(text: str) -> str:
 def negative(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
     text = str(work.prompt)
-    chosen = next((n for n in work.plan.negatives if n.detect is not None and n.detect.search(text)), None)
+    chosen = next((n for n in work.plan.negatives if n.detect.search(text)), None)
     if chosen is None:
         chosen = next((n for n in work.plan.negatives if n.spec.kind == "default"), None)
         if chosen is None:
@@ -276,7 +280,7 @@ def negative(work: Work, rules: list[Rule]) -> None:
     before = str(work.negative)
     present = {phrase_key(p) for p in before.split(",") if p.strip()}
     # A default phrase the prompt itself asks for ("3d render" for a 3d render) is left out: they would cancel out.
-    asked = {m.group(0).lower() for m in chosen.finder.finditer(text)} if chosen.finder is not None else set()
+    asked = set(chosen.finder.find(text))
     added = [p for p, key in chosen.phrases if key not in present and key not in asked]
     if not added:
         return
@@ -391,9 +395,7 @@ def tokens(work: Work, rules: list[Rule]) -> None:
     from bridge.tokens import overflows
 
     for label, prompt in _prompts(work):
-        for clause in prompt.clauses:
-            try:
-                for warning in overflows(clause.text_at()):
-                    work.warnings.append(f"{label}: {warning}")
-            except PromptSyntaxError:
-                pass  # already reported by the input checks
+        try:
+            work.warnings.extend(f"{label}: {warning}" for warning in overflows(str(prompt)))
+        except PromptSyntaxError:
+            pass  # already reported by the input checks

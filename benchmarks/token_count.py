@@ -1,0 +1,81 @@
+"""What bridge.tokens costs: the import, the first count (it reads the vocabulary), then each prompt.
+
+    python benchmarks/token_count.py [--data ../shared/data] [--runs 5]
+
+The import and first count are timed in fresh processes (best of ``--runs``, bytecode written and reused as after
+``pip install``); per-prompt costs of ``count_tokens``, ``chunk`` and ``overflows`` on the DiffusionDB prompts in
+this process: one cold pass (empty word cache), then warm passes. Nothing asserts: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FIRST_USE = """
+import time
+start = time.perf_counter()
+import bridge.tokens
+imported = time.perf_counter()
+bridge.tokens.count_tokens("a castle on a hill")
+print(imported - start, time.perf_counter() - imported)
+"""
+
+
+def first_use(runs: int) -> tuple[float, float]:
+    """Best (import seconds, first-count seconds) over fresh processes."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    results = []
+    for _ in range(runs + 1):  # the first run writes the bytecode
+        out = subprocess.run([sys.executable, "-c", FIRST_USE], capture_output=True, text=True, check=True, env=env)
+        results.append(tuple(float(x) for x in out.stdout.split()))
+    return min(r[0] for r in results[1:]), min(r[1] for r in results[1:])
+
+
+def per_prompt(function, prompts: list[str]) -> float:
+    start = time.perf_counter()
+    for prompt in prompts:
+        function(prompt)
+    return (time.perf_counter() - start) / len(prompts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    path = args.data / "imagereward_diffusiondb_prompts" / "refl_prompts_dev.jsonl"
+    prompts = [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+    imported, first = first_use(args.runs)
+    print(f"import bridge.tokens : {imported * 1000:6.1f} ms (best of {args.runs} fresh processes)")
+    print(f"first count_tokens   : {first * 1000:6.1f} ms (reads the vocabulary)")
+
+    from bridge.syntax import PromptSyntaxError
+    from bridge.tokens import chunk, count_tokens, overflows
+
+    def safely(function):
+        def call(prompt: str) -> None:
+            try:
+                function(prompt)
+            except PromptSyntaxError:
+                pass  # a prompt A1111 itself refuses
+
+        return call
+
+    count_tokens("a")
+    print(f"count_tokens, cold   : {per_prompt(count_tokens, prompts) * 1e6:6.1f} µs/prompt ({len(prompts)} prompts)")
+    print(f"count_tokens, warm   : {per_prompt(count_tokens, prompts) * 1e6:6.1f} µs/prompt")
+    print(f"chunk                : {per_prompt(safely(chunk), prompts) * 1e6:6.1f} µs/prompt")
+    print(f"overflows            : {per_prompt(safely(overflows), prompts) * 1e6:6.1f} µs/prompt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""CLIP token counts and A1111's 75-token chunks, with the standard library only.
+
+SD 1.x and SD 2.x both read a prompt through CLIP's byte-level BPE vocabulary in windows of 77 tokens: a start
+token, 75 prompt tokens, an end token. A1111 cuts a longer prompt into 75-token chunks, encodes each chunk on its
+own and concatenates the results, so a phrase cut in two is encoded as two unrelated fragments.
+
+>>> count_tokens("a castle on a hill, highly detailed, 8k")
+11
+>>> tokenize("Greg Rutkowski’s")
+['greg</w>', 'rut', 'kowski</w>', "'s</w>"]
+>>> [(c.tokens, c.text, c.ended_by) for c in chunk("a (cat:1.2) BREAK a dog")]
+[(2, 'a cat', 'break'), (2, 'a dog', 'end')]
+>>> chunk("a (cat:1.2)")[0].weights
+(1.0, 1.2)
+>>> overflows("a castle on a hill")
+[]
+>>> print(overflows("a castle, " + "very " * 80 + "detailed")[0])  # doctest: +NORMALIZE_WHITESPACE
+tokens 76-84 (9) spill into chunk 2 of 2 after '…very very very very very' at 'very very very very very…';
+SD2 encodes each 75-token chunk separately: shorten the prompt or put BREAK where a new idea starts
+
+How this matches the reference tokenizer (open_clip's ``SimpleTokenizer``, which A1111 uses for SD 2.x):
+
+* Cleaning: a subset of ``ftfy.fix_text`` (curly quotes made straight, full-width forms and Latin ligatures
+  replaced, invisible control characters removed, NFC), then ``html.unescape`` twice, whitespace collapsed,
+  lower case. Not emulated: ftfy's mojibake repair (``"cafÃ©"`` → ``"café"``), its C1-control and terminal-escape
+  fixes, and its own extra round of HTML unescaping (``"&amp;amp;amp;"`` unescapes three times there, twice here).
+* Pre-tokenization: CLIP's pattern (contractions ``'s 't 're 've 'm 'll 'd``; runs of letters; single digits; runs
+  of anything else) in Python's ``re``: ``\\p{L}`` is ``[^\\W\\d_]`` and ``\\p{N}`` is ``\\d`` plus the non-decimal
+  numerals (``²``, ``½``, ``Ⅻ``), which ``re`` counts as word characters and which are split off here as CLIP does.
+  U+0345 (which ``regex`` drops under IGNORECASE) is dropped too. Characters that the ``regex`` module knows from a
+  newer Unicode version than this Python are "other" here.
+* The special tokens ``<start_of_text>`` and ``<end_of_text>`` written in a prompt count as one token each, as in
+  open_clip (OpenAI's and Hugging Face's tokenizers spell them ``<|startoftext|>`` / ``<|endoftext|>``).
+* Hugging Face's ``CLIPTokenizer`` (A1111's SD 1.x path) never calls ``html.unescape`` and, in transformers 5,
+  no ftfy either: ``&amp;`` and curly quotes can count differently there.
+* Textual-inversion embedding names count as the words they are spelled with (A1111 swaps in their vectors).
+
+The merges are read from ``rules/clip_bpe_vocab.txt.gz`` (OpenAI CLIP's vocabulary, see ``rules/CLIP_BPE_LICENSE``)
+on the first count, never at import: that costs 10-15 ms once (no cache needed; ``benchmarks/token_count.py``).
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import re
+import unicodedata
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from bridge.syntax import attention, parse
+
+__all__ = ["CHUNK_TOKENS", "COMMA_BACKTRACK", "Chunk", "chunk", "count_tokens", "overflows", "tokenize"]
+
+VOCAB_PATH = Path(__file__).parent / "rules" / "clip_bpe_vocab.txt.gz"
+MERGE_COUNT = 49152 - 256 - 2  # CLIP's rule: the first 48,894 merges (49,408 tokens = 2 x 256 bytes + merges + 2)
+CHUNK_TOKENS = 75  # 77-token window minus the start and end tokens
+COMMA_BACKTRACK = 20  # A1111's option "comma_padding_backtrack" (default 20; 0 switches it off)
+END_OF_WORD = "</w>"
+COMMA = "," + END_OF_WORD
+SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
+INFLATE_STEP = 1 << 15  # compressed bytes per step: the merges CLIP uses end at 40% of the file
+
+_PRETOKEN = re.compile(
+    "|".join(SPECIAL_TOKENS) + r"|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w\u0345]|_)+",
+    re.IGNORECASE,  # as CLIP's pattern: "'ſ" is a contraction too; U+0345 case-folds to a letter, so CLIP skips it
+)
+
+
+def _byte_symbols() -> list[str]:
+    """CLIP's byte -> symbol table: printable Latin-1 bytes stand for themselves, the other 68 bytes (space, control
+    characters, ...) take the code points from 256 up, so no symbol is whitespace."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    symbols = [""] * 256
+    extra = 256
+    for byte in range(256):
+        if byte in printable:
+            symbols[byte] = chr(byte)
+        else:
+            symbols[byte] = chr(extra)
+            extra += 1
+    return symbols
+
+
+_BYTE_SYMBOLS = _byte_symbols()
+_TO_SYMBOLS = {byte: symbol for byte, symbol in enumerate(_BYTE_SYMBOLS) if chr(byte) != symbol}
+_FROM_SYMBOLS = {ord(symbol): byte for byte, symbol in enumerate(_BYTE_SYMBOLS)} | {ord(" "): ord(" ")}
+
+# ftfy.fix_text's character fixes that apply to well-formed text (see the module docstring).
+_LIGATURES = {
+    "Ĳ": "IJ", "ĳ": "ij", "ŉ": "'n", "Ǳ": "DZ", "ǲ": "Dz", "ǳ": "dz", "Ǆ": "DŽ", "ǅ": "Dž", "ǆ": "dž", "Ǉ": "LJ",
+    "ǈ": "Lj", "ǉ": "lj", "Ǌ": "NJ", "ǋ": "Nj", "ǌ": "nj", "ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl",
+    "ﬅ": "ſt", "ﬆ": "st",
+}
+_CONTROL = [*range(0x09), 0x0B, *range(0x0E, 0x20), 0x7F, *range(0x206A, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFD)]
+_QUOTES = {0x02BC: "'", 0x2018: "'", 0x2019: "'", 0x201A: "'", 0x201B: "'",
+           0x201C: '"', 0x201D: '"', 0x201E: '"', 0x201F: '"'}
+
+
+@lru_cache(maxsize=1)
+def _fix_table() -> dict[int, str | None]:
+    table: dict[int, str | None] = {0x3000: " "}
+    for code in range(0xFF01, 0xFFF0):  # full-width and half-width forms
+        normal = unicodedata.normalize("NFKC", chr(code))
+        if normal != chr(code):
+            table[code] = normal
+    table.update({ord(k): v for k, v in _LIGATURES.items()})
+    table.update(_QUOTES)
+    table.update(dict.fromkeys(_CONTROL))
+    return table
+
+
+@lru_cache(maxsize=1)
+def _merge_ranks() -> dict[str, int]:
+    """``"first second"`` -> rank (lower merges first), from the first MERGE_COUNT lines after the header line.
+
+    Only the head of the file is decompressed: CLIP uses fewer than a fifth of the merges it lists.
+    """
+    compressed = memoryview(VOCAB_PATH.read_bytes())
+    inflate = zlib.decompressobj(wbits=31)  # a gzip container; zlib directly is twice as fast as the gzip module
+    head = bytearray()
+    newlines = 0
+    for offset in range(0, len(compressed), INFLATE_STEP):
+        block = inflate.decompress(compressed[offset : offset + INFLATE_STEP])
+        head += block
+        newlines += block.count(b"\n")
+        if newlines > MERGE_COUNT:
+            break
+    lines = head.decode("utf-8", errors="replace").split("\n", MERGE_COUNT + 1)[1 : MERGE_COUNT + 1]
+    if len(lines) < MERGE_COUNT:
+        raise ValueError(f"{VOCAB_PATH} holds {len(lines)} merges; CLIP's vocabulary needs {MERGE_COUNT}")
+    return dict(zip(lines, range(MERGE_COUNT)))
+
+
+@lru_cache(maxsize=1 << 16)
+def _bpe(word: str) -> tuple[str, ...]:
+    """Split one pre-token (in byte symbols) into CLIP tokens: merge the lowest-ranked adjacent pair, everywhere it
+    occurs, until no adjacent pair is a known merge."""
+    if word in SPECIAL_TOKENS:
+        return (word,)
+    symbols = [*word[:-1], word[-1] + END_OF_WORD]
+    ranks = _merge_ranks()
+    while len(symbols) > 1:
+        best, best_rank = -1, MERGE_COUNT
+        for i in range(len(symbols) - 1):
+            rank = ranks.get(symbols[i] + " " + symbols[i + 1], MERGE_COUNT)
+            if rank < best_rank:
+                best, best_rank = i, rank
+        if best < 0:
+            break
+        first, second = symbols[best], symbols[best + 1]
+        merged = symbols[:best]
+        i = best
+        while i < len(symbols):
+            if symbols[i] == first and i + 1 < len(symbols) and symbols[i + 1] == second:
+                merged.append(first + second)
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return tuple(symbols)
+
+
+def _clean(text: str) -> str:
+    """CLIP's text cleaning: the ftfy subset, HTML entities (twice), whitespace collapsed, lower case."""
+    if not text.isascii() or not text.isprintable():
+        text = unicodedata.normalize("NFC", text.translate(_fix_table()))
+    text = html.unescape(html.unescape(text))
+    return " ".join(text.split()).lower()
+
+
+def _pretokens(text: str) -> list[str]:
+    """CLIP's pre-tokens of cleaned text. ``re`` counts numerals such as ``²`` as letters; CLIP makes each of them a
+    pre-token of its own, so letter runs holding one are split here."""
+    words = _PRETOKEN.findall(text)
+    if text.isascii():
+        return words
+    out: list[str] = []
+    for word in words:
+        if len(word) > 1 and word.isalnum() and not word.isalpha():
+            letters = ""
+            for char in word:
+                if char.isalpha():
+                    letters += char
+                else:
+                    out.extend([letters, char] if letters else [char])
+                    letters = ""
+            if letters:
+                out.append(letters)
+        else:
+            out.append(word)
+    return out
+
+
+def _symbols(word: str) -> str:
+    return word.encode("utf-8").decode("latin-1").translate(_TO_SYMBOLS)
+
+
+def tokenize(text: str) -> list[str]:
+    """The CLIP tokens of ``text`` (no start or end token), as vocabulary strings; ``</w>`` ends a word.
+
+    >>> tokenize("8k, trending")
+    ['8</w>', 'k</w>', ',</w>', 'trending</w>']
+    """
+    return [token for word in _pretokens(_clean(text)) for token in _bpe(_symbols(word))]
+
+
+def count_tokens(text: str) -> int:
+    """How many CLIP tokens ``text`` takes, without the start and end tokens (``len(tokenize(text))``).
+
+    >>> count_tokens("masterpiece, best quality")
+    4
+    """
+    return sum(len(_bpe(_symbols(word))) for word in _pretokens(_clean(text)))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A1111's chunks
+
+EndedBy = Literal["end", "break", "limit", "comma"]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One 75-token window of a clause as A1111 fills it (it pads the rest with end tokens)."""
+
+    tokens: int  # real tokens, at most CHUNK_TOKENS
+    text: str  # the tokens decoded: lower case, cleaned, brackets and weights gone
+    weights: tuple[float, ...]  # A1111's emphasis multiplier of each token
+    start: int  # index of the first token in the clause's tokens
+    ended_by: EndedBy  # "end" of the text, "break" (BREAK), "limit" (cut at 75 tokens mid-text), or "comma"
+    # (at 75 tokens A1111 moved the tokens after a recent comma into the next chunk)
+
+    @property
+    def padding(self) -> int:
+        return CHUNK_TOKENS - self.tokens
+
+
+@dataclass
+class _Token:
+    symbols: str
+    weight: float
+    gap: bool  # whitespace before it in the prompt (for Chunk.text only)
+
+
+def _piece_tokens(piece: str, weight: float, gap: bool) -> list[_Token]:
+    cleaned = _clean(piece)
+    tokens: list[_Token] = []
+    pos = 0
+    for word in _pretokens(cleaned):
+        start = cleaned.index(word, pos)  # pre-tokens come in order; between them: spaces (or a skipped U+0345)
+        gap = gap or " " in cleaned[pos:start]
+        pos = start + len(word)
+        for symbols in _bpe(_symbols(word)):
+            tokens.append(_Token(symbols, weight, gap))
+            gap = False
+    return tokens
+
+
+def _decode(tokens: list[_Token]) -> str:
+    text = "".join((" " if token.gap and i else "") + token.symbols.removesuffix(END_OF_WORD)
+                   for i, token in enumerate(tokens))
+    return text.translate(_FROM_SYMBOLS).encode("latin-1").decode("utf-8", errors="replace")
+
+
+def chunk(text: str, *, comma_backtrack: int = COMMA_BACKTRACK) -> list[Chunk]:
+    """Cut one clause's text (no ``AND``, no ``<lora:…>`` tags, editing resolved) into A1111's 75-token chunks.
+
+    Tokens fill a chunk up to 75; ``BREAK`` ends the chunk early; when a token arrives at a full chunk whose last
+    comma is among its last ``comma_backtrack`` tokens, the tokens after that comma move on with it. An empty text
+    is one empty chunk. Raises :class:`bridge.syntax.PromptSyntaxError` where A1111 does (``(a:1.2.3)``).
+
+    >>> [(c.tokens, c.ended_by) for c in chunk("word " * 100)]
+    [(75, 'limit'), (25, 'end')]
+    >>> [(c.tokens, c.ended_by) for c in chunk("word " * 70 + ", " + "word " * 10)]
+    [(71, 'comma'), (10, 'end')]
+    """
+    chunks: list[Chunk] = []
+    current: list[_Token] = []
+    last_comma = -1
+    start = 0
+
+    def close(ended_by: EndedBy) -> None:
+        nonlocal last_comma, start
+        chunks.append(Chunk(len(current), _decode(current), tuple(t.weight for t in current), start, ended_by))
+        start += len(current)
+        current.clear()
+        last_comma = -1
+
+    gap = False
+    for piece, weight in attention(text):
+        if piece == "BREAK" and weight == -1:
+            close("break")
+            continue
+        # BREAK inside brackets is weighted text whose surrounding spaces attention() dropped: keep it a word
+        for token in _piece_tokens(piece, weight, gap or piece[:1].isspace() or piece == "BREAK"):
+            # The order of these checks is A1111's (sd_hijack_clip.tokenize_line), quirks included: a comma that
+            # arrives at a full chunk opens the next chunk without being remembered as its last comma.
+            if token.symbols == COMMA:
+                last_comma = len(current)
+            elif (comma_backtrack and len(current) == CHUNK_TOKENS and last_comma != -1
+                  and len(current) - last_comma <= comma_backtrack):
+                moved = current[last_comma + 1 :]
+                del current[last_comma + 1 :]
+                close("comma")
+                current.extend(moved)
+            if len(current) == CHUNK_TOKENS:
+                close("limit")
+            current.append(token)
+        gap = piece[-1:].isspace() or piece == "BREAK"
+    if current or not chunks:
+        close("end")
+    return chunks
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Warnings
+
+CONTEXT_WORDS = 5  # words quoted on each side of a split
+
+
+def overflows(prompt: str, *, steps: int = 20) -> list[str]:
+    """One warning per place where A1111 has to cut running text at the 75-token limit (not at a ``BREAK``).
+
+    ``prompt`` is a whole A1111 prompt: each ``AND`` part is chunked on its own, ``<lora:…>`` tags take no tokens,
+    and prompt editing is resolved at every one of ``steps`` sampling steps. Raises
+    :class:`bridge.syntax.PromptSyntaxError` where A1111 does.
+
+    >>> overflows("a castle BREAK " + "word " * 75)
+    []
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    parsed = parse(prompt)
+    scheduled = bool({"editing", "alternation"} & parsed.features())
+    messages: list[str] = []
+    for number, clause in enumerate(parsed.clauses, 1):
+        where = f"AND part {number}: " if len(parsed.clauses) > 1 else ""
+        first_step: dict[str, int] = {}  # each distinct text of the clause -> the first step that shows it
+        for step in range(1, steps + 1) if scheduled else (1,):
+            first_step.setdefault(clause.text_at(step, steps), step)
+        for text, step in first_step.items():
+            if _surely_fits(text):
+                continue
+            when = f"from step {step}: " if len(first_step) > 1 else ""
+            chunks = chunk(text)
+            for k, (before, after) in enumerate(itertools.pairwise(chunks), 2):
+                if before.ended_by in ("limit", "comma"):
+                    message = where + when + _split_message(k, len(chunks), before, after)
+                    if message not in messages:
+                        messages.append(message)
+    return messages
+
+
+COMMON_WORDS_PATH = Path(__file__).resolve().parent / "rules" / "common_words.txt"
+
+
+@lru_cache(maxsize=1)
+def _common_words() -> dict[str, int]:
+    """Frequent prompt words and their token counts (tools/common_words.py; a test checks every count)."""
+    pairs = (line.rsplit(" ", 1) for line in COMMON_WORDS_PATH.read_text(encoding="utf-8").splitlines() if line)
+    return {word: int(count) for word, count in pairs}
+
+
+def _surely_fits(text: str) -> bool:
+    """True when ``text`` certainly fits one 75-token chunk, found without the BPE vocabulary: a listed common word
+    takes its listed count and any other pre-token at most one token per byte. Only plain ASCII text is judged here
+    (cleaning can change other text); everything else, and text near the limit, is counted exactly."""
+    if not text.isascii() or "&" in text:
+        return False
+    common = _common_words()
+    bound = 0
+    for piece, _ in attention(text):  # A1111 tokenizes each emphasis piece on its own
+        for word in _PRETOKEN.findall(piece.lower()):
+            bound += common.get(word, len(word))
+            if bound > CHUNK_TOKENS:
+                return False
+    return True
+
+
+def _split_message(k: int, total: int, before: Chunk, after: Chunk) -> str:
+    tail, head = before.text.split(), after.text.split()
+    quoted_tail = ("…" if len(tail) > CONTEXT_WORDS else "") + " ".join(tail[-CONTEXT_WORDS:])
+    quoted_head = " ".join(head[:CONTEXT_WORDS]) + ("…" if len(head) > CONTEXT_WORDS else "")
+    return (
+        f"tokens {after.start + 1}-{after.start + after.tokens} ({after.tokens}) spill into chunk {k} of {total} "
+        f"after '{quoted_tail}' at '{quoted_head}'; SD2 encodes each {CHUNK_TOKENS}-token chunk separately: "
+        "shorten the prompt or put BREAK where a new idea starts"
+    )

@@ -1,0 +1,281 @@
+"""bridge.tokens: CLIP BPE token counts equal to open_clip's, A1111's chunking, overflow warnings, a light import."""
+
+import csv
+import doctest
+import fnmatch
+import html
+import json
+import subprocess
+import sys
+import tomllib
+import unicodedata
+from pathlib import Path
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import bridge.tokens
+from bridge.syntax import PromptSyntaxError, attention
+from bridge.tokens import CHUNK_TOKENS, VOCAB_PATH, Chunk, chunk, count_tokens, overflows, tokenize
+
+REPO = Path(__file__).resolve().parents[1]
+CORPORA = REPO / "data" / "corpora"  # shipped copies of the shared corpora (see its SOURCES.md)
+DIFFUSIONDB = CORPORA / "diffusiondb_prompts.jsonl"
+PARTI = CORPORA / "parti_prompts.tsv"
+SOUP = ("portrait of a knight, highly detailed, digital painting, artstation, concept art, smooth, sharp focus, "
+        "illustration, art by greg rutkowski and alphonse mucha, 8k, octane render, unreal engine, "
+        "trending on artstation, masterpiece, best quality, intricate, elegant, cinematic lighting, volumetric fog")
+
+
+@pytest.fixture(scope="module")
+def real_prompts() -> list[str]:
+    prompts = [json.loads(line)["prompt"] for line in DIFFUSIONDB.read_text(encoding="utf-8").splitlines()]
+    with PARTI.open(encoding="utf-8", newline="") as f:
+        prompts += [row["Prompt"] for row in csv.DictReader(f, delimiter="\t")]
+    return prompts
+
+
+@pytest.fixture(scope="module")
+def open_clip_tokens():
+    """open_clip's tokenizer (what A1111 uses for SD 2.x), as a function text -> token strings."""
+    tokenizer_module = pytest.importorskip("open_clip.tokenizer")
+    reference = tokenizer_module.SimpleTokenizer()
+    return lambda text: [reference.decoder[i] for i in reference.encode(text)]
+
+
+def _ftfy_repairs_more(text: str) -> bool:
+    """Whether ftfy.fix_text changes ``text`` beyond the subset bridge.tokens applies (mojibake, C1 controls, ...)."""
+    import ftfy
+
+    return ftfy.fix_text(text) != unicodedata.normalize("NFC", text.translate(bridge.tokens._fix_table()))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Counts
+
+
+def test_known_counts():
+    assert count_tokens("") == 0
+    assert count_tokens("   \n ") == 0
+    assert tokenize("a castle, 8k") == ["a</w>", "castle</w>", ",</w>", "8</w>", "k</w>"]
+    assert tokenize("Greg Rutkowski") == ["greg</w>", "rut", "kowski</w>"]
+    assert count_tokens("1024") == 4  # CLIP reads digits one at a time
+    assert count_tokens("HIGHLY   detailed") == count_tokens("highly detailed") == 2
+    assert count_tokens("&amp;") == count_tokens("&") == 1  # html.unescape
+    assert tokenize("it’s") == tokenize("it's") == ["it</w>", "'s</w>"]  # ftfy straightens curly quotes
+    assert tokenize("ＡＢＣ") == tokenize("abc")  # ... and full-width forms
+    assert tokenize("x²y") == ["x</w>", "Â²</w>", "y</w>"]  # ² is its own pre-token (\p{N}), in byte symbols
+    assert count_tokens("<end_of_text>") == 1
+
+
+def test_counts_equal_open_clip_on_real_prompts(real_prompts, open_clip_tokens):
+    pytest.importorskip("ftfy")
+    differ = [p for p in real_prompts if tokenize(p) != open_clip_tokens(p)]
+    unexplained = [p for p in differ if not _ftfy_repairs_more(p)]
+    assert unexplained == []
+    assert len(differ) <= 0.01 * len(real_prompts), f"{len(differ)} of {len(real_prompts)} prompts differ"
+    assert sum(count_tokens(p) > CHUNK_TOKENS for p in real_prompts) > 100  # the data exercises long prompts too
+
+
+UNICODE_SAMPLES = "aé’“”‘²½Ⅻ一二日本語テキスト🔥ＡＢ　ﬁĳ\u0301\u200bſİ"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126) | st.sampled_from(UNICODE_SAMPLES)))
+def test_tokens_equal_open_clip_on_generated_text(open_clip_tokens, text):
+    assume(not _ftfy_repairs_more(text))  # "İ²" is Turkish mojibake to ftfy: it becomes "ݲ"
+    assert tokenize(text) == open_clip_tokens(text)
+    assert count_tokens(text) == len(tokenize(text))
+
+
+def test_known_differences_from_open_clip(open_clip_tokens):
+    """What is documented as not emulated really differs (so the docstring stays true)."""
+    assert open_clip_tokens("cafÃ©") == ["cafÃ©</w>"]  # ftfy repairs the mojibake to "café"
+    assert tokenize("cafÃ©") != open_clip_tokens("cafÃ©")
+
+
+def test_counts_equal_hugging_face_clip_tokenizer(real_prompts, tmp_path):
+    """HF's CLIPTokenizer from the same merges agrees wherever its missing cleaning steps change nothing."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("ftfy")
+    ranks = bridge.tokens._merge_ranks()
+    symbols = bridge.tokens._BYTE_SYMBOLS
+    vocab = [*symbols, *(s + "</w>" for s in symbols), *(m.replace(" ", "") for m in ranks)]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (tmp_path / "vocab.json").write_text(json.dumps({v: i for i, v in enumerate(vocab)}), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(ranks) + "\n", encoding="utf-8")
+    hf = transformers.CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    import ftfy
+
+    plain = [p for p in real_prompts if ftfy.fix_text(p) == p and html.unescape(p) == p]
+    assert len(plain) > 0.95 * len(real_prompts)
+    differ = [p for p in plain if hf.convert_ids_to_tokens(hf(p, add_special_tokens=False)["input_ids"]) != tokenize(p)]
+    assert differ == []
+
+
+def test_vocabulary_is_open_clips_file_and_package_data():
+    tokenizer_module = pytest.importorskip("open_clip.tokenizer")
+    assert VOCAB_PATH.read_bytes() == Path(tokenizer_module.default_bpe()).read_bytes()
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bridge"]
+    relative = VOCAB_PATH.relative_to(REPO / "bridge").as_posix()
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Import cost
+
+
+def test_import_reads_no_vocabulary_and_imports_no_heavy_modules():
+    code = """
+import sys
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
+import bridge.tokens
+heavy = sorted({"torch", "numpy", "regex", "ftfy", "transformers", "open_clip"} & set(sys.modules))
+read_at_import = any(path.endswith("clip_bpe_vocab.txt.gz") for path in opened)
+bridge.tokens.count_tokens("a castle")
+read_on_count = any(path.endswith("clip_bpe_vocab.txt.gz") for path in opened)
+print(heavy, read_at_import, read_on_count)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.split("\n")[0] == "[] False True"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Chunks
+
+
+def test_comma_free_prompt_of_100_tokens_is_two_chunks():
+    assert count_tokens("castle") == 1
+    chunks = chunk("castle " * 100)
+    assert [(c.tokens, c.start, c.ended_by) for c in chunks] == [(75, 0, "limit"), (25, 75, "end")]
+    assert chunks[1].text == " ".join(["castle"] * 25)
+    assert chunks[0].padding == 0 and chunks[1].padding == 50
+
+
+def test_chunk_boundaries_at_exactly_75_tokens():
+    assert [c.tokens for c in chunk("castle " * 75)] == [75]
+    assert [c.tokens for c in chunk("castle " * 76)] == [75, 1]
+    assert [c.tokens for c in chunk("castle " * 150)] == [75, 75]
+
+
+def test_empty_text_is_one_empty_chunk():
+    assert chunk("") == [Chunk(0, "", (), 0, "end")]
+
+
+def test_break_starts_a_new_chunk():
+    chunks = chunk("a castle on a hill BREAK a river")
+    assert [(c.tokens, c.text, c.ended_by) for c in chunks] == [(5, "a castle on a hill", "break"), (2, "a river", "end")]
+    assert [c.tokens for c in chunk("castle " * 74 + "BREAK castle")] == [74, 1]
+    assert [c.tokens for c in chunk("BREAK a")] == [0, 1]  # A1111 pads an empty first chunk
+    assert [c.tokens for c in chunk("a BREAK BREAK b")] == [1, 0, 1]
+    assert [c.tokens for c in chunk("a BREAK")] == [1]  # nothing after the last BREAK: no extra chunk
+
+
+def test_break_inside_brackets_is_weighted_text():
+    (only,) = chunk("(a BREAK b)")
+    assert only.tokens == 3 and only.text == "a break b"
+    assert only.weights == (1.1, -1.1, 1.1)  # A1111 multiplies BREAK's -1 like any text
+
+
+def test_comma_backtracking_moves_the_tail_after_a_recent_comma():
+    chunks = chunk("castle " * 69 + "castle, " + "river " * 10)
+    assert [(c.tokens, c.ended_by) for c in chunks] == [(71, "comma"), (10, "end")]
+    assert chunks[0].text.endswith("castle,") and chunks[1].text == " ".join(["river"] * 10)
+
+
+def test_comma_backtracking_reaches_back_20_tokens_and_no_further():
+    at_20 = chunk("castle " * 55 + ", " + "river " * 30)  # the comma is token 56 of 75: 75 - 55 = 20
+    assert [c.tokens for c in at_20] == [56, 30]
+    at_21 = chunk("castle " * 54 + ", " + "river " * 30)
+    assert [c.tokens for c in at_21] == [75, 10]
+    assert [c.tokens for c in chunk("castle " * 70 + ", " + "river " * 10, comma_backtrack=0)] == [75, 6]
+
+
+def test_comma_arriving_at_a_full_chunk_is_not_remembered():
+    # A1111 resets its last comma when the comma itself opens a new chunk, so the next fill does not backtrack.
+    chunks = chunk("castle " * 75 + ", " + "river " * 80)
+    assert [(c.tokens, c.ended_by) for c in chunks] == [(75, "limit"), (75, "limit"), (6, "end")]
+
+
+def test_chunks_keep_weights_and_tokenize_each_weighted_piece_separately():
+    (only,) = chunk("A castle, (highly detailed:1.2), 8k &amp; more")
+    assert only.text == "a castle, highly detailed, 8k & more"
+    assert only.weights == (1.0, 1.0, 1.0, 1.2, 1.2, 1.0, 1.0, 1.0, 1.0, 1.0)
+    assert count_tokens("castles") == 1
+    assert chunk("castle(s)")[0].tokens == 2  # A1111 tokenizes "castle" and "s" apart
+
+
+def test_malformed_weight_raises_like_a1111():
+    with pytest.raises(PromptSyntaxError):
+        chunk("a (castle:1.2.3)")
+    with pytest.raises(PromptSyntaxError):
+        overflows("a (castle:1.2.3)")
+
+
+words = st.sampled_from(["castle", "highly detailed", "rutkowski", ",", "BREAK", "(sharp focus:1.3)", "[fog]", "8k"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(words, max_size=150))
+def test_chunks_hold_every_token_once_and_in_order(parts):
+    text = " ".join(parts)
+    chunks = chunk(text)
+    expected = sum(count_tokens(piece) for piece, weight in attention(text) if not (piece == "BREAK" and weight == -1))
+    assert sum(c.tokens for c in chunks) == expected
+    assert all(0 <= c.tokens <= CHUNK_TOKENS and len(c.weights) == c.tokens for c in chunks)
+    assert [c.start for c in chunks] == [sum(c.tokens for c in chunks[:i]) for i in range(len(chunks))]
+    assert all(c.ended_by != "end" for c in chunks[:-1]) and chunks[-1].ended_by in ("end", "break")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Warnings
+
+
+def test_no_overflow_warnings_for_prompts_that_fit():
+    assert 60 < count_tokens(SOUP) < CHUNK_TOKENS
+    assert overflows("") == []
+    assert overflows("a castle on a hill, highly detailed, 8k") == []
+    assert overflows("castle " * 75) == []
+    assert overflows(SOUP + " BREAK " + SOUP) == []  # each part under 75 tokens: BREAK splits on purpose
+    assert overflows("castle " * 74 + "<lora:a_very_long_network_name_indeed:0.8>") == []  # tags take no tokens
+
+
+def test_overflow_warning_for_a_long_soup_names_the_split():
+    prompt = SOUP + ", " + SOUP
+    total = count_tokens(prompt)
+    (warning,) = overflows(prompt)
+    first = chunk(prompt)[0].tokens
+    assert warning.startswith(f"tokens {first + 1}-{total} ({total - first}) spill into chunk 2 of 2 after '…")
+    assert "put BREAK" in warning
+    assert chunk(prompt)[0].ended_by == "comma" and warning.split("after '")[1].split("'")[0].endswith(",")
+
+
+def test_overflow_warnings_per_and_part_and_per_step():
+    (warning,) = overflows("a castle AND " + "river " * 80)
+    assert warning.startswith("AND part 2: tokens 76-80 (5) spill into chunk 2 of 2")
+    (warning,) = overflows("[" + "river " * 80 + ":a castle:0.5]")
+    assert warning.startswith("from step 1: tokens 76-80")
+    assert len(overflows("river " * 200)) == 2  # 75 + 75 + 50: two splits, two warnings
+
+
+def test_module_examples_pass():
+    result = doctest.testmod(bridge.tokens)
+    assert result.attempted >= 8 and result.failed == 0
+
+
+def test_common_word_counts_are_exact_so_the_quick_bound_is_safe():
+    from bridge.tokens import _common_words
+
+    words = _common_words()
+    assert len(words) > 1000
+    assert all(count_tokens(word) == count for word, count in words.items())
+
+
+def test_quick_bound_never_hides_an_overflow(real_prompts):
+    from bridge.tokens import _surely_fits
+
+    for prompt in real_prompts:
+        if _surely_fits(prompt):
+            assert all(c.tokens <= CHUNK_TOKENS and c.ended_by in ("end", "break") for c in chunk(prompt))
