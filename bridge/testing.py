@@ -1,0 +1,318 @@
+"""Tiny random models built from configs, for tests and ``--tiny`` runs: no hub, no download, seconds on a CPU.
+
+    >>> from bridge.testing import clip_tokenizer, tiny_open_clip, tiny_sd_pipeline
+    >>> pipe = tiny_sd_pipeline("sd2")              # StableDiffusionPipeline, 32 px images, v-prediction
+    >>> model, preprocess, tokenizer = tiny_open_clip()
+    >>> clip_tokenizer()("a cat")["input_ids"]      # the real CLIP ids, from open_clip's bundled BPE vocab
+    [49406, 320, 2368, 49407]
+
+Every builder runs under ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng``, so the same seed gives the same
+weights and the caller's random state is left untouched. The configs are module constants (below) so a test can read
+the sizes instead of repeating them.
+
+The two pipeline kinds mirror the real model families in miniature:
+
+- ``"sd1"``: OpenAI-CLIP-style text encoder (``quick_gelu``), conditioning from its last layer, tokenizer padding with
+  the end token (``<|endoftext|>``, id 49407), PNDM scheduler with SD 1.5's scheduler config, epsilon prediction.
+- ``"sd2"``: OpenCLIP-style text encoder (``gelu``), padding with ``"!"`` (id 0), DDIM scheduler with SD 2.1 (768-v)'s
+  config, v-prediction, linear-projection transformer blocks. SD 2 conditions on OpenCLIP's *penultimate* layer
+  followed by the final layer norm. Diffusers' SD 2 checkpoints store that by dropping the tower's last block
+  (``convert_open_clip_checkpoint`` skips ``resblocks.23``: the hub's text encoder has 23 of ViT-H's 24 layers), so
+  the stored encoder's ``last_hidden_state`` *is* the penultimate layer + final layer norm. The tiny SD 2 encoder is
+  made the same way: :func:`tiny_text_encoder` builds a full tower of ``TEXT_LAYERS + 1`` blocks and drops the last
+  one; ``tiny_text_encoder("sd2", full_tower=True)`` returns the untruncated tower so a test can check the
+  penultimate-layer rule independently.
+
+Both pipelines produce 32x32 images from 16x16x4 latents (VAE scale factor 2), with no safety checker and no feature
+extractor. Their text encoders' final layer norm gets random affine parameters: trained CLIP's has a clearly non-zero
+bias; left at ones and zeros, every token's state would have mean 0 and A1111's emphasis mean restore would be 0 / 0.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import gzip
+import importlib.util
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+__all__ = [
+    "KINDS",
+    "TINY_OPEN_CLIP_CONFIG",
+    "TINY_OPEN_CLIP_NAME",
+    "clip_tokenizer",
+    "save_tiny_pipeline",
+    "tiny_open_clip",
+    "tiny_sd_pipeline",
+    "tiny_text_encoder",
+]
+
+KINDS = ("sd1", "sd2")
+
+# CLIP's BPE vocabulary: 256 byte tokens, their 256 end-of-word forms, 48,894 merges, start and end tokens.
+CLIP_VOCAB_SIZE = 49408
+CLIP_MERGES = CLIP_VOCAB_SIZE - 2 * 256 - 2
+CONTEXT_LENGTH = 77
+BOS_ID, EOS_ID = 49406, 49407
+SD2_PAD_TOKEN, SD2_PAD_ID = "!", 0  # SD 2's tokenizer pads with "!" (id 0), SD 1's with the end token
+
+# A tiny open_clip CLIP: 32-d joint embedding, a 2-layer ViT on 32 px images (4x4 patches of 8 px), a 2-layer text
+# tower with CLIP's real context length and vocabulary (so open_clip's own tokenizer works unchanged).
+TINY_OPEN_CLIP_NAME = "TinyCLIP-test"
+TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": CLIP_VOCAB_SIZE, "width": 32, "heads": 4, "layers": 2},
+}
+
+# Tiny Stable Diffusion parts. Text width differs between the kinds (32 vs 48, as 768 vs 1024 in the real models) so
+# code that assumes one width fails on the other.
+TEXT_LAYERS = 2  # layers of the stored text encoder (SD 2's full tower has one more, see the module docstring)
+TEXT_WIDTH = {"sd1": 32, "sd2": 48}
+TEXT_HEADS = 4
+TEXT_ACT = {"sd1": "quick_gelu", "sd2": "gelu"}  # OpenAI CLIP uses quick_gelu, OpenCLIP exact gelu
+FINAL_NORM_BIAS_MEAN, FINAL_NORM_STD = -0.3, 0.2  # random affine final layer norm (see tiny_text_encoder)
+IMAGE_SIZE = 32  # pixels
+LATENT_CHANNELS = 4
+UNET_CHANNELS = (32, 64)
+VAE_CHANNELS = (32, 64)  # two blocks: one downsampling, so latents are IMAGE_SIZE // 2
+# Scheduler configs as published: PNDM, epsilon with SD 1.5 and the SD 2.x 512 base models; DDIM, v-prediction with
+# SD 2.1 768-v.
+PNDM_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+V_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "v_prediction",
+}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown tiny pipeline kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+
+
+@functools.cache
+def _work_dir() -> Path:
+    """One temporary folder per process for generated files (tokenizer vocab, open_clip config), removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="bridge-testing-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _seeded(seed: int, build: Callable[[], Any]) -> Any:
+    """Run ``build`` under ``torch.manual_seed(seed)`` without disturbing the caller's random state."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """CLIP's reversible byte -> printable character table (the first 256 BPE tokens, in id order)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars), strict=True))
+
+
+@functools.cache
+def _clip_tokenizer_dir() -> Path:
+    """vocab.json + merges.txt with the ids of openai/clip-vit-*, written from open_clip's bundled BPE merges.
+
+    ``find_spec`` locates open_clip without importing it (and torchvision with it).
+    """
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("bridge.testing needs open_clip_torch for its BPE vocabulary: pip install open_clip_torch")
+    bpe = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    with gzip.open(bpe, "rt", encoding="utf-8") as file:
+        merges = file.read().split("\n")[1 : CLIP_MERGES + 1]
+    byte_tokens = list(_bytes_to_unicode().values())
+    vocab = [*byte_tokens, *(t + "</w>" for t in byte_tokens), *(m.replace(" ", "") for m in merges)]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder = _work_dir() / "clip_tokenizer"
+    folder.mkdir(exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False), "utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", "utf-8")
+    return folder
+
+
+def clip_tokenizer(max_length: int = CONTEXT_LENGTH, pad_token: str | None = None) -> CLIPTokenizer:
+    """An HF ``CLIPTokenizer`` with CLIP's real vocabulary (ids equal openai/clip-vit-large-patch14's), no download.
+
+    ``pad_token`` defaults to the end token, as SD 1's tokenizer; SD 2's pads with ``"!"``. ``model_max_length`` must be
+    set: without a tokenizer_config.json it defaults to a huge number and ``padding="max_length"`` would explode.
+    """
+    from transformers import CLIPTokenizer
+
+    kwargs = {"pad_token": pad_token} if pad_token is not None else {}
+    return CLIPTokenizer.from_pretrained(str(_clip_tokenizer_dir()), model_max_length=max_length, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# open_clip
+
+
+@functools.cache
+def _register_tiny_open_clip() -> str:
+    import open_clip
+
+    folder = _work_dir() / "open_clip_configs"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{TINY_OPEN_CLIP_NAME}.json").write_text(json.dumps(TINY_OPEN_CLIP_CONFIG), "utf-8")
+    open_clip.add_model_config(folder)  # open_clip's registry is keyed by the file stem
+    return TINY_OPEN_CLIP_NAME
+
+
+def tiny_open_clip(seed: int = 0) -> tuple[Any, Any, Any]:
+    """A tiny random open_clip CLIP in eval mode: ``(model, preprocess, tokenizer)``, as open_clip returns them.
+
+    ``preprocess`` is open_clip's evaluation transform (PIL image -> 3x32x32 tensor); ``tokenizer`` is open_clip's
+    SimpleTokenizer for the bundled BPE (texts -> ``(n, 77)`` ids). The model is registered with open_clip as
+    ``TINY_OPEN_CLIP_NAME``, so ``open_clip.create_model_and_transforms(TINY_OPEN_CLIP_NAME)`` works after this call.
+    """
+    import open_clip
+
+    name = _register_tiny_open_clip()
+    model, _, preprocess = _seeded(seed, lambda: open_clip.create_model_and_transforms(name, pretrained=None))
+    return model.eval(), preprocess, open_clip.get_tokenizer(name)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Stable Diffusion
+
+
+def tiny_text_encoder(kind: str = "sd1", seed: int = 0, *, full_tower: bool = False) -> CLIPTextModel:
+    """The tiny text encoder of :func:`tiny_sd_pipeline` (same seed, same weights).
+
+    For ``"sd2"`` the full OpenCLIP-style tower has ``TEXT_LAYERS + 1`` blocks; the pipeline's encoder is that tower
+    without its last block, as diffusers stores SD 2 (see the module docstring). ``full_tower=True`` returns the tower.
+    """
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    _check_kind(kind)
+    tower_layers = TEXT_LAYERS + (1 if kind == "sd2" else 0)
+    config = CLIPTextConfig(
+        vocab_size=CLIP_VOCAB_SIZE,
+        hidden_size=TEXT_WIDTH[kind],
+        intermediate_size=4 * TEXT_WIDTH[kind],
+        num_attention_heads=TEXT_HEADS,
+        num_hidden_layers=tower_layers,
+        max_position_embeddings=CONTEXT_LENGTH,
+        hidden_act=TEXT_ACT[kind],
+        projection_dim=TEXT_WIDTH[kind],
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=SD2_PAD_ID if kind == "sd2" else EOS_ID,
+    )
+
+    def build() -> CLIPTextModel:
+        model = CLIPTextModel(config)
+        # Trained CLIP's final layer norm has a clearly non-zero bias, so its hidden states have a non-zero mean.
+        # Left at ones/zeros, every token's state would have mean 0 and A1111's emphasis mean restore would be 0 / 0.
+        norm = getattr(model, "text_model", model).final_layer_norm
+        with torch.no_grad():
+            norm.weight.normal_(1.0, FINAL_NORM_STD)
+            norm.bias.normal_(FINAL_NORM_BIAS_MEAN, FINAL_NORM_STD)
+        return model
+
+    model = _seeded(seed, build).eval()
+    if kind == "sd2" and not full_tower:
+        transformer = getattr(model, "text_model", model)  # transformers 4.x nests the tower in `text_model`
+        del transformer.encoder.layers[-1]
+        model.config.num_hidden_layers = TEXT_LAYERS
+    return model
+
+
+def tiny_sd_pipeline(kind: str = "sd1", seed: int = 0) -> StableDiffusionPipeline:
+    """A tiny random ``StableDiffusionPipeline`` (32 px images), built from the configs above in about a second.
+
+    ``kind`` is ``"sd1"`` or ``"sd2"`` (see the module docstring for what differs). The pipeline's progress bar is off.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    _check_kind(kind)
+    sd2 = kind == "sd2"
+
+    def build_unet_and_vae() -> tuple[UNet2DConditionModel, AutoencoderKL]:
+        unet = UNet2DConditionModel(
+            sample_size=IMAGE_SIZE // 2,
+            in_channels=LATENT_CHANNELS,
+            out_channels=LATENT_CHANNELS,
+            layers_per_block=1,
+            block_out_channels=UNET_CHANNELS,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=TEXT_WIDTH[kind],
+            attention_head_dim=(2, 4),
+            use_linear_projection=sd2,  # SD 2's transformer blocks project with Linear, SD 1's with 1x1 Conv
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=LATENT_CHANNELS,
+            layers_per_block=1,
+            block_out_channels=VAE_CHANNELS,
+            down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
+            up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
+            sample_size=IMAGE_SIZE,
+        )
+        return unet, vae
+
+    # Each part gets its own derived seed, so the text encoder equals tiny_text_encoder(kind, seed) exactly.
+    unet, vae = _seeded(seed + 1, build_unet_and_vae)
+    scheduler = DDIMScheduler(**V_SCHEDULER) if sd2 else PNDMScheduler(**PNDM_SCHEDULER)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=tiny_text_encoder(kind, seed),
+        tokenizer=clip_tokenizer(pad_token=SD2_PAD_TOKEN if sd2 else None),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_tiny_pipeline(kind: str, path: str | Path, seed: int = 0) -> Path:
+    """Write :func:`tiny_sd_pipeline` as a diffusers folder (safetensors) at ``path``, so loaders can be tested."""
+    path = Path(path)
+    tiny_sd_pipeline(kind, seed).save_pretrained(path)
+    return path
