@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disable-rule", action="append", default=[], metavar="ID",
                         help="switch a rule off (repeatable; patterns allowed: 'artist.*')")
     parser.add_argument("--knowledge", metavar="FILE", help="your own knowledge file; its rules override ours")
+    parser.add_argument("--registry", metavar="FILE",
+                        help="your own registry file (TOML, the layout of bridge/models.toml): adds models and "
+                        "bridges, or replaces those with the same key/route")
     parser.add_argument("--model", metavar="PATH",
                         help="use a learned bridge (a folder written by training/train.py, or a hub id) instead of "
                         "the embedded rules; it needs the ml extra")
@@ -131,6 +134,15 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         raise UsageError(f"unknown format {args.format!r}; valid formats: {', '.join(FORMATS)}")
     if args.report and Path(args.report).suffix.lower() not in (".md", ".html", ".htm"):
         raise UsageError(f"report {args.report!r} must end in .md or .html")
+    if args.registry:
+        from bridge.models import RegistryError, use_registry
+
+        if not Path(args.registry).is_file():
+            raise InputError(f"no such registry file: {args.registry}")
+        try:
+            use_registry(args.registry)
+        except RegistryError as exc:
+            raise UsageError(str(exc)) from None
     if args.list_models:
         _print_models(stdout, list_models(), list_bridges())
         return EXIT_OK
@@ -144,9 +156,11 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
     except ValueError as exc:  # no such bridge, or not a rules bridge
         raise UsageError(str(exc)) from None
     options = _options(args)
-    if hasattr(translator, "kb"):
+    check = getattr(translator, "check_disable", None) or getattr(getattr(translator, "kb", None), "check_disable",
+                                                                   None)
+    if check is not None:
         try:
-            translator.kb.check_disable(options.disable)
+            check(options.disable)
         except KnowledgeError as exc:
             raise UsageError(str(exc)) from None
 
@@ -367,10 +381,11 @@ def _explained(translation) -> str:
 def _changes_text(translation) -> str:
     if not translation.changes:
         return "Changes: none (the prompt already suits the target)\n\n"
-    lines = [f"Changes ({translation.source} -> {translation.target}):"]
+    lines = [*(f"Note: {n}" for n in translation.notes), f"Changes ({translation.source} -> {translation.target}):"]
     for change in translation.changes:
         after = repr(change.after) if change.after else "(removed)"
-        lines.append(f"  - {change.rule}: {change.before!r} -> {after}")
+        hop = f"[{change.hop}] " if change.hop else ""
+        lines.append(f"  - {hop}{change.rule}: {change.before!r} -> {after}")
         lines.append(f"      why: {change.reason}" + (f" [{change.fact}]" if change.fact else ""))
     return "\n".join(lines) + "\n\n"
 

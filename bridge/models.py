@@ -116,12 +116,19 @@ class BridgeSpec:
     kind: str
     knowledge: str = ""
     description: str = ""
+    model: str = ""  # a learned ("seq2seq") bridge: its folder or hub id
 
     def __post_init__(self):
         owner = f"bridge {self.source} -> {self.target}"
         _check_choice(owner, "kind", self.kind, BRIDGE_KINDS)
         if self.kind == "rules" and not self.knowledge:
             raise RegistryError(f"{owner}: a rules bridge needs `knowledge`, a file name inside bridge/rules/")
+        if self.kind == "seq2seq" and not self.model:
+            raise RegistryError(f"{owner}: a seq2seq bridge needs `model`, a bridge folder or hub id")
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}->{self.target}"
 
 
 def checkpoint_stem(name: str) -> str:
@@ -203,6 +210,36 @@ class Registry:
         reachable = tuple(bridge.target for bridge in self.bridges if bridge.source == source_key)
         raise NoBridgeError(source_key, target_key, reachable)
 
+    def find_path(self, source: str, target: str) -> list[BridgeSpec]:
+        """The bridges to apply, in order, to carry a prompt from `source` to `target`.
+
+        A direct bridge is preferred; otherwise the shortest chain of bridges (sd14 -> sd15 -> sdxl). Among chains of
+        the same length, fewer learned hops win (rules are cheaper and explain themselves), then registry order.
+        `NoBridgeError` when no chain exists.
+        """
+        source_key, target_key = self.get_model(source).key, self.get_model(target).key
+        if source_key == target_key:
+            raise NoBridgeError(source_key, target_key, ())
+        # Breadth first, one hop per level; a model keeps the best way it was first reached:
+        # (learned hops, bridge indices), compared in that order.
+        settled: dict[str, tuple[int, tuple[int, ...]]] = {source_key: (0, ())}
+        frontier = [source_key]
+        while frontier and target_key not in settled:
+            reached: dict[str, tuple[int, tuple[int, ...]]] = {}
+            for model in frontier:
+                learned, path = settled[model]
+                for i, bridge in enumerate(self.bridges):
+                    if bridge.source == model and bridge.target not in settled:
+                        candidate = (learned + (bridge.kind != "rules"), (*path, i))
+                        if bridge.target not in reached or candidate < reached[bridge.target]:
+                            reached[bridge.target] = candidate
+            settled.update(reached)
+            frontier = list(reached)
+        if target_key not in settled:
+            reachable = tuple(bridge.target for bridge in self.bridges if bridge.source == source_key)
+            raise NoBridgeError(source_key, target_key, reachable)
+        return [self.bridges[i] for i in settled[target_key][1]]
+
     def detect_model(self, model_name: str | None = None, model_hash: str | None = None) -> ModelSpec | None:
         """The model behind A1111 infotext's `Model:` and `Model hash:` values, or None for one not registered.
 
@@ -276,9 +313,25 @@ def load_registry(path: str | Path | None = None, *, base: Registry | None = Non
 
 
 @functools.cache
-def default_registry() -> Registry:
+def packaged_registry() -> Registry:
     """The packaged registry, parsed once on first use."""
     return load_registry()
+
+
+_active: Registry | None = None
+
+
+def use_registry(path: str | Path | None) -> Registry:
+    """Lay a user registry file over the packaged one for every lookup that follows (None goes back to the
+    packaged registry). A user file adds models and bridges, or replaces those with the same key / route."""
+    global _active
+    _active = None if path is None else load_registry(path, base=packaged_registry())
+    return default_registry()
+
+
+def default_registry() -> Registry:
+    """The registry lookups use: the packaged one, with the user file of `use_registry` laid over it."""
+    return _active if _active is not None else packaged_registry()
 
 
 def get_model(key: str) -> ModelSpec:
@@ -299,6 +352,11 @@ def list_bridges() -> list[BridgeSpec]:
 def find_bridge(source: str, target: str) -> BridgeSpec:
     """The bridge from `source` to `target`: `find_bridge("sd15", "sd21").knowledge == "sd1_to_sd2.toml"`."""
     return default_registry().find_bridge(source, target)
+
+
+def find_path(source: str, target: str) -> list[BridgeSpec]:
+    """The bridges from `source` to `target`: direct if one exists, else the shortest chain (see Registry)."""
+    return default_registry().find_path(source, target)
 
 
 def detect_model(model_name: str | None = None, model_hash: str | None = None) -> ModelSpec | None:

@@ -43,11 +43,14 @@ class Change:
     after: str
     reason: str
     fact: str | None = None
+    hop: str | None = None  # in a chain of bridges, which one made the change ("sd14->sd15")
 
     def to_dict(self) -> dict[str, str]:
         out = {"rule": self.rule, "before": self.before, "after": self.after, "reason": self.reason}
         if self.fact:
             out["fact"] = self.fact
+        if self.hop:
+            out["hop"] = self.hop
         return out
 
 
@@ -191,6 +194,15 @@ def _rules_translator(source: str, target: str, knowledge: str | None, stamp: tu
     return load_translator("rules", source=source, target=target, knowledge=knowledge)
 
 
+def _hop_translator(spec, knowledge: str | os.PathLike | None) -> Translator:
+    """The translator of one registered bridge: a rules bridge from its knowledge file, or a learned one."""
+    if spec.kind == "rules":
+        from bridge.rules import RulesTranslator
+
+        return RulesTranslator.for_bridge(spec, knowledge=knowledge)
+    return load_translator(spec.model, source=spec.source, target=spec.target)
+
+
 def load_translator(
     name_or_path: str | os.PathLike = "rules",
     *,
@@ -198,13 +210,21 @@ def load_translator(
     target: str = "sd2",
     knowledge: str | os.PathLike | None = None,
 ) -> Translator:
-    """The one loader. ``"rules"`` is the embedded rules bridge for ``source`` → ``target``; a ``.toml`` file is a
-    rules bridge with that knowledge file; a folder holding ``bridge.json`` (or a hub id) is a learned bridge."""
+    """The one loader. ``"rules"`` is the registry's bridge for ``source`` → ``target``: the direct one, or else the
+    shortest chain of registered bridges (each hop a rules bridge or a learned one); a ``.toml`` file is a rules
+    bridge with that knowledge file; a folder holding ``bridge.json`` (or a hub id) is a learned bridge."""
     from bridge.rules import RulesTranslator
 
     text = os.fspath(name_or_path)
     if text == "rules":
-        return RulesTranslator.for_models(source, target, knowledge=knowledge)
+        from bridge.models import find_path
+
+        hops = [_hop_translator(spec, knowledge) for spec in find_path(source, target)]
+        if len(hops) == 1:
+            return hops[0]
+        from bridge.chain import ChainTranslator
+
+        return ChainTranslator(hops)
     path = Path(text)
     if path.suffix == ".toml":
         if not path.is_file():

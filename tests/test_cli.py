@@ -233,8 +233,9 @@ def test_csv_library_is_written_back_in_its_own_format_with_a_report(tmp_path):
 def test_png_folder_migrated_as_copies_with_an_html_report(tmp_path):
     from html.parser import HTMLParser
 
-    from bridge.library import read_library
     from test_library import make_png, text_chunk
+
+    from bridge.library import read_library
 
     folder = tmp_path / "outputs"
     (folder / "day1").mkdir(parents=True)

@@ -54,12 +54,14 @@ SD2_TARGETS = ["sd2-base", "sd2", "sd21-base", "sd21"]
 EXPECTED_BRIDGES = {
     **{(source, target): "sd1_to_sd2.toml" for source in ("sd14", "sd15") for target in SD2_TARGETS},
     ("sd14", "sd15"): "sd14_to_sd15.toml",
+    ("sd15", "sdxl"): "sd1_to_sdxl.toml",
+    **{(source, "sdxl"): "sd2_to_sdxl.toml" for source in SD2_TARGETS},
 }
 
 FACT_IDS = {
     "F-ENCODER", "F-FILTER", "F-ARTISTS", "F-KINKADE", "F-CELEBS", "F-NEGATIVE", "F-SIZE", "F-CLIPSKIP",
     "F-EMPHASIS", "F-NETWORKS", "F-TOKENS", "F-LITERAL", "F-QUALITY-TAGS", "F-PLAIN", "F-TEXT", "F-SYNTAX",
-    "F-SD14-SD15",
+    "F-SD14-SD15", "F-SDXL-ENCODERS", "F-SDXL-SIZE", "F-SDXL-STYLE",
 }  # fmt: skip
 
 
@@ -146,16 +148,56 @@ def test_find_bridge_resolves_aliases():
 
 def test_missing_bridge_names_both_ends_and_reachable_targets():
     with pytest.raises(NoBridgeError) as caught:
-        find_bridge("sd1.5", "sdxl")
+        find_bridge("sd1.4", "sdxl")
     assert isinstance(caught.value, ValueError)
     assert str(caught.value) == (
-        "no bridge from 'sd15' to 'sdxl'; bridges from 'sd15' lead to: sd2-base, sd2, sd21-base, sd21"
+        "no bridge from 'sd14' to 'sdxl'; bridges from 'sd14' lead to: sd15, sd2-base, sd2, sd21-base, sd21"
     )
 
 
+@pytest.mark.parametrize("source,target,hops", [
+    ("sd15", "sdxl", ["sd15->sdxl"]),  # direct wins
+    ("sd14", "sdxl", ["sd14->sd15", "sd15->sdxl"]),  # shortest; sd14->sd15 comes first in the registry
+    ("sd14", "sd21", ["sd14->sd21"]),
+])
+def test_find_path(source, target, hops):
+    from bridge.models import find_path
+
+    assert [b.label for b in find_path(source, target)] == hops
+
+
+def test_find_path_prefers_rules_hops_then_registry_order(tmp_path):
+    from bridge.models import load_registry, packaged_registry
+
+    user = write(tmp_path, """
+[[bridges]]
+source = "sd14"
+target = "sd2"
+kind = "seq2seq"
+model = "me/sd14-to-sd2"
+
+[[bridges]]
+source = "sd2"
+target = "sd15"
+kind = "rules"
+knowledge = "x.toml"
+""")
+    registry = load_registry(user, base=packaged_registry())
+    assert registry.find_bridge("sd14", "sd2").kind == "seq2seq"  # replaced in place
+    from bridge.models import BridgeSpec, Registry
+
+    bridges = (BridgeSpec("sd14", "sd2", "seq2seq", model="me/learned"), BridgeSpec("sd14", "sd21", "rules", "r"),
+               BridgeSpec("sd2", "sdxl", "rules", "r"), BridgeSpec("sd21", "sdxl", "rules", "r"))
+    custom = Registry(packaged_registry().models, bridges)
+    assert [b.label for b in custom.find_path("sd14", "sdxl")] == ["sd14->sd21", "sd21->sdxl"]  # rules win the tie
+    assert [b.label for b in registry.find_path("sd2", "sd15")] == ["sd2->sd15"]
+    with pytest.raises(NoBridgeError):
+        registry.find_path("sdxl", "sd15")
+
+
 def test_missing_bridge_from_a_model_with_none():
-    with pytest.raises(NoBridgeError, match=r"^no bridge from 'sd21' to 'sd15'; none starts at 'sd21'$"):
-        find_bridge("sd21", "sd15")
+    with pytest.raises(NoBridgeError, match=r"^no bridge from 'sdxl' to 'sd15'; none starts at 'sdxl'$"):
+        find_bridge("sdxl", "sd15")
 
 
 def test_find_bridge_with_unknown_model():
@@ -275,7 +317,7 @@ def test_notes_sections_cite_a_source():
 def test_import_is_light_and_lazy():
     code = (
         "import sys, bridge.models as m\n"
-        "assert m.default_registry.cache_info().currsize == 0, 'registry parsed at import'\n"
+        "assert m.packaged_registry.cache_info().currsize == 0, 'registry parsed at import'\n"
         "m.get_model('sd21'); m.detect_model('sd-v1-4')\n"
         "heavy = sorted({'torch', 'transformers', 'diffusers', 'open_clip', 'numpy'} & set(sys.modules))\n"
         "print(heavy)\n"

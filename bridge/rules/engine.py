@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.models import ModelSpec, detect_model, find_bridge, get_model
+from bridge.models import BridgeSpec, ModelSpec, detect_model, find_bridge, get_model
 from bridge.recipe import Recipe
 from bridge.rules import stages
 from bridge.rules.artists import ArtistIndex
@@ -153,7 +153,11 @@ class RulesTranslator:
     @classmethod
     def for_models(cls, source: str, target: str, knowledge: str | os.PathLike | None = None) -> RulesTranslator:
         """The shipped rules bridge from ``source`` to ``target`` (registry keys), optionally with a user file."""
-        spec = find_bridge(source, target)
+        return cls.for_bridge(find_bridge(source, target), knowledge=knowledge)
+
+    @classmethod
+    def for_bridge(cls, spec: BridgeSpec, knowledge: str | os.PathLike | None = None) -> RulesTranslator:
+        """A registered rules bridge; its knowledge file is looked up in bridge/rules/ unless the path is absolute."""
         if spec.kind != "rules":
             raise ValueError(f"the bridge {spec.source} -> {spec.target} is {spec.kind!r}, not a rules bridge")
         return cls(KnowledgeBase.load(RULES_DIR / spec.knowledge, user=knowledge), spec.source, spec.target)
@@ -203,6 +207,11 @@ def _note_source_model(work: Work) -> None:
     if not name and not model_hash:
         return
     found = detect_model(name, model_hash)
+    if found is None and name:
+        try:
+            found = get_model(name)  # a registry key or hub id, as a previous bridge writes it
+        except ValueError:
+            found = None
     shown = ", ".join(f"{k} {v}" for k, v in (("Model", name), ("Model hash", model_hash)) if v)
     if found is None:
         work.notes.append(f"source checkpoint {shown} is not a known base model; treated as an SD1.x fine-tune "

@@ -316,15 +316,33 @@ def target_size(width: int, height: int, native: int, multiple: int = 64) -> tup
             max(multiple, round(height * scale / multiple) * multiple))
 
 
+def nearest_bucket(width: int, height: int, buckets: list[list[int]]) -> tuple[int, int]:
+    """The training bucket whose aspect ratio is closest to ``width``/``height`` (compared as log ratios).
+
+    >>> nearest_bucket(512, 768, [[1024, 1024], [896, 1152], [832, 1216]])
+    (832, 1216)
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size must be positive, got {width}x{height}")
+    ratio = math.log(width / height)
+    w, h = min(buckets, key=lambda b: abs(math.log(b[0] / b[1]) - ratio))
+    return int(w), int(h)
+
+
 def size(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
     native_src = work.source.native_size
     width = work.recipe.width or native_src
     height = work.recipe.height or native_src
-    new = target_size(width, height, work.target.native_size, int(rule.params.get("multiple", 64)))
+    buckets = rule.params.get("buckets")
+    if buckets:
+        new = nearest_bucket(width, height, buckets)
+        where = f"{work.target.key}: the training bucket nearest {width}x{height}"
+    else:
+        new = target_size(width, height, work.target.native_size, int(rule.params.get("multiple", 64)))
+        where = f"{work.target.key}: {work.target.native_size}x{work.target.native_size}"
     if new != (work.recipe.width, work.recipe.height):
-        work.record(rule, f"{width}x{height}", f"{new[0]}x{new[1]}",
-                    rule.reason + f" ({work.target.key}: {work.target.native_size}x{work.target.native_size})")
+        work.record(rule, f"{width}x{height}", f"{new[0]}x{new[1]}", f"{rule.reason} ({where})")
         work.recipe = work.recipe.replace(width=new[0], height=new[1])
     _hires(work, rule, (width, height), new)
 
