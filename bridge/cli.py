@@ -14,6 +14,7 @@ from typing import NoReturn, TextIO
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FORMATS = ("text", "a1111", "json")
+DIALECTS = ("a1111", "compel", "comfyui")  # bridge.dialects.DIALECTS, named here so --help costs no import
 EMBEDDING_SUFFIXES = (".pt", ".safetensors", ".bin", ".png", ".webp")
 
 EXAMPLES = """\
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the negative prompt you used with these prompts (merged with the SD2 default)")
     parser.add_argument("-f", "--format", default="text", metavar="FORMAT",
                         help="output format: text (default), a1111 or json")
+    parser.add_argument("--input-dialect", default="a1111", metavar="DIALECT",
+                        help="weighting syntax of the input prompts: a1111 (default), compel or comfyui")
+    parser.add_argument("--dialect", default="a1111", metavar="DIALECT",
+                        help="weighting syntax to write: a1111 (default), compel or comfyui; the same per-token "
+                        "weights in the target's notation, with a warning where a construct has no equivalent")
     parser.add_argument("--explain", action="store_true", help="show the full recipe and why each change was made")
     parser.add_argument("--diff", action="store_true", help="show what changed in each prompt (coloured on a tty)")
     parser.add_argument("--list-models", action="store_true", help="list the known models and bridges, then exit")
@@ -132,6 +138,9 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}; valid formats: {', '.join(FORMATS)}")
+    for flag, value in (("--input-dialect", args.input_dialect), ("--dialect", args.dialect)):
+        if value not in DIALECTS:
+            raise UsageError(f"unknown {flag} {value!r}; valid dialects: {', '.join(DIALECTS)}")
     if args.report and Path(args.report).suffix.lower() not in (".md", ".html", ".htm"):
         raise UsageError(f"report {args.report!r} must end in .md or .html")
     if args.registry:
@@ -174,6 +183,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
     results = []
     for i, recipe in enumerate(progress(recipes, len(recipes), stream=stderr, min_total=PROGRESS_MIN)):
         key = items[i].key if items else f"prompt {i + 1}"
+        recipe = _from_dialect(recipe, args.input_dialect, stderr)
         try:
             translation = translator.translate(recipe, options)
         except EmptyPromptError as exc:
@@ -184,6 +194,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
             rows.append(MigrationRow(key, recipe.prompt, recipe.negative_prompt, None, "empty prompt"))
             results.append(recipe)
             continue
+        translation = _to_dialect(translation, args.dialect)
         for warning in translation.warnings:
             print(f"warning: {key}: {warning}" if items else f"warning: {warning}", file=stderr)
         rows.append(MigrationRow(key, recipe.prompt, recipe.negative_prompt, translation))
@@ -209,6 +220,33 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         except OSError as exc:
             raise InputError(f"cannot write report {args.report}: {exc.strerror}") from None
     return EXIT_OK
+
+
+def _from_dialect(recipe, dialect: str, stderr: TextIO):
+    """Input prompts in compel or ComfyUI syntax become A1111 syntax, the bridge's own."""
+    if dialect == "a1111":
+        return recipe
+    from bridge.dialects import to_a1111
+
+    prompt, negative = to_a1111(recipe.prompt, dialect), to_a1111(recipe.negative_prompt, dialect)
+    for warning in dict.fromkeys(prompt.warnings + negative.warnings):
+        print(f"warning: reading {dialect}: {warning}", file=stderr)
+    return recipe.replace(prompt=prompt.text, negative_prompt=negative.text)
+
+
+def _to_dialect(translation, dialect: str):
+    """The translated prompts written in the requested front end's syntax."""
+    if dialect == "a1111":
+        return translation
+    from dataclasses import replace
+
+    from bridge.dialects import from_a1111
+
+    prompt, negative = from_a1111(translation.prompt, dialect), from_a1111(translation.negative_prompt, dialect)
+    warnings = [*translation.warnings, *(f"writing {dialect}: {w}" for w in
+                                         dict.fromkeys(prompt.warnings + negative.warnings))]
+    recipe = translation.recipe.replace(prompt=prompt.text, negative_prompt=negative.text)
+    return replace(translation, recipe=recipe, warnings=warnings)
 
 
 def _load_translator(args: argparse.Namespace):

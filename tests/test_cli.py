@@ -285,3 +285,15 @@ def test_bad_report_suffix_and_bad_library_rows(tmp_path):
     r = run("--report", str(report), "a cat")
     assert r.code == 2 and "report.txt" in one_line_error(r) and ".md or .html" in one_line_error(r)
     assert not report.exists()
+
+
+def test_dialects_in_and_out():
+    comfy = run("--dialect", "comfyui", "a ((castle:1.5)), [[fog]]")
+    assert comfy.code == 0 and comfy.out == "a (castle:1.52), (fog:0.86)\n"  # the same weights, ComfyUI notation
+    assert "writing comfyui" in comfy.err
+    compel_in = run("--input-dialect", "compel", "a castle++, (blue sky)1.3")
+    assert compel_in.out == "a (castle:1.17), (blue sky:1.24)\n"
+    comfy_in = run("--input-dialect", "comfyui", "--dialect", "comfyui", "a [castle], ((sky:1.5))")
+    assert comfy_in.out == "a [castle], (sky:1.4)\n"  # [x] is plain text in ComfyUI; 1.5 moved toward 1.0
+    bad = run("--input-dialect", "invoke", "a cat")
+    assert bad.code == 2 and "valid dialects: a1111, compel, comfyui" in one_line_error(bad)

@@ -1,0 +1,394 @@
+"""bridge.dialects: compel and ComfyUI prompts through the one A1111 parser, with the same per-token weights."""
+
+import math
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from bridge.dialects import DIALECTS, Converted, comfy_weights, compel_weights, from_a1111, to_a1111
+from bridge.syntax import PromptSyntaxError, attention, parse
+
+READERS = {"compel": compel_weights, "comfyui": comfy_weights}
+
+
+def chars(pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Each non-space character, lowercased as CLIP reads it, with its weight rounded as written (2 decimals): equal
+    neighbours merged and whitespace-only pieces ignored, whatever the piece boundaries (compel rejoins fragments with
+    spaces)."""
+    return [(c.lower(), round(w, 2)) for text, w in pieces for c in text if not c.isspace()]
+
+
+def a1111_pieces(text: str) -> list[tuple[str, float]]:
+    """What A1111 encodes at step 1, tags removed, BREAKs left out (they carry no text)."""
+    return [
+        (t, w) for clause in parse(text).clauses for t, w in attention(clause.text_at()) if (t, w) != ("BREAK", -1)
+    ]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The API
+
+
+@pytest.mark.parametrize("convert", [from_a1111, to_a1111])
+def test_unknown_dialect_names_it_and_the_valid_ones(convert):
+    with pytest.raises(ValueError, match=r"'invokeai'.*a1111, compel, comfyui"):
+        convert("a cat", "invokeai")
+
+
+@pytest.mark.parametrize("convert", [from_a1111, to_a1111])
+def test_a1111_to_a1111_is_the_identity(convert):
+    text = "a ((castle:1.3)) [fog] <lora:x:1> BREAK [day:night:0.5] AND b :0.5"
+    assert convert(text, "a1111") == Converted(text, [])
+    assert DIALECTS == ("a1111", "compel", "comfyui")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# ComfyUI
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("((x:1.5))", [("x", 1.5)]),  # the inner weight replaces the outer ones
+        ("((x:1.5):2)", [("x", 1.5)]),
+        ("((x))", [("x", 1.1 * 1.1)]),
+        ("[x]", [("[x]", 1.0)]),  # square brackets are text
+        ("a \\(b\\) \\[c\\]", [("a (b) \\[c\\]", 1.0)]),  # only \( and \) are escapes
+        ("(a, b:1.2)", [("a, b", 1.2)]),
+        ("(a:b)", [("a:b", 1.1)]),  # not a number: no weight, the text keeps its colon
+        ("(:1.5)", [(":1.5", 1.1)]),  # a colon first is not a weight
+        ("(x: 1e-3 )", [("x", 0.001)]),  # whatever Python's float() accepts
+        ("(a(b)", [("a", 1.1), ("(b", 1.1)]),  # matched by depth: the unclosed inner ( is text
+        ("(unclosed", [("(unclosed", 1.0)]),
+        (")((x))", [(")(", 1.0), ("x", 1.1), (")", 1.0)]),  # a stray ) shifts the depth
+        ("", []),
+    ],
+)
+def test_comfy_weights(text, expected):
+    got = comfy_weights(text)
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    assert all(math.isclose(w, e) for (_, w), (_, e) in zip(got, expected))
+
+
+@pytest.mark.parametrize(
+    "a1111,comfy",
+    [
+        ("((a:1.5))", "(a:1.65)"),  # A1111 multiplies through nesting; ComfyUI gets the final weight
+        ("[fog]", "(fog:0.91)"),
+        ("((x))", "(x:1.21)"),
+        ("(a:2.0) (b:0) (c:0.001)", "(a:2) (b:0) (c:0)"),  # weights are written with 2 decimals
+        ("a (tall:1.2) man", "a (tall:1.2) man"),
+        ("\\(x\\) \\[y\\] \\\\", "\\(x\\) [y] \\"),
+        ("(unclosed", "(unclosed:1.1)"),
+        ("stray) [x", "stray\\) (x:0.91)"),
+        ("(a, b:1.2), (c:-1)", "(a, b:1.2), (c:-1)"),
+        ("a BREAK b", "a, b"),
+        ("a, BREAK, b", "a, b"),
+        ("a AND b :0.5", "a AND b"),
+        ("[day:(night:1.2):0.5]", "[day:(night:1.2):0.5]"),
+        ("([cat|dog]:1.5)", "([cat|dog]:1.5)"),
+        ("a <lora:detail:0.6> cat", "a  cat"),
+    ],
+)
+def test_from_a1111_to_comfy(a1111, comfy):
+    assert from_a1111(a1111, "comfyui").text == comfy
+
+
+@pytest.mark.parametrize(
+    "comfy,a1111",
+    [
+        ("((x:1.5))", "(x:1.5)"),  # inverse: the inner weight, once
+        ("[x]", "\\[x\\]"),  # literal in ComfyUI, so escaped in A1111
+        ("((x))", "(x:1.21)"),
+        ("a \\(b\\) c\\d", "a \\(b\\) c\\\\d"),
+        ("(:1.5)", "(:1.5:1.1)"),
+        ("sand AND stone BREAK", "sand and stone break"),  # plain words in ComfyUI, operators in A1111
+        ("ratio 16:9", "(ratio 16:9:1)"),  # not an AND weight
+        ("(x:inf)", "x"),
+    ],
+)
+def test_comfy_to_a1111(comfy, a1111):
+    assert to_a1111(comfy, "comfyui").text == a1111
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# compel
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("a man picking apricots+", [("a man picking ", 1.0), ("apricots", 1.1)]),  # compel's documentation
+        ("a man picking apricots--", [("a man picking ", 1.0), ("apricots", 0.81)]),
+        ("(flowers)--- flames+++", [("flowers", 0.9**3), (" ", 1.0), ("flames", 1.1**3)]),
+        ("a tall man (picking (apricots)1.3)1.1", [("a tall man ", 1.0), ("picking ", 1.1), ("apricots", 1.43)]),
+        ('"pretty flowers"1.3, fire', [("pretty flowers", 1.3), (", fire", 1.0)]),
+        ("flames.attend(0.5)", [("flames", 0.5)]),
+        ("hamburger ((bun))", [("hamburger bun", 1.0)]),  # parentheses alone group, no weight
+        ("(happy camper:0.3)", [("happy camper:0.3", 1.0)]),  # A1111 syntax is text to compel
+        ("t-shirt, c++", [("t-shirt, ", 1.0), ("c", 1.21)]),
+        ("c\\+\\+ \\(x\\) \\\"q\\\"", [('c++ (x) "q"', 1.0)]),
+        ("(a - b)1.2", [("(a - b)1.2", 1.0)]),  # a group that does not parse is literal text
+        ("(a)-0.5", [("a", 0.9), ("0.5", 1.0)]),  # signs win over a signed number
+        ("middle age,fantasy++ style", [("middle age, ", 1.0), ("fantasy", 1.21), (" style", 1.0)]),
+        ('("fire", "(flames)2").and(1, 0.25)', [("fire", 1.0), ("flames", 0.5)]),  # part weights multiply
+        ("cat.swap(dog) in the rain", [("cat in the rain", 1.0)]),
+        ("", [("", 1.0)]),
+    ],
+)
+def test_compel_weights(text, expected):
+    got = compel_weights(text)
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    assert all(math.isclose(w, e) for (_, w), (_, e) in zip(got, expected))
+
+
+def test_compel_weights_of_a_blend_raise():
+    with pytest.raises(ValueError, match="blend"):
+        compel_weights('("a", "b").blend(1, 1)')
+
+
+@pytest.mark.parametrize(
+    "a1111,compel",
+    [
+        ("(red:1.3) t-shirt, [fog], c++", "(red)1.3 t-shirt, (fog)0.91, c+\\+"),
+        ("((a:1.5))", "(a)1.65"),
+        ("[word]", "(word)0.91"),
+        ("(a:1.3)(b:0.8)", "(a)1.3 (b)0.8"),  # compel needs a space to see a new group
+        ("x(a:1.2)5", "x (a)1.2 5"),  # ...and after the weight, or "1.25" would be the weight
+        ("(a - b:1.2), (k=v:1.1), (\"q\":1.1)", '(a \\- b)1.2, (k\\=v)1.1, (\\"q\\")1.1'),
+        ('say "hi" \\(aside\\)', 'say \\"hi\\" \\(aside\\)'),
+        ("a - b, -5 -x, well- done", "a - b, -5 -x, well\\- done"),
+        ("(a:-1)", "(a)0"),
+        ("a BREAK (b:0.5)", '("a", "(b)0.5").and()'),
+        ("a :1.5 AND b :0.5", '("a", "b").and(1.5, 0.5)'),
+        ("a cat :1.2", "a cat"),
+        ("[day:night:0.5]", "[day:night:0.5]"),
+        ("<lora:detail:0.6> cat <hypernet:h:1>", "withLora(detail, 0.6) cat "),
+    ],
+)
+def test_from_a1111_to_compel(a1111, compel):
+    assert from_a1111(a1111, "compel").text == compel
+
+
+@pytest.mark.parametrize(
+    "compel,a1111",
+    [
+        ("a castle++ in (thick fog)0.8", "a (castle:1.21) in (thick fog:0.8)"),
+        ("(picking (apricots)1.3)1.1", "(picking:1.1) (apricots:1.43)"),
+        ("(x:1.3), [y]", "x:1.3, \\[y\\]"),
+        ("c++ t-shirt c\\+\\+", "(c:1.21) t-shirt c++"),
+        ('("a", "b").and(1, 0.5)', "a BREAK (b:0.5)"),  # the same mechanism as BREAK
+        ('("a", "b").blend(0.7, 0.3)', "a :0.7 AND b :0.3"),
+        ('("a", "b").blend(1, 3)', "a :0.25 AND b :0.75"),  # compel normalizes blend weights
+        ('("a", "b").blend(1, 3, no_normalize)', "a AND b :3"),
+        ("cat.swap(dog) in the rain", "cat in the rain"),  # the text compel encodes
+        ("withLora(detail, 0.6) cat", "<lora:detail:0.6> cat"),
+        ("ratio 16:9", "(ratio 16:9:1)"),
+    ],
+)
+def test_compel_to_a1111(compel, a1111):
+    assert to_a1111(compel, "compel").text == a1111
+
+
+@pytest.mark.parametrize("text", ['("a", "b").and(1)', '("a", "b").blend(1, 2, 3)', '("a", "b").blend(1, 1) c'])
+def test_compel_rejects_what_compel_rejects(text):
+    with pytest.raises(ValueError, match="compel rejects"):
+        to_a1111(text, "compel")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Warnings: every construct that does not carry over exactly is named
+
+
+WARNING_CASES = [
+    (from_a1111, "compel", "(a:1.2)", "weights: compel"),
+    (from_a1111, "comfyui", "[a]", "weights: ComfyUI"),
+    (from_a1111, "compel", "[day:night:0.5]", "prompt editing [day:night:0.5]"),
+    (from_a1111, "comfyui", "[day:night:0.5]", "prompt editing [day:night:0.5]"),
+    (from_a1111, "compel", "[cat|dog]", "alternation [cat|dog]"),
+    (from_a1111, "comfyui", "[cat|dog]", "alternation [cat|dog]"),
+    (from_a1111, "comfyui", "a BREAK b", "BREAK"),
+    (from_a1111, "compel", "a AND b", "AND"),
+    (from_a1111, "comfyui", "a AND b :0.5", "AND"),
+    (from_a1111, "compel", "a cat :1.2", "AND weight :1.2"),
+    (from_a1111, "comfyui", "a cat :1.2", "AND weight :1.2"),
+    (from_a1111, "compel", "<lora:detail:0.6>", "<lora:detail:0.6>"),
+    (from_a1111, "comfyui", "<lora:detail:0.6>", "<lora:detail:0.6>"),
+    (from_a1111, "compel", "<hypernet:h:1>", "<hypernet:h:1>"),
+    (from_a1111, "compel", "(a:-1)", "negative weight"),
+    (from_a1111, "compel", "c++", "'c++'"),
+    (to_a1111, "compel", '("a", "b").blend(0.7, 0.3)', ".blend()"),
+    (to_a1111, "compel", "cat.swap(dog)", ".swap()"),
+    (to_a1111, "compel", "withLora(x, 0.5)", "withLora(x, 0.5)"),
+    (to_a1111, "compel", "<lora:x:1> cat", "<lora:x:1>"),
+    (to_a1111, "comfyui", "<lora:x:1> cat", "<lora:x:1>"),
+    (to_a1111, "compel", "cat+", "weights: compel"),
+    (to_a1111, "comfyui", "(cat)", "weights: ComfyUI"),
+    (to_a1111, "comfyui", "(cat:nan)", "not a finite number"),
+    (to_a1111, "compel", '("a", "b").and() extra', "ignored by compel"),
+]
+
+
+@pytest.mark.parametrize("convert,dialect,text,named", WARNING_CASES)
+def test_every_lossy_construct_warns_by_name(convert, dialect, text, named):
+    warnings = convert(text, dialect).warnings
+    assert any(named in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("dialect", ["compel", "comfyui"])
+def test_exact_conversions_do_not_warn(dialect):
+    assert from_a1111("a cat, t-shirt, 16:9, \\(x\\)", dialect).warnings == []
+    assert to_a1111(from_a1111("a cat, t-shirt", dialect).text, dialect).warnings == []
+
+
+def test_break_into_compel_is_exact():
+    converted = from_a1111("a cat BREAK (a hat:1.2)", "compel")
+    assert converted.text == '("a cat", "(a hat)1.2").and()'
+    assert [w for w in converted.warnings if "BREAK" in w or "AND" in w] == []
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The same per-token weights, both ways: hand-written tricky prompts, then hypothesis
+
+TRICKY = [
+    "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
+    "((a:1.5)) [fog] ((x))",
+    "\\(x\\) \\[y\\] back\\\\slash",
+    "stray) text ] and [unclosed (too",
+    "() [] (()) empty groups",
+    "(:1.2) (a:0) (b:0.001) (c:2.0) (d:.5) (e:1.)",
+    "(a, b, c:1.2), (x.y, z:0.8)",
+    "t-shirt, c++, well- done, a - b, -5, +x, x=y",
+    '(say "hi":1.1) "quoted"',
+    "(t-shirt:1.2) (c++:0.9) (a - b:1.1) (k=v:1.3)",
+    "\\\\+x \\\\, y (\\\\-z:1.2)",
+    "x(a:1.2)5 (b:1.3)(c:0.8)",
+    "ratio 16:9",  # A1111 reads ":9" as an AND weight: dropped with a warning, "ratio 16" keeps weight 1
+]
+
+
+@pytest.mark.parametrize("dialect", ["compel", "comfyui"])
+@pytest.mark.parametrize("prompt", TRICKY)
+def test_tricky_prompts_keep_their_weights(dialect, prompt):
+    expected = chars(a1111_pieces(prompt))
+    written = from_a1111(prompt, dialect).text
+    assert chars(READERS[dialect](written)) == expected, written
+    assert chars(a1111_pieces(to_a1111(written, dialect).text)) == expected
+
+
+WORDS = st.sampled_from(
+    ["cat", "t-shirt", "c++", "a - b", "x=y", "16:9", "1.5", "well-", "+5", '"q"', "a,b", "dot.", "\\(e\\)",
+     "\\[s\\]", "\\\\", "--", "-", "+", "=", ".", ",", ":", "a+b+", "e1"]
+)
+WEIGHTS = st.sampled_from(["0", "0.001", "2.0", "1.3", ".5", "1.", "0.91", "1e-3", "-0.5", "10"])
+
+
+def _nest(inner):
+    return st.one_of(
+        st.tuples(st.lists(inner, min_size=1, max_size=3), st.sampled_from([" ", "", ", "])).map(lambda t: t[1].join(t[0])),
+        inner.map(lambda s: f"({s})"),
+        inner.map(lambda s: f"[{s}]"),
+        st.tuples(inner, WEIGHTS).map(lambda t: f"({t[0]}:{t[1]})"),
+    )
+
+
+# nested weights, escapes, unbalanced brackets, empty groups, weights like 0, 1e-3 and 2.0, commas inside groups
+a1111_prompts = st.tuples(
+    st.sampled_from(["", "(", "[", ")", "]", "((", "()"]),
+    st.recursive(WORDS, _nest, max_leaves=10),
+    st.sampled_from(["", "(", ")", "]", "[", "[]"]),
+).map("".join)
+
+
+def plain_attention(prompt: str) -> list[tuple[str, float]]:
+    """attention(prompt) for prompts without editing, alternation, BREAK, AND and tags (others are assumed away)."""
+    assume(not parse(prompt).features() & {"editing", "alternation", "break", "and", "network"})
+    try:
+        pieces = attention(prompt)
+    except PromptSyntaxError:  # A1111 itself refuses these
+        pieces = None
+    assume(pieces is not None)
+    return pieces
+
+
+@pytest.mark.parametrize("dialect", ["compel", "comfyui"])
+@given(prompt=a1111_prompts)
+@settings(max_examples=150, deadline=None)
+def test_written_weights_read_back_as_a1111_weights(dialect, prompt):
+    expected = plain_attention(prompt)
+    assume(dialect != "compel" or all(w >= 0 for _, w in expected))  # compel cannot write a negative weight
+    written = from_a1111(prompt, dialect).text
+    assert chars(READERS[dialect](written)) == chars(expected), written
+
+
+@pytest.mark.parametrize("dialect", ["compel", "comfyui"])
+@given(prompt=a1111_prompts)
+@settings(max_examples=150, deadline=None)
+def test_round_trip_keeps_a1111_attention(dialect, prompt):
+    expected = plain_attention(prompt)
+    assume(dialect != "compel" or all(w >= 0 for _, w in expected))
+    back = to_a1111(from_a1111(prompt, dialect).text, dialect).text
+    assert chars(attention(back)) == chars(expected), back
+
+
+@given(parts=st.lists(a1111_prompts, min_size=2, max_size=3))
+@settings(max_examples=80, deadline=None)
+def test_break_parts_keep_their_weights_in_compel(parts):
+    prompt = " BREAK ".join(parts)
+    assume(not parse(prompt).features() & {"editing", "alternation", "and", "network"})
+    try:
+        expected = a1111_pieces(prompt)
+    except PromptSyntaxError:
+        expected = [("", -1.0)]  # A1111 itself refuses these: assumed away below
+    assume(all(w >= 0 for _, w in expected))
+    written = from_a1111(prompt, "compel").text
+    assume("\\t" not in written and "\\n" not in written)  # inside quotes, compel reads these as whitespace
+    assert chars(compel_weights(written)) == chars(expected), written
+    assert chars(a1111_pieces(to_a1111(written, "compel").text)) == chars(expected)
+
+
+comfy_like = st.lists(
+    st.sampled_from(list("ab :()[]\\,.") + ["1.5", ":0", "(x:2)", "\\(", "\\)", "1e-3", "_1", "AND", "BREAK"]),
+    max_size=16,
+).map("".join)
+compel_like = st.lists(
+    st.sampled_from(
+        list('ab c+-=,.:()"\\[]1|') + ["t-shirt", "c++", "0.5", "1.2", ".and()", "withLora(x, 0.5)", ".swap(d)",
+                                      ".attend(2)", "16:9", "AND"]
+    ),
+    max_size=14,
+).map("".join)
+
+
+@given(text=comfy_like)
+@settings(max_examples=200, deadline=None)
+def test_comfy_prompts_keep_their_weights_in_a1111(text):
+    expected = comfy_weights(text)
+    assume(all(math.isfinite(w) for _, w in expected))
+    assert chars(a1111_pieces(to_a1111(text, "comfyui").text)) == chars(expected)
+
+
+@given(text=compel_like)
+@settings(max_examples=200, deadline=None)
+def test_compel_prompts_keep_their_weights_in_a1111(text):
+    try:
+        expected = compel_weights(text)
+    except ValueError:  # a .blend() has no per-token weights; compel rejects some operator arguments
+        expected = None
+    assume(expected is not None)
+    assert chars(a1111_pieces(to_a1111(text, "compel").text)) == chars(expected)
+
+
+@pytest.mark.parametrize("dialect", ["compel", "comfyui"])
+@given(text=st.one_of(st.text(max_size=60), a1111_prompts))
+@settings(max_examples=150, deadline=None)
+def test_any_prompt_converts_both_ways(dialect, text):
+    try:
+        a1111_pieces(text)
+        attention(text)
+    except PromptSyntaxError:  # A1111 itself refuses these
+        assume(False)
+    written = from_a1111(text, dialect)
+    assert isinstance(written.text, str)
+    assert isinstance(to_a1111(written.text, dialect).text, str)
