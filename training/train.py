@@ -1,0 +1,676 @@
+"""Train a learned bridge: a seq2seq model (T5 family) that rewrites prompts written for one model for the next.
+
+Quick start, on a CPU in about a minute: a tiny random T5 and a tokenizer trained here, on pairs this script builds
+from the DiffusionDB corpus with the rules bridge (it learns to imitate the rules; a smoke test of the whole loop):
+
+    python training/train.py --tiny --out runs/tiny
+    translate-prompt --model runs/tiny "a castle on a hill, by greg rutkowski, 8k"
+
+Real runs train a pretrained model on pairs from the data builder (data/build_pairs.py: Parquet shards with columns
+source_prompt, source_negative, target_prompt, target_negative and optionally split):
+
+    # one GPU
+    accelerate launch training/train.py --config training/configs/sd15_to_sd2.toml --data runs/pairs \\
+        --out runs/sd15_to_sd2
+    # 8 GPUs on one machine, bf16
+    accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 training/train.py \\
+        --config training/configs/sd15_to_sd2.toml --data runs/pairs --out runs/sd15_to_sd2
+    # 2 machines x 8 GPUs: the same command on each, with --machine_rank 0 and 1
+    accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank 0 \\
+        --main_process_ip 10.0.0.1 --main_process_port 29500 training/train.py \\
+        --config training/configs/sd15_to_sd2.toml --data runs/pairs --out runs/sd15_to_sd2
+
+A new model pair is a new config (training/configs/sd2_to_sdxl.toml) and pairs built for it.
+
+Settings come from the dataclass defaults below, then ``--tiny``'s presets, then ``--config FILE.toml`` (flat keys,
+the field names), then command-line flags (``--field-name value``; ``--lora``/``--full``; ``--help`` lists them).
+
+What one run does, in order:
+1. pairs: ``--data`` (a folder of Parquet shards, a .parquet or a .jsonl file), or with ``--tiny`` and no data, its
+   own. Rows with ``split`` "train" train, "eval"/"validation"/"dev" evaluate, others ("test") are left out; without
+   a split column a stable hash of the source prompt holds out ``eval_fraction``.
+2. encoding (bridge/seq2seq.py, bridge/placeholders.py): protected syntax becomes placeholders in inputs and targets;
+   a pair whose target does not keep the source's protected syntax is skipped (counted in the log).
+3. model: ``--model`` (hub id or path, any AutoModelForSeq2SeqLM), with a LoRA adapter (``--lora``, peft) or fully
+   fine-tuned (``--full``); with ``--tiny``, a small T5 from config (``--d-model``, ``--layers``...).
+4. the loop: AdamW, linear warm-up then cosine decay; accelerate handles devices, mixed precision, gradient
+   accumulation and multi-GPU/multi-node data parallelism (each process takes its slice of every global batch).
+   Every ``eval_every`` steps, on held-out pairs: loss, chrF, exact match and syntax preservation (the share of raw
+   outputs with every placeholder intact), logged and appended to OUT/metrics.jsonl.
+5. checkpoints every ``save_every`` steps in OUT/checkpoints/step-N (model or adapter, optimizer, scheduler, RNG
+   states, the step that fixes the data position), written to a temporary folder and renamed, so a kill -9 leaves
+   the last complete one. Rerun the same command and training continues from it, on the same batches, and ends
+   with the same loss as a run that was never stopped.
+6. the bridge folder OUT: weights (or adapter, and for a random tiny base the base in OUT/base), tokenizer,
+   train_config.toml, metrics.jsonl, a model card README.md, and bridge.json last (it marks the folder complete).
+   Publish it without OUT/checkpoints (see training/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.seq2seq import BridgeInfo, Example, encode_example
+from bridge.translation import TranslationOptions
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_CORPUS = REPO / "data" / "corpora" / "diffusiondb_prompts.jsonl"
+TINY_MAX_CHARS = 100  # short prompts keep the tiny run fast
+TINY_WEIGHTS = (0.8, 1.1, 1.2, 1.3)  # weights the tiny pairs put on a phrase, so the model sees placeholders
+TINY_SYNTAX_RATE = 0.3  # share of tiny pairs given a weighted phrase (and, half as often, a BREAK)
+COLUMNS = ("source_prompt", "source_negative", "target_prompt", "target_negative")
+EVAL_SPLITS = ("eval", "validation", "valid", "dev")
+HASH_BUCKETS = 10_000
+RESUME_FREE = ("out", "data", "eval_every", "save_every", "log_every", "eval_pairs")  # may change between resumed runs
+CHECKPOINTS = "checkpoints"
+USAGE_ERROR, FAILURE = 2, 1
+
+
+@dataclass
+class TrainConfig:
+    out: str | None = field(default=None, metadata={"help": "the bridge folder to write (checkpoints inside)"})
+    data: str | None = field(default=None, metadata={"help": "pairs: a folder of Parquet shards, .parquet or .jsonl"})
+    source: str = field(default="sd15", metadata={"help": "source model key (bridge/models.toml)"})
+    target: str = field(default="sd2", metadata={"help": "target model key"})
+    model: str | None = field(default="google/flan-t5-base", metadata={"help": "base model: hub id or path"})
+    tiny: bool = field(default=False, metadata={"help": "tiny random T5 + trained tokenizer; own pairs if no --data"})
+    lora: bool = field(default=True, metadata={"help": "LoRA adapter (--lora) or full fine-tuning (--full)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_targets: str = field(default="all-linear", metadata={"help": "modules to adapt: all-linear or e.g. q,v"})
+    negatives: bool = field(default=True, metadata={"help": "the model also reads and writes negative prompts"})
+    networks: str = field(default="remove", metadata={"help": "network policy for inputs: remove or keep"})
+    steps: int = field(default=3000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "pairs per process per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a share of the peak"})
+    warmup: int = field(default=100, metadata={"help": "warm-up steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip (0: none)"})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: accelerate's)"})
+    eval_every: int = field(default=250, metadata={"help": "evaluate every N steps (0: only at the end)"})
+    save_every: int = field(default=250, metadata={"help": "checkpoint every N steps (0: never)"})
+    eval_fraction: float = field(default=0.05, metadata={"help": "held-out share when the data has no split"})
+    eval_pairs: int = field(default=512, metadata={"help": "held-out pairs evaluated (loss and generation)"})
+    max_source_tokens: int = field(default=256, metadata={"help": "input truncation"})
+    max_target_tokens: int = field(default=256, metadata={"help": "target truncation and generation limit"})
+    num_beams: int = field(default=1, metadata={"help": "beams the bridge translates with"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation, data order, dropout"})
+    cpu_threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    log_every: int = field(default=10, metadata={"help": "print the training loss every N steps"})
+    tiny_pairs: int = field(default=2000, metadata={"help": "--tiny without --data: pairs to build"})
+    vocab_size: int = field(default=2000, metadata={"help": "--tiny: tokenizer vocabulary"})
+    d_model: int = field(default=64, metadata={"help": "--tiny: model width"})
+    layers: int = field(default=2, metadata={"help": "--tiny: encoder and decoder layers"})
+    heads: int = field(default=4, metadata={"help": "--tiny: attention heads"})
+    d_ff: int = field(default=256, metadata={"help": "--tiny: feed-forward width"})
+
+    def __post_init__(self) -> None:
+        from bridge.models import get_model
+
+        self.source, self.target = get_model(self.source).key, get_model(self.target).key
+        if self.networks not in ("remove", "keep"):
+            raise ValueError(f"networks must be 'remove' or 'keep' but is {self.networks!r}")
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16 but is {self.mixed_precision!r}")
+        for name in ("steps", "batch_size", "grad_accum", "eval_pairs", "max_source_tokens", "max_target_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 but is {getattr(self, name)}")
+        if not 0 < self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be between 0 and 1 but is {self.eval_fraction}")
+        if not self.tiny and not self.data:
+            raise ValueError("give --data (pairs from data/build_pairs.py), or --tiny to train on pairs built here")
+        if not self.tiny and not self.model:
+            raise ValueError("give --model (a hub id such as google/flan-t5-base, or a path), or --tiny")
+
+
+# --tiny: a CPU-sized run (about a minute); anything set in a config file or on the command line wins. One CPU
+# thread: for a model this small, thread start-up costs more than it saves (10x slower with 2 busy cores).
+TINY = {"model": None, "lora": False, "steps": 400, "batch_size": 16, "lr": 3e-3, "warmup": 20, "eval_every": 100,
+        "save_every": 100, "eval_pairs": 64, "cpu_threads": 1, "max_source_tokens": 128, "max_target_tokens": 128, "log_every": 50}
+
+
+def parse_config(argv: list[str] | None) -> TrainConfig:
+    """Defaults, then --tiny presets, then the --config file, then flags (raises ValueError on a bad value)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE.toml", help="a config file (training/configs/)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "lora":
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument("--lora", dest="lora", action="store_true", default=None, help=f.metadata["help"])
+            group.add_argument("--full", dest="lora", action="store_false", help="full fine-tuning")
+        elif isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
+        else:
+            kind = type(f.default) if f.default is not None else str
+            parser.add_argument(flag, type=kind, default=None, help=f.metadata["help"])
+    args = parser.parse_args(argv)
+    given: dict[str, Any] = {}
+    if args.config:
+        given = read_config(Path(args.config))
+    given |= {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    return TrainConfig(**((TINY if given.get("tiny") else {}) | given))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(names)}")
+    return values
+
+
+def write_config(config: TrainConfig, path: Path) -> None:
+    """The config as TOML (None values left out), so `--config OUT/train_config.toml` reruns it."""
+    lines = ["# The config this bridge was trained with (training/train.py --config this_file reruns it)."]
+    for key, value in dataclasses.asdict(config).items():
+        if value is not None:
+            lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pairs
+
+
+def load_pairs(data: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows of a .jsonl file, a .parquet file or a folder of Parquet shards; and what was read (files, sha256)."""
+    path = Path(data)
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not path.exists() or not files:
+        raise ValueError(f"no pairs at {data!r}: give a folder of Parquet shards, a .parquet or a .jsonl file")
+    digest = hashlib.sha256()
+    rows: list[dict[str, Any]] = []
+    for file in files:
+        digest.update(file.read_bytes())
+        if file.suffix == ".jsonl":
+            rows += [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        elif file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows += pq.read_table(file).to_pylist()
+        else:
+            raise ValueError(f"pairs file {file} must be .parquet or .jsonl")
+    missing = [c for c in COLUMNS if rows and c not in rows[0]]
+    if missing:
+        raise ValueError(f"{data}: the pairs lack column {missing[0]!r}; needed: {', '.join(COLUMNS)}")
+    return rows, {"files": [str(f) for f in files], "sha256": digest.hexdigest(), "rows": len(rows)}
+
+
+def tiny_pairs(config: TrainConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Short DiffusionDB prompts (some given a weight or a BREAK) and their rules-bridge translations. The emphasis
+    rule is off: the learned bridge keeps weights as written, so targets that changed them could not teach it."""
+    from bridge.recipe import Recipe
+    from bridge.translation import load_translator
+
+    rng = random.Random(config.seed)
+    lines = TINY_CORPUS.read_text(encoding="utf-8").splitlines()
+    prompts = sorted({p for p in (json.loads(line)["prompt"].strip() for line in lines) if 0 < len(p) <= TINY_MAX_CHARS})
+    rng.shuffle(prompts)
+    rules = load_translator("rules", source=config.source, target=config.target)
+    options = TranslationOptions(networks=config.networks, disable=("emphasis",))
+    rows = []
+    for prompt in prompts[: config.tiny_pairs]:
+        source = with_syntax(prompt, rng)
+        result = rules.translate(Recipe(prompt=source), options)
+        rows.append({"source_prompt": source, "source_negative": "", "target_prompt": result.prompt,
+                     "target_negative": result.negative_prompt})
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    return rows, {"files": [f"built by --tiny from {TINY_CORPUS.relative_to(REPO)}"], "sha256": digest,
+                  "rows": len(rows)}
+
+
+def with_syntax(prompt: str, rng: random.Random) -> str:
+    """Sometimes weight one comma phrase, sometimes turn a comma into BREAK (the tiny pairs' protected syntax)."""
+    phrases = prompt.split(", ")
+    if rng.random() < TINY_SYNTAX_RATE:
+        i = rng.randrange(len(phrases))
+        phrases[i] = f"({phrases[i]}:{rng.choice(TINY_WEIGHTS)})"
+    if len(phrases) > 1 and rng.random() < TINY_SYNTAX_RATE / 2:
+        i = rng.randrange(1, len(phrases))
+        return ", ".join(phrases[:i]) + " BREAK " + ", ".join(phrases[i:])
+    return ", ".join(phrases)
+
+
+def split_pairs(rows: list[dict[str, Any]], eval_fraction: float) -> tuple[list[dict], list[dict]]:
+    """(train, eval): by the ``split`` column when it names eval rows, else by a stable hash of the source prompt."""
+    if any(r.get("split") in EVAL_SPLITS for r in rows):
+        return [r for r in rows if r.get("split") == "train"], [r for r in rows if r.get("split") in EVAL_SPLITS]
+    rows = [r for r in rows if r.get("split") in (None, "train")]
+
+    def held_out(row: dict) -> bool:
+        digest = hashlib.sha256(str(row["source_prompt"]).encode()).digest()
+        return int.from_bytes(digest[:8], "big") % HASH_BUCKETS < eval_fraction * HASH_BUCKETS
+
+    return [r for r in rows if not held_out(r)], [r for r in rows if held_out(r)]
+
+
+def encode_pairs(rows: list[dict], config: TrainConfig) -> tuple[list[Example], int]:
+    """Encoded pairs, and how many were skipped (their target breaks protected syntax, or too much of it)."""
+    from bridge.placeholders import TooManySlotsError
+
+    options = TranslationOptions(networks=config.networks)
+    examples = []
+    for row in rows:
+        try:
+            example = encode_example(
+                row["source_prompt"], row["source_negative"] or "", source=config.source, target=config.target,
+                negatives=config.negatives, options=options, target_prompt=row["target_prompt"],
+                target_negative=row["target_negative"] or "")
+        except TooManySlotsError:
+            example = None
+        if example is not None:
+            examples.append(example)
+    return examples, len(rows) - len(examples)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model, batches, schedule
+
+
+def tiny_tokenizer(examples: list[Example], vocab_size: int, out: Path, accelerator: Any) -> Any:
+    """A tokenizer trained on the pairs, kept in OUT/checkpoints/tokenizer so a resumed run (and every process)
+    tokenizes the same way."""
+    from transformers import AutoTokenizer
+
+    from bridge.seq2seq import train_tokenizer
+
+    saved = out / CHECKPOINTS / "tokenizer"
+    if accelerator.is_main_process and not saved.is_dir():
+        texts = [t for e in examples for t in (e.input_text, e.target_text)]
+        _atomic_dir(saved, train_tokenizer(texts, vocab_size).save_pretrained)
+    accelerator.wait_for_everyone()
+    return AutoTokenizer.from_pretrained(saved)
+
+
+def build_model(config: TrainConfig, tokenizer: Any, out: Path, is_main: bool) -> tuple[Any, Any]:
+    """(model, tokenizer): pretrained by --model, or with --tiny a small T5 from config for ``tokenizer``. LoRA
+    wraps the model with peft; a random tiny base is saved in OUT/base, as the bridge needs it."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from bridge.placeholders import MAX_SLOTS, placeholder
+    from bridge.seq2seq import t5_from_config
+
+    if config.tiny:
+        model = t5_from_config(len(tokenizer), d_model=config.d_model, layers=config.layers, heads=config.heads,
+                               d_ff=config.d_ff, seed=config.seed)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+        model = AutoModelForSeq2SeqLM.from_pretrained(config.model)
+        sentinels = [placeholder(i) for i in range(MAX_SLOTS)]
+        if tokenizer.unk_token_id in tokenizer.convert_tokens_to_ids(sentinels):
+            if config.lora:
+                raise ValueError(f"{config.model}'s tokenizer has no <extra_id_N> tokens for placeholders; use a "
+                                 "T5-family model, or --full to add them")
+            tokenizer.add_special_tokens({"additional_special_tokens": sentinels})
+            model.resize_token_embeddings(len(tokenizer))
+    if config.lora:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        if config.tiny and is_main:  # a random base ships inside the bridge folder
+            _atomic_dir(out / "base", model.save_pretrained)
+        targets = config.lora_targets if config.lora_targets == "all-linear" else config.lora_targets.split(",")
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=config.lora_r,
+                                                 lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                                 target_modules=targets))
+    return model, tokenizer
+
+
+def base_model_reference(config: TrainConfig) -> str | None:
+    """What bridge.json names as the base of a LoRA bridge: "base" (inside the folder) for a random tiny base, an
+    absolute path for a local model, else the hub id."""
+    if not config.lora:
+        return None
+    if config.tiny:
+        return "base"
+    local = Path(config.model)
+    return str(local.resolve()) if local.exists() else config.model
+
+
+def tokenize(examples: list[Example], tokenizer: Any, config: TrainConfig) -> list[tuple[list[int], list[int]]]:
+    inputs = tokenizer([e.input_text for e in examples], truncation=True, max_length=config.max_source_tokens)
+    labels = tokenizer([e.target_text for e in examples], truncation=True, max_length=config.max_target_tokens)
+    return list(zip(inputs["input_ids"], labels["input_ids"], strict=True))
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+    import torch
+
+    width_in = max(len(i) for i, _ in rows)
+    width_out = max(len(o) for _, o in rows)
+    return {
+        "input_ids": torch.tensor([i + [pad_id] * (width_in - len(i)) for i, _ in rows]),
+        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width_in - len(i)) for i, _ in rows]),
+        "labels": torch.tensor([o + [-100] * (width_out - len(o)) for _, o in rows]),
+    }
+
+
+class BatchOrder:
+    """Which pairs micro-batch ``g`` holds: a stream of seeded permutations of the training set, cut into global
+    batches (``batch_size`` per process); process ``rank`` takes its slice. A pure function of (seed, g), so a
+    resumed run sees exactly the batches the interrupted one would have."""
+
+    def __init__(self, size: int, batch_size: int, processes: int, rank: int, seed: int):
+        self.size, self.batch_size, self.processes, self.rank, self.seed = size, batch_size, processes, rank, seed
+        self._epochs: dict[int, list[int]] = {}
+
+    def _at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        if epoch not in self._epochs:
+            self._epochs = {epoch: _permutation(self.size, self.seed + epoch)}
+        return self._epochs[epoch][offset]
+
+    def __call__(self, micro_batch: int) -> list[int]:
+        start = (micro_batch * self.processes + self.rank) * self.batch_size
+        return [self._at(p) for p in range(start, start + self.batch_size)]
+
+
+def _permutation(size: int, seed: int) -> list[int]:
+    import torch
+
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio`` of it at the last step."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Evaluation and checkpoints
+
+
+def evaluate(model: Any, tokenizer: Any, info: BridgeInfo, examples: list[Example], config: TrainConfig) -> dict:
+    """Held-out loss (per target token) and generation metrics (see bridge.seq2seq.evaluate_examples)."""
+    import torch
+
+    from bridge.seq2seq import Seq2SeqTranslator, evaluate_examples
+
+    examples = examples[: config.eval_pairs]
+    model.eval()
+    rows = tokenize(examples, tokenizer, config)
+    total, tokens = 0.0, 0
+    with torch.inference_mode():
+        for first in range(0, len(rows), config.batch_size):
+            batch = collate(rows[first : first + config.batch_size], tokenizer.pad_token_id)
+            count = int((batch["labels"] != -100).sum())
+            total += float(model(**{k: v.to(model.device) for k, v in batch.items()}).loss) * count
+            tokens += count
+    metrics = {"eval_loss": total / max(tokens, 1)}
+    metrics |= evaluate_examples(Seq2SeqTranslator(model, tokenizer, info), examples, batch_size=config.batch_size)
+    model.train()
+    return metrics
+
+
+def _atomic_dir(final: Path, write) -> None:
+    """Write a folder through ``write(tmp)`` then rename it into place: readers see all of it or none."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    _publish(tmp, final)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Flush every file of ``tmp`` to disk, then rename it to ``final`` (replacing an older one)."""
+    for file in tmp.rglob("*"):
+        if file.is_file():
+            with file.open("rb") as handle:
+                os.fsync(handle.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted((out / CHECKPOINTS).glob("step-*[0-9]"))
+    return found[-1] if found else None
+
+
+def save_checkpoint(accelerator: Any, out: Path, state: dict) -> None:
+    """Model, optimizer, scheduler and RNG states (accelerate) plus trainer_state.json, in OUT/checkpoints/step-N;
+    older checkpoints are removed once the new one is in place."""
+    final = out / CHECKPOINTS / f"step-{state['step']:08d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+        _publish(tmp, final)
+        for old in (out / CHECKPOINTS).glob("step-*[0-9]"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def check_resumable(saved: dict, config: TrainConfig, data_sha: str) -> None:
+    now = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUME_FREE}
+    then = {k: v for k, v in saved["config"].items() if k not in RESUME_FREE}
+    for key, value in now.items():
+        if value != then.get(key):
+            raise ValueError(f"{config.out} holds a checkpoint of a run with {key} = {then.get(key)!r}, not "
+                             f"{value!r}; rerun with the same settings, or use a new --out")
+    if saved["data_sha256"] != data_sha:
+        raise ValueError(f"{config.out} holds a checkpoint trained on other data (sha256 {saved['data_sha256'][:12]}"
+                         f"…, now {data_sha[:12]}…); use the same data, or a new --out")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The bridge folder
+
+
+def write_bridge(out: Path, model: Any, tokenizer: Any, info: BridgeInfo, config: TrainConfig,
+                 history: list[dict]) -> None:
+    if config.lora:
+        model.save_pretrained(out)  # adapter_config.json + adapter_model.safetensors
+    else:
+        model.save_pretrained(out)  # config.json + model.safetensors
+    tokenizer.save_pretrained(out)
+    write_config(config, out / "train_config.toml")
+    (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history), encoding="utf-8")
+    (out / "README.md").write_text(model_card(info, config), encoding="utf-8")
+    info.save(out)
+
+
+def model_card(info: BridgeInfo, config: TrainConfig) -> str:
+    m = info.metrics
+    base = info.base_model or ("tiny random T5 (from config)" if config.tiny else config.model)
+    metric_lines = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in m.items())
+    return f"""# prompt-bridge: learned bridge {info.source} → {info.target}
+
+A seq2seq model that rewrites Stable Diffusion prompts written for `{info.source}` into prompts for `{info.target}`,
+trained with prompt-bridge's `training/train.py`. Protected syntax (weights, prompt editing, alternation, BREAK, AND,
+kept LoRA tags) is carried through placeholders, so the model cannot change it.
+
+- base model: {base}; weights: {"LoRA adapter" if info.weights == "lora" else "full"}
+- text format (version {info.format_version}): `{info.text_format["input"]}` → `{info.text_format["output"]}`
+- data: {", ".join(map(str, info.data.get("files", [])))} (sha256 {info.data.get("sha256", "?")[:16]}…),
+  {info.data.get("train_pairs", "?")} training and {info.data.get("eval_pairs", "?")} held-out pairs
+- config: `train_config.toml`; evaluation history: `metrics.jsonl`
+
+## Held-out metrics
+
+| metric | value |
+|---|---|
+{metric_lines}
+
+## Use
+
+```bash
+pip install 'prompt-bridge[ml]'
+translate-prompt --model PATH_OR_HUB_ID "a castle on a hill, by greg rutkowski, 8k"
+```
+
+```python
+from bridge.translation import load_translator
+bridge = load_translator("PATH_OR_HUB_ID")
+print(bridge.translate("a castle on a hill, by greg rutkowski, 8k").prompt)
+```
+
+## Publish
+
+```bash
+hf upload USER/{info.source}-to-{info.target} PATH . --exclude "checkpoints/*"
+```
+"""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = parse_config(argv)
+        if not config.out:
+            raise ValueError("give --out DIR, the bridge folder to write")
+        if config.data and not Path(config.data).exists():
+            raise ValueError(f"no pairs at {config.data!r}: give a folder of Parquet shards, a .parquet or a .jsonl")
+    except ValueError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        return train(config)
+    except ValueError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr)
+        return FAILURE
+
+
+def train(config: TrainConfig) -> int:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out = Path(config.out)
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision)
+    log = accelerator.print
+    set_seed(config.seed)
+
+    # ---- pairs
+    rows, data_info = load_pairs(config.data) if config.data else tiny_pairs(config)
+    train_rows, eval_rows = split_pairs(rows, config.eval_fraction)
+    train_set, skipped_train = encode_pairs(train_rows, config)
+    eval_set, skipped_eval = encode_pairs(eval_rows, config)
+    if not train_set:
+        raise ValueError(f"no usable training pairs in {config.data or 'the tiny pairs'} ({len(rows)} rows, "
+                         f"{skipped_train} skipped)")
+    data_info |= {"train_pairs": len(train_set), "eval_pairs": len(eval_set),
+                  "skipped_pairs": skipped_train + skipped_eval}
+    log(f"pairs: {len(train_set)} train, {len(eval_set)} held out, {skipped_train + skipped_eval} skipped "
+        "(target breaks protected syntax)")
+
+    # ---- model, optimizer, schedule
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    tokenizer = tiny_tokenizer(train_set, config.vocab_size, out, accelerator) if config.tiny else None
+    model, tokenizer = build_model(config, tokenizer, out, accelerator.is_main_process)
+    rows_train = tokenize(train_set, tokenizer, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    info = BridgeInfo(config.source, config.target, weights="lora" if config.lora else "full",
+                      base_model=base_model_reference(config),
+                      negatives=config.negatives, num_beams=config.num_beams,
+                      max_source_tokens=config.max_source_tokens, max_target_tokens=config.max_target_tokens,
+                      training=dataclasses.asdict(config), data=data_info)
+
+    # ---- resume
+    state = {"step": 0, "history": [], "train_loss": None}
+    if accelerator.is_main_process:  # a save that a kill interrupted
+        for partial in (out / CHECKPOINTS).glob("*.tmp"):
+            shutil.rmtree(partial, ignore_errors=True)
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is not None:
+        saved = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        check_resumable(saved, config, data_info["sha256"])
+        accelerator.load_state(str(checkpoint))
+        state = {k: saved[k] for k in state}
+        log(f"resumed from {checkpoint} (step {state['step']})")
+
+    order = BatchOrder(len(rows_train), config.batch_size, accelerator.num_processes, accelerator.process_index,
+                       config.seed)
+    unwrapped = accelerator.unwrap_model(model)
+
+    def record(step: int, metrics: dict) -> None:
+        entry = {"step": step, "train_loss": state["train_loss"], **metrics}
+        state["history"].append(entry)
+        log("eval " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
+        if accelerator.is_main_process:
+            (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in state["history"]), "utf-8")
+
+    # ---- the loop
+    model.train()
+    started = time.perf_counter()
+    for step in range(state["step"], config.steps):
+        losses = []
+        for micro in range(config.grad_accum):
+            batch = collate([rows_train[i] for i in order(step * config.grad_accum + micro)], tokenizer.pad_token_id)
+            with accelerator.accumulate(model):
+                loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.grad_clip:
+                    accelerator.clip_grad_norm_(trainable, config.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+        scheduler.step()
+        state["step"] = step + 1
+        state["train_loss"] = float(accelerator.reduce(torch.stack(losses).mean(), "mean"))
+        if state["step"] % config.log_every == 0 or state["step"] == 1:
+            elapsed = time.perf_counter() - started
+            log(f"step {state['step']}/{config.steps} loss {state['train_loss']:.4f} "
+                f"lr {scheduler.get_last_lr()[0]:.2e} ({elapsed:.1f}s)")
+        if config.eval_every and state["step"] % config.eval_every == 0 and state["step"] < config.steps and eval_set:
+            if accelerator.is_main_process:
+                record(state["step"], evaluate(unwrapped, tokenizer, info, eval_set, config))
+            accelerator.wait_for_everyone()
+        if config.save_every and (state["step"] % config.save_every == 0 or state["step"] == config.steps):
+            save_checkpoint(accelerator, out, {**state, "config": dataclasses.asdict(config),
+                                               "data_sha256": data_info["sha256"]})
+
+    # ---- the bridge folder
+    if accelerator.is_main_process:
+        final = evaluate(unwrapped, tokenizer, info, eval_set, config) if eval_set else {}
+        record(state["step"], final)
+        info.metrics = {"step": state["step"], "final_train_loss": state["train_loss"], **final}
+        write_bridge(out, unwrapped, tokenizer, info, config, state["history"])
+        log(f"wrote the bridge to {out} (load it with translate-prompt --model {out})")
+    accelerator.wait_for_everyone()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
