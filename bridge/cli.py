@@ -14,6 +14,7 @@ from typing import NoReturn, TextIO
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FORMATS = ("text", "a1111", "json")
+DEFAULT_SOURCE, DEFAULT_TARGET = "sd15", "sd2"
 DIALECTS = ("a1111", "compel", "comfyui")  # bridge.dialects.DIALECTS, named here so --help costs no import
 EMBEDDING_SUFFIXES = (".pt", ".safetensors", ".bin", ".png", ".webp")
 
@@ -76,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", metavar="FILE",
                         help="write a migration report (.md or .html): counts per rule, every warning, a "
                         "side-by-side diff per prompt")
-    parser.add_argument("--from", dest="source", default="sd15", metavar="MODEL",
+    parser.add_argument("--from", dest="source", default=None, metavar="MODEL",
                         help="model the prompts were written for (default: sd15; see --list-models)")
-    parser.add_argument("--to", dest="target", default="sd2", metavar="MODEL",
+    parser.add_argument("--to", dest="target", default=None, metavar="MODEL",
                         help="model to translate for (default: sd2, the 768 v-model; sd2-base, sd21, sd21-base)")
     parser.add_argument("-n", "--negative", default=None, metavar="TEXT",
                         help="the negative prompt you used with these prompts (merged with the SD2 default)")
@@ -175,20 +176,19 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
 
     items, recipes = _read_input(args, stdin)
     from bridge.migration import MigrationRow, progress
-    from bridge.rules import EmptyPromptError
 
     color = args.diff and _is_tty(stdout) and not args.output
     blocks: list[str] = []
     rows: list[MigrationRow] = []
     results = []
-    for i, recipe in enumerate(progress(recipes, len(recipes), stream=stderr, min_total=PROGRESS_MIN)):
+    recipes = [_from_dialect(recipe, args.input_dialect, stderr) for recipe in recipes]
+    translated = _translate_in_batches(translator, recipes, options)
+    for i, (recipe, translation) in enumerate(progress(zip(recipes, translated), len(recipes), stream=stderr,
+                                                       min_total=PROGRESS_MIN)):
         key = items[i].key if items else f"prompt {i + 1}"
-        recipe = _from_dialect(recipe, args.input_dialect, stderr)
-        try:
-            translation = translator.translate(recipe, options)
-        except EmptyPromptError as exc:
+        if translation is None:
             if items is None:
-                raise UsageError(str(exc)) from None
+                raise UsageError("empty prompt: give the SD1.x prompt to translate, e.g. 'a castle on a hill, 8k'")
             # A library row with no prompt is passed through as it was: never dropped.
             print(f"warning: {key}: empty prompt, kept as it was", file=stderr)
             rows.append(MigrationRow(key, recipe.prompt, recipe.negative_prompt, None, "empty prompt"))
@@ -222,6 +222,20 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
     return EXIT_OK
 
 
+BATCH = 64  # prompts per translate_batch call: a learned bridge generates a batch at a time
+
+
+def _translate_in_batches(translator, recipes: list, options):
+    """Translations in input order (None for an empty prompt), asked for a batch at a time and yielded lazily so a
+    progress bar moves."""
+    for start in range(0, len(recipes), BATCH):
+        batch = recipes[start : start + BATCH]
+        wanted = [r for r in batch if r.prompt.strip()]
+        done = iter(translator.translate_batch(wanted, options) if wanted else [])
+        for recipe in batch:
+            yield next(done) if recipe.prompt.strip() else None
+
+
 def _from_dialect(recipe, dialect: str, stderr: TextIO):
     """Input prompts in compel or ComfyUI syntax become A1111 syntax, the bridge's own."""
     if dialect == "a1111":
@@ -250,6 +264,7 @@ def _to_dialect(translation, dialect: str):
 
 
 def _load_translator(args: argparse.Namespace):
+    from bridge.models import get_model
     from bridge.translation import load_translator
 
     if args.model:
@@ -258,11 +273,20 @@ def _load_translator(args: argparse.Namespace):
         if not Path(args.model).exists() and not is_hub_id(args.model):
             raise InputError(f"no learned bridge at {args.model!r}: give a folder written by training/train.py "
                              "or a hub id such as user/sd15-to-sd2")
+        if args.knowledge:
+            raise UsageError("--knowledge applies to the rules bridge, not to a learned one (--model)")
         try:
-            return load_translator(args.model, source=args.source, target=args.target)
+            translator = load_translator(args.model)
         except (OSError, ImportError) as exc:
             raise InputError(f"cannot load the learned bridge {args.model!r}: {exc}") from None
-    return load_translator("rules", source=args.source, target=args.target, knowledge=args.knowledge)
+        for flag, asked, actual in (("--from", args.source, translator.source), ("--to", args.target,
+                                                                                 translator.target)):
+            if asked is not None and get_model(asked).key != actual:
+                raise UsageError(f"{flag} {asked} does not match the learned bridge {args.model!r}, which translates "
+                                 f"{translator.source} -> {translator.target}")
+        return translator
+    return load_translator("rules", source=args.source or DEFAULT_SOURCE, target=args.target or DEFAULT_TARGET,
+                           knowledge=args.knowledge)
 
 
 def _options(args: argparse.Namespace):
