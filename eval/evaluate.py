@@ -26,9 +26,13 @@ On tiny random models on a CPU, in seconds (a smoke test of the whole loop, not 
 
     python eval/evaluate.py --tiny --out /tmp/eval-tiny
 
+In the simulated world of bridge/simulated.py (a renderer and scorer with a known hidden preference; no torch), where
+a bridge trained on its pairs should win: python eval/evaluate.py --simulated --prompts FILE --learned PATH --out DIR
+
 Prompts (`--prompts`): a library file (.txt one per line, .jsonl with "prompt", .csv/.tsv, .parquet, ...) or a corpus
-name: `parti` (PartiPrompts.tsv) or `diffusiondb` (DiffusionDB prompts from ImageReward) under `--data-dir`.
-`--limit N` draws N prompts at random with `--sample-seed`.
+name: `parti` (PartiPrompts) or `diffusiondb` (DiffusionDB prompts from ImageReward), shipped in data/corpora (or
+`--data-dir`); whitespace normalised, duplicates dropped (bridge.corpora). `--limit N` draws N prompts at random with
+`--sample-seed`.
 
 Writes to `--out`: results.json (the numbers above), rows.csv (one row per prompt x translator x seed), config.json
 (everything this run used), images/ (named by the render's cache key) and report.html. Renders are cached by a hash
@@ -40,55 +44,35 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
-import os
-import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge import report
-from bridge.library import LibraryError, read_library
+from bridge import corpora, report, workflow
+from bridge.corpora import TINY_PROMPTS
 from bridge.models import NoBridgeError, UnknownModelError, get_model
 from bridge.recipe import Recipe
-from bridge.score import EVAL_SCORER, CombinedScorer, ScoreConfig, Scorer
+from bridge.score import EVAL_SCORER, ScoreConfig
 from bridge.syntax import PromptSyntaxError
 from bridge.tokens import overflows
 from bridge.translation import load_translator
+from bridge.workflow import IMAGE_FORMATS, cache_key, requested_settings, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from bridge.render import Renderer
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("PROMPT_BRIDGE_DATA", REPO.parent / "shared" / "data"))
-CORPORA = {  # name -> (file under --data-dir, prompt column)
-    "parti": ("parti_prompts/PartiPrompts.tsv", "Prompt"),
-    "diffusiondb": ("imagereward_diffusiondb_prompts/refl_prompts_dev.jsonl", "prompt"),
-}
 BASELINE = "identity"
 TRANSLATORS = ("identity", "rules")  # plus "learned" when --learned is given
-RENDER_SETTINGS = ("width", "height", "steps", "cfg_scale", "sampler", "clip_skip")  # Recipe fields that change pixels
-IMAGE_FORMATS = {"png": {}, "webp": {"quality": 92, "method": 6}}
 SCORE_CHUNK = 64  # images loaded and scored at a time
 
-# --tiny: the whole loop on random tiny models on a CPU.
+# --tiny: the whole loop on random tiny models on a CPU, on the built-in prompts (bridge.corpora.TINY_PROMPTS).
 TINY_SIZE, TINY_STEPS = 32, 2
-TINY_PROMPTS = [
-    "a castle on a hill, by greg rutkowski, trending on artstation, 8k",
-    "portrait of a knight, ((masterpiece)), best quality, highly detailed, sharp focus",
-    "a red fox in the snow",
-    "a lighthouse on a cliff at dusk, octane render, unreal engine, 4k",
-    ("an overgrown library inside a giant hollow tree, glowing lanterns, spiral staircases, moss covered books, "
-     "fireflies, volumetric light rays, mist, intricate carved wood, highly detailed, digital painting, concept art, "
-     "matte painting, cinematic composition, by greg rutkowski and thomas kinkade and alphonse mucha, "
-     "smooth, sharp focus, illustration, trending on artstation, 8k, masterpiece, best quality"),
-]
 
 
 class UsageError(ValueError):
@@ -109,7 +93,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                      "or built-in prompts with --tiny")
     p.add_argument("--limit", type=int, help="prompts drawn at random (default 200, all built-in ones with --tiny)")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the random draw of --limit prompts")
-    p.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where corpora live (env PROMPT_BRIDGE_DATA)")
+    p.add_argument("--data-dir", type=Path, default=corpora.CORPORA_DIR,
+                   help="where corpora live (env PROMPT_BRIDGE_DATA)")
     p.add_argument("--source", default="sd15", help="model key the prompts were written for")
     p.add_argument("--target", default="sd21", help="model key to render with")
     p.add_argument("--target-weights", help="local folder, .safetensors/.ckpt file or hub id of the target weights "
@@ -127,7 +112,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--image-format", choices=sorted(IMAGE_FORMATS), default="png", help="format of saved images")
     p.add_argument("--bootstrap", type=int, default=report.BOOTSTRAP_RESAMPLES, help="bootstrap resamples for CIs")
     p.add_argument("--ci-seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--tiny", action="store_true", help=f"tiny random models on CPU, {TINY_SIZE}px, {TINY_STEPS} steps")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--tiny", action="store_true", help=f"tiny random models on CPU, {TINY_SIZE}px, {TINY_STEPS} steps")
+    mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.simulated (no torch)")
     args = p.parse_args(argv)
     check_args(args)
     return args
@@ -149,6 +136,7 @@ def check_args(args: argparse.Namespace) -> None:
             setattr(args, flag, get_model(getattr(args, flag)).key)
         except UnknownModelError as exc:
             raise UsageError(f"--{flag}: {exc}") from None
+    args.mode = "tiny" if args.tiny else "simulated" if args.simulated else "real"
     if args.tiny:
         args.size = args.size or TINY_SIZE
         args.steps = args.steps or TINY_STEPS
@@ -164,29 +152,17 @@ def check_args(args: argparse.Namespace) -> None:
 def load_prompts(args: argparse.Namespace) -> list[str]:
     """The source prompts: a library file or a corpus, without blanks and duplicates, then --limit drawn at random."""
     if args.prompts is None and args.tiny:
-        prompts = list(TINY_PROMPTS)
+        found = [corpora.SourcePrompt(p) for p in TINY_PROMPTS]
     else:
-        name = args.prompts or "diffusiondb"
-        if name in CORPORA:
-            relative, column = CORPORA[name]
-            path = args.data_dir / relative
-            if not path.is_file():
-                raise UsageError(f"corpus {name!r} not found at {path}; set --data-dir or PROMPT_BRIDGE_DATA")
-        elif Path(name).exists():
-            path, column = Path(name), None
-        else:
-            raise UsageError(f"--prompts {name!r} is neither a file nor a corpus; corpora: {', '.join(CORPORA)}")
         try:
-            items = read_library(path, column=column)
-        except LibraryError as exc:
-            raise UsageError(str(exc)) from None
-        prompts = [item.recipe.prompt.strip() for item in items]
-    prompts = list(dict.fromkeys(p for p in prompts if p))
+            found = corpora.read_prompts(args.prompts or "diffusiondb", data_dir=args.data_dir)
+        except corpora.CorpusError as exc:
+            raise UsageError(f"--prompts: {exc}") from None
+    prompts = list(dict.fromkeys(p.prompt for p in found))  # the source negative prompts are not evaluated
     if not prompts:
         raise UsageError(f"no prompts in {args.prompts}")
-    if args.limit is not None and args.limit < len(prompts):
-        prompts = random.Random(args.sample_seed).sample(prompts, args.limit)
-    return prompts
+    drawn = corpora.select_prompts([corpora.SourcePrompt(p) for p in prompts], limit=args.limit, seed=args.sample_seed)
+    return [p.prompt for p in drawn]
 
 
 def load_translators(args: argparse.Namespace) -> tuple[dict[str, Callable[[list[str]], list[Recipe]]], dict]:
@@ -252,50 +228,24 @@ class Row:
     score: float | None = None
 
 
-def requested_settings(recipe: Recipe) -> dict[str, Any]:
-    return {name: getattr(recipe, name) for name in RENDER_SETTINGS}
-
-
-def cache_key(model: str, recipe: Recipe, seed: int) -> str:
-    """The render's identity: a hash of the model, prompt, negative prompt, seed and settings."""
-    blob = json.dumps({"model": model, "prompt": recipe.prompt, "negative_prompt": recipe.negative_prompt,
-                       "seed": seed, "settings": requested_settings(recipe)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
 def renderer_id(args: argparse.Namespace) -> str:
     """The model id that goes into cache keys: the target weights' name or path."""
-    return "tiny-sd2-seed0" if args.tiny else (args.target_weights or args.target)
+    return workflow.renderer_id(args.target, args.target_weights, mode=args.mode)
 
 
 def load_renderer(args: argparse.Namespace) -> Renderer:
     """The target renderer (loaded only when some image is not cached yet)."""
-    from bridge.render import Renderer
-
-    if args.tiny:
-        from bridge.testing import tiny_sd_pipeline
-
-        return Renderer(tiny_sd_pipeline(kind="sd2", seed=0), spec=args.target, progress=False)
-    return Renderer.from_pretrained(renderer_id(args), spec=args.target, device=args.device, progress=False)
+    return workflow.load_renderer(args.target, args.target_weights, mode=args.mode, device=args.device)
 
 
 def image_path(images: Path, key: str, image_format: str) -> Path:
     return images / f"{key}.{image_format}"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name, then rename: a killed run never leaves a half-written file under its real name."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_render(result: Any, images: Path, key: str, image_format: str) -> None:
     """The settings the renderer used (sidecar JSON), then the image: an image on disk means the render is done."""
     write_atomic(images / f"{key}.json", json.dumps(result.settings, sort_keys=True).encode())
-    buffer = io.BytesIO()
-    result.image.save(buffer, format=image_format.upper(), **IMAGE_FORMATS[image_format])
-    write_atomic(image_path(images, key, image_format), buffer.getvalue())
+    write_atomic(image_path(images, key, image_format), workflow.image_bytes(result.image, image_format))
 
 
 def render_missing(rows: list[Row], images: Path, args: argparse.Namespace) -> tuple[int, int]:
@@ -304,15 +254,13 @@ def render_missing(rows: list[Row], images: Path, args: argparse.Namespace) -> t
     Identical requests (same cache key) are rendered once. Pending renders are sorted by their settings so each batch
     shares them (the renderer batches only requests with equal size, steps, sampler and CFG).
     """
-    from tqdm import tqdm
-
     from bridge.render import RenderRequest
 
     wanted = {row.key: row for row in rows}
     pending = [row for key, row in wanted.items() if not image_path(images, key, args.image_format).is_file()]
     pending.sort(key=lambda row: json.dumps(requested_settings(row.recipe), sort_keys=True))
     renderer = load_renderer(args) if pending else None
-    with tqdm(total=len(pending), desc="render", unit="img", file=sys.stderr) as bar:
+    with workflow.progress_bar(len(pending), "render") as bar:
         for start in range(0, len(pending), args.batch_size):
             batch = pending[start:start + args.batch_size]
             requests = [RenderRequest.from_recipe(row.recipe.replace(seed=row.seed)) for row in batch]
@@ -333,24 +281,18 @@ def render_settings(images: Path, row: Row) -> dict[str, Any]:
 # ---------------------------------------------------------------- scoring and statistics
 
 
-def load_scorer(args: argparse.Namespace) -> CombinedScorer:
-    """The evaluation scorer: source prompt <-> image under a held-out open_clip model (a tiny one with --tiny)."""
-    if args.tiny:
-        from bridge.testing import tiny_open_clip
-
-        return CombinedScorer(scorer_config(args), scorers={"clip": Scorer(*tiny_open_clip(seed=0), device="cpu")})
-    return CombinedScorer(scorer_config(args), device=args.device)
+def load_scorer(args: argparse.Namespace) -> Any:
+    """The evaluation scorer: source prompt <-> image under a held-out open_clip model (a tiny one with --tiny, the
+    simulated world's with --simulated)."""
+    return workflow.load_scorer(scorer_config(args), mode=args.mode, device=args.device)
 
 
 def scorer_config(args: argparse.Namespace) -> ScoreConfig:
-    if args.tiny:
-        from bridge.testing import TINY_OPEN_CLIP_NAME
-
-        return ScoreConfig.evaluation(model=TINY_OPEN_CLIP_NAME, pretrained=None)
-    return ScoreConfig.evaluation(model=args.scorer_model, pretrained=args.scorer_pretrained)
+    config = ScoreConfig.evaluation(model=args.scorer_model, pretrained=args.scorer_pretrained)
+    return workflow.scorer_config(config, mode=args.mode)
 
 
-def score_rows(scorer: CombinedScorer, rows: list[Row], images: Path, image_format: str) -> None:
+def score_rows(scorer: Any, rows: list[Row], images: Path, image_format: str) -> None:
     """Score each row's image (read back from disk, so a resumed run scores exactly what a fresh one does)."""
     from PIL import Image
 

@@ -223,9 +223,6 @@ def test_prompts_from_files_and_corpora(tmp_path):
 
     assert prompts("--prompts", str(text), "--limit", "10") == ["a cat", "a dog"]  # blanks and duplicates dropped
     assert prompts("--prompts", str(jsonl)) == ["a bird", "a fish"]
-    data = evaluate.DATA_DIR
-    if not (data / evaluate.CORPORA["parti"][0]).is_file():
-        pytest.skip(f"corpora not found under {data}")
     drawn = prompts("--prompts", "parti", "--limit", "5", "--sample-seed", "3")
     assert len(drawn) == 5 and drawn == prompts("--prompts", "parti", "--limit", "5", "--sample-seed", "3")
     assert drawn != prompts("--prompts", "parti", "--limit", "5", "--sample-seed", "4")
