@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import corpora, report, workflow
 from bridge.corpora import TINY_PROMPTS
-from bridge.models import NoBridgeError, UnknownModelError, get_model
+from bridge.models import NoBridgeError
 from bridge.recipe import Recipe
 from bridge.score import EVAL_SCORER, ScoreConfig
 from bridge.syntax import PromptSyntaxError
@@ -113,7 +113,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--bootstrap", type=int, default=report.BOOTSTRAP_RESAMPLES, help="bootstrap resamples for CIs")
     p.add_argument("--ci-seed", type=int, default=0, help="seed of the bootstrap")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--tiny", action="store_true", help=f"tiny random models on CPU, {TINY_SIZE}px, {TINY_STEPS} steps")
+    mode.add_argument("--tiny", action="store_true",
+                      help=f"tiny random models on CPU, {TINY_SIZE}px, {TINY_STEPS} steps")
     mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.simulated (no torch)")
     args = p.parse_args(argv)
     check_args(args)
@@ -131,12 +132,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} has to be at least 1 but is {value}")
     if args.size is not None and args.size % 8:
         raise UsageError(f"--size has to be divisible by 8 but is {args.size}")
-    for flag in ("source", "target"):
-        try:
-            setattr(args, flag, get_model(getattr(args, flag)).key)
-        except UnknownModelError as exc:
-            raise UsageError(f"--{flag}: {exc}") from None
-    args.mode = "tiny" if args.tiny else "simulated" if args.simulated else "real"
+    workflow.resolve_models_and_mode(args, UsageError)
     if args.tiny:
         args.size = args.size or TINY_SIZE
         args.steps = args.steps or TINY_STEPS

@@ -1,0 +1,165 @@
+"""What the workflow scripts (data/build_pairs.py, eval/evaluate.py) share: loading the renderer and scorer they
+render and score with (real, ``--tiny`` or ``--simulated``), render cache keys, atomic files, saved images, progress.
+
+    >>> from bridge.workflow import load_renderer, load_scorer
+    >>> renderer = load_renderer("sd21-base", mode="tiny")          # or mode="simulated", or "real" (the default)
+    >>> scorer = load_scorer(ScoreConfig(), mode="tiny")            # a CombinedScorer (or the simulated world's)
+
+Modes: ``real`` loads the target's weights (registry key, hub id, folder or single file) and open_clip models named by
+the :class:`~bridge.score.ScoreConfig`; ``tiny`` builds random tiny models from configs (:mod:`bridge.testing`: a
+32 px pipeline of the target's family, a tiny open_clip), CPU, seconds; ``simulated`` uses :mod:`bridge.simulated`
+(no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from bridge.recipe import Recipe
+    from bridge.score import ScoreConfig
+
+__all__ = ["IMAGE_FORMATS", "MODES", "RENDER_SETTINGS", "cache_key", "image_bytes", "load_renderer", "load_scorer",
+           "progress_bar", "renderer_id", "requested_settings", "resolve_models_and_mode", "scorer_config",
+           "write_atomic"]
+
+MODES = ("real", "tiny", "simulated")
+TINY_RENDERER_ID = "tiny-{kind}-seed0"
+RENDER_SETTINGS = ("width", "height", "steps", "cfg_scale", "sampler", "clip_skip")  # Recipe fields that change pixels
+IMAGE_FORMATS = {"png": {}, "webp": {"quality": 92, "method": 6}}
+
+
+def resolve_models_and_mode(args: Any, usage_error: type[Exception]) -> None:
+    """The scripts' shared flags: ``args.source``/``args.target`` become registry keys (``usage_error`` naming the
+    flag otherwise) and ``args.mode`` is set from ``--tiny``/``--simulated``."""
+    from bridge.models import UnknownModelError, get_model
+
+    for flag in ("source", "target"):
+        try:
+            setattr(args, flag, get_model(getattr(args, flag)).key)
+        except UnknownModelError as exc:
+            raise usage_error(f"--{flag}: {exc}") from None
+    args.mode = "tiny" if args.tiny else "simulated" if args.simulated else "real"
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+
+
+# ---------------------------------------------------------------- renderer and scorer
+
+
+def renderer_id(target: str, weights: str | None = None, *, mode: str = "real") -> str:
+    """The model id that names renders (cache keys, dataset rows): the target weights' name or path."""
+    _check_mode(mode)
+    if mode == "tiny":
+        return TINY_RENDERER_ID.format(kind=_tiny_kind(target))
+    if mode == "simulated":
+        from bridge.simulated import SIMULATED_MODEL
+
+        return SIMULATED_MODEL
+    return weights or target
+
+
+def load_renderer(target: str, weights: str | None = None, *, mode: str = "real", device: str | None = None) -> Any:
+    """A renderer for ``target`` (a registry key) with ``render(requests, batch_size)``: :class:`bridge.render.Renderer`
+    on ``weights`` (default: the target's hub id), a tiny random one, or the simulated world's."""
+    _check_mode(mode)
+    if mode == "simulated":
+        from bridge.simulated import SimulatedRenderer
+
+        return SimulatedRenderer()
+    from bridge.render import Renderer
+
+    if mode == "tiny":
+        from bridge.testing import tiny_sd_pipeline
+
+        return Renderer(tiny_sd_pipeline(kind=_tiny_kind(target), seed=0), spec=target, progress=False)
+    return Renderer.from_pretrained(renderer_id(target, weights), spec=target, device=device, progress=False)
+
+
+def _tiny_kind(target: str) -> str:
+    """The tiny pipeline of the target's family: "sd1" or "sd2"."""
+    from bridge.models import get_model
+
+    return "sd1" if get_model(target).family == "sd1" else "sd2"
+
+
+def scorer_config(config: ScoreConfig, *, mode: str = "real") -> ScoreConfig:
+    """``config`` as the mode scores it: ``tiny`` swaps in the tiny open_clip model (random weights)."""
+    _check_mode(mode)
+    if mode == "tiny":
+        from bridge.testing import TINY_OPEN_CLIP_NAME
+
+        return config.replace(model=TINY_OPEN_CLIP_NAME, pretrained=None, aesthetic_weight=0.0, aesthetic_head=None)
+    if mode == "simulated":
+        from bridge.simulated import SimulatedScorer
+
+        return SimulatedScorer.default_config(config)
+    return config
+
+
+def load_scorer(config: ScoreConfig, *, mode: str = "real", device: str | None = None) -> Any:
+    """A scorer with ``score(source_prompts, images, sd1_images=None)`` and ``config``: a
+    :class:`bridge.score.CombinedScorer` (models loaded on first use), or the simulated world's."""
+    config = scorer_config(config, mode=mode)
+    if mode == "simulated":
+        from bridge.simulated import SimulatedScorer
+
+        return SimulatedScorer(config)
+    from bridge.score import CombinedScorer, Scorer
+
+    if mode == "tiny":
+        from bridge.testing import tiny_open_clip
+
+        return CombinedScorer(config, scorers={"clip": Scorer(*tiny_open_clip(seed=0), device="cpu")})
+    return CombinedScorer(config, device=device)
+
+
+# ---------------------------------------------------------------- render cache keys, files, images
+
+
+def requested_settings(recipe: Recipe) -> dict[str, Any]:
+    return {name: getattr(recipe, name) for name in RENDER_SETTINGS}
+
+
+def cache_key(model: str, recipe: Recipe, seed: int) -> str:
+    """A render's identity: a hash of the model, prompt, negative prompt, seed and settings."""
+    blob = json.dumps({"model": model, "prompt": recipe.prompt, "negative_prompt": recipe.negative_prompt,
+                       "seed": seed, "settings": requested_settings(recipe)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name, flush it to disk, then rename: a killed run never leaves a half-written file under
+    its real name (the temporary name starts with a dot and ends in .tmp)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def image_bytes(image: Any, image_format: str) -> bytes:
+    """A PIL image encoded as ``image_format`` (one of ``IMAGE_FORMATS``)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format.upper(), **IMAGE_FORMATS[image_format])
+    return buffer.getvalue()
+
+
+def progress_bar(total: int, desc: str, unit: str = "img", *, disable: bool = False) -> tqdm:
+    """A tqdm bar on stderr (stdout stays for results) showing the rate in ``unit``/s and the ETA."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=disable)
