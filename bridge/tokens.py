@@ -248,17 +248,28 @@ class _Token:
 
 
 def _piece_tokens(piece: str, weight: float, gap: bool) -> list[_Token]:
+    tokens = []
+    for symbols, spaced in _piece_symbols(piece):
+        tokens.append(_Token(symbols, weight, gap or spaced))
+        gap = False
+    return tokens
+
+
+@lru_cache(maxsize=1 << 14)
+def _piece_symbols(piece: str) -> tuple[tuple[str, bool], ...]:
+    """The tokens of one attention piece, each with whether whitespace comes before it inside the piece (cached:
+    prompt libraries repeat the same phrases over and over)."""
     cleaned = _clean(piece)
-    tokens: list[_Token] = []
+    out: list[tuple[str, bool]] = []
     pos = 0
     for word in _pretokens(cleaned):
         start = cleaned.index(word, pos)  # pre-tokens come in order; between them: spaces (or a skipped U+0345)
-        gap = gap or " " in cleaned[pos:start]
+        gap = " " in cleaned[pos:start]
         pos = start + len(word)
         for symbols in _bpe(_symbols(word)):
-            tokens.append(_Token(symbols, weight, gap))
+            out.append((symbols, gap))
             gap = False
-    return tokens
+    return tuple(out)
 
 
 def _decode(tokens: list[_Token]) -> str:
@@ -333,6 +344,11 @@ def overflows(prompt: str, *, steps: int = 20) -> list[str]:
     >>> overflows("a castle BREAK " + "word " * 75)
     []
     """
+    return list(_overflows(prompt, steps))
+
+
+@lru_cache(maxsize=1024)  # the same default negative prompt comes back for prompt after prompt
+def _overflows(prompt: str, steps: int) -> tuple[str, ...]:
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     parsed = parse(prompt)
@@ -344,7 +360,7 @@ def overflows(prompt: str, *, steps: int = 20) -> list[str]:
         for step in range(1, steps + 1) if scheduled else (1,):
             first_step.setdefault(clause.text_at(step, steps), step)
         for text, step in first_step.items():
-            if _surely_fits(text):
+            if _surely_fits(text) or _fits(text):
                 continue
             when = f"from step {step}: " if len(first_step) > 1 else ""
             chunks = chunk(text)
@@ -353,7 +369,7 @@ def overflows(prompt: str, *, steps: int = 20) -> list[str]:
                     message = where + when + _split_message(k, len(chunks), before, after)
                     if message not in messages:
                         messages.append(message)
-    return messages
+    return tuple(messages)
 
 
 COMMON_WORDS_PATH = Path(__file__).resolve().parent / "rules" / "common_words.txt"
@@ -379,6 +395,20 @@ def _surely_fits(text: str) -> bool:
             bound += common.get(word, len(word))
             if bound > CHUNK_TOKENS:
                 return False
+    return True
+
+
+def _fits(text: str) -> bool:
+    """True when no run of text between BREAKs passes 75 tokens: counted exactly from the cached tokens of each
+    piece, without building chunks (only a text that does not fit needs them, for the warning)."""
+    count = 0
+    for piece, weight in attention(text):
+        if piece == "BREAK" and weight == -1:
+            count = 0
+            continue
+        count += len(_piece_symbols(piece))
+        if count > CHUNK_TOKENS:
+            return False
     return True
 
 

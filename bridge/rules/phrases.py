@@ -38,18 +38,28 @@ class PhraseSet:
             words = tuple(_WORD_TOKEN.findall(phrase.lower()))
             if words:
                 self.phrases.setdefault(words, phrase)
-        self.longest = max((len(w) for w in self.phrases), default=0)
+        # first word -> the lengths of the phrases starting with it, longest first: one lookup per word of the text
+        lengths: dict[str, set[int]] = {}
+        for words in self.phrases:
+            lengths.setdefault(words[0], set()).add(len(words))
+        self.lengths = {first: sorted(ns, reverse=True) for first, ns in lengths.items()}
 
     def __bool__(self) -> bool:
         return bool(self.phrases)
 
-    def find(self, text: str) -> list[str]:
-        """The phrases present in ``text`` (as given to the constructor), longest match first at each position."""
-        words = _WORD_TOKEN.findall(text.lower())
+    @staticmethod
+    def words(text: str) -> list[str]:
+        """``text`` cut into the words phrases are matched on; pass the result to ``find``/``search`` to cut once."""
+        return _WORD_TOKEN.findall(text.lower())
+
+    def find(self, text: str | list[str]) -> list[str]:
+        """The phrases present in ``text`` (as given to the constructor), longest match first at each position;
+        ``text`` may be already cut with ``PhraseSet.words``."""
+        words = self.words(text) if isinstance(text, str) else text
         found: list[str] = []
         i = 0
         while i < len(words):
-            for n in range(min(self.longest, len(words) - i), 0, -1):
+            for n in self.lengths.get(words[i], ()):
                 phrase = self.phrases.get(tuple(words[i:i + n]))
                 if phrase is not None:
                     found.append(phrase)
@@ -59,7 +69,7 @@ class PhraseSet:
                 i += 1
         return found
 
-    def search(self, text: str) -> str | None:
+    def search(self, text: str | list[str]) -> str | None:
         found = self.find(text)
         return found[0] if found else None
 

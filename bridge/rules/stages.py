@@ -17,7 +17,7 @@ import math
 import re
 from typing import TYPE_CHECKING
 
-from bridge.rules.phrases import DROP, KEEP, Item, Phrase, containers, edit_phrases, items_text
+from bridge.rules.phrases import DROP, KEEP, Item, Phrase, PhraseSet, containers, edit_phrases, items_text
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
 
 if TYPE_CHECKING:
@@ -244,13 +244,15 @@ def _merge_text(prompt: Prompt) -> None:
 
 
 def weak(work: Work, rules: list[Rule]) -> None:
-    text = _fold_accents(str(work.prompt))  # "Beyoncé" is found as "beyonce"; only the positive prompt is read
+    # "Beyoncé" is found as "beyonce"; only the positive prompt is read; patterns see lower-cased text
+    text = _fold_accents(str(work.prompt)).lower()
+    words = PhraseSet.words(text)
     for weak_concept in work.plan.weak:
-        found = weak_concept.names.search(text)
+        found = weak_concept.names.search(words)
         if found is None and weak_concept.pattern is not None:
             match = weak_concept.pattern.search(text)
             found = match.group(0).strip() if match else None
-        if found is None or weak_concept.unless.search(text):
+        if found is None or weak_concept.unless.search(words):
             continue
         rule = weak_concept.rule
         warning = rule.params.get("warning") or rule.reason
@@ -272,7 +274,8 @@ def _fold_accents(text: str) -> str:
 def negative(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
     text = str(work.prompt)
-    chosen = next((n for n in work.plan.negatives if n.detect.search(text)), None)
+    words = PhraseSet.words(text)
+    chosen = next((n for n in work.plan.negatives if n.detect.search(words)), None)
     if chosen is None:
         chosen = next((n for n in work.plan.negatives if n.spec.kind == "default"), None)
         if chosen is None:
@@ -280,7 +283,7 @@ def negative(work: Work, rules: list[Rule]) -> None:
     before = str(work.negative)
     present = {phrase_key(p) for p in before.split(",") if p.strip()}
     # A default phrase the prompt itself asks for ("3d render" for a 3d render) is left out: they would cancel out.
-    asked = set(chosen.finder.find(text))
+    asked = set(chosen.finder.find(words))
     added = [p for p, key in chosen.phrases if key not in present and key not in asked]
     if not added:
         return
