@@ -169,7 +169,8 @@ def _clean(text: str) -> str:
     """CLIP's text cleaning: the ftfy subset, HTML entities (twice), whitespace collapsed, lower case."""
     if not text.isascii() or not text.isprintable():
         text = unicodedata.normalize("NFC", text.translate(_fix_table()))
-    text = html.unescape(html.unescape(text))
+    if "&" in text:  # html.unescape only ever changes text with an entity
+        text = html.unescape(html.unescape(text))
     return " ".join(text.split()).lower()
 
 
@@ -406,10 +407,15 @@ def _fits(text: str) -> bool:
         if piece == "BREAK" and weight == -1:
             count = 0
             continue
-        count += len(_piece_symbols(piece))
+        count += sum(_word_tokens(word) for word in _pretokens(_clean(piece)))
         if count > CHUNK_TOKENS:
             return False
     return True
+
+
+@lru_cache(maxsize=1 << 16)
+def _word_tokens(word: str) -> int:
+    return len(_bpe(_symbols(word)))
 
 
 def _split_message(k: int, total: int, before: Chunk, after: Chunk) -> str:

@@ -126,3 +126,18 @@ def test_weak_concepts_warn_and_never_rewrite(prompt, rule):
 def test_weak_concept_unless_and_no_false_alarm():
     assert not any("weak." in w for w in translate("colorful pen and ink drawing of a heron").warnings)
     assert not any("weak." in w for w in translate("a textured wall in context").warnings)
+
+
+def test_weak_pattern_prefilter_never_changes_a_result():
+    import json
+    import re
+
+    from bridge.rules.engine import _case_blind
+
+    prompts = [json.loads(line)["prompt"].lower() for line in
+               (CORPORA / "diffusiondb_prompts.jsonl").read_text(encoding="utf-8").splitlines()] + [
+        p.lower() for p in _parti()]
+    for rule in (r for r in KB.rules.values() if r.kind == "weak-concept" and r.params.get("patterns")):
+        joined = "|".join(f"(?:{p})" for p in rule.params["patterns"])
+        fast, plain = _case_blind(joined), re.compile(joined, re.IGNORECASE)
+        assert [bool(fast.search(p)) for p in prompts] == [bool(plain.search(p)) for p in prompts], rule.id

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import re._constants as re_constants
+import re._parser as re_parser
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +65,7 @@ class _Negative:
 class _Weak:
     rule: Rule
     names: PhraseSet
-    pattern: re.Pattern | None
+    pattern: _Prefiltered | re.Pattern | None
     unless: PhraseSet
 
 
@@ -75,6 +77,7 @@ class Plan:
     phrase_index: dict[str, Rule]
     artists: ArtistIndex
     embedding_pattern: re.Pattern | None
+    embedding_names: tuple[str, ...]  # lower-case: a substring check before the (slower) pattern
     mapping: dict[str, str]
     negatives: list[_Negative]
     weak: list[_Weak]
@@ -112,18 +115,66 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
                           PhraseSet(rule.params.get("unless", []))))
 
     mapping = {k.lower(): v for k, v in options.network_map.items()}
-    return Plan(plan_stages, phrase_index, artists, embedding_pattern, mapping, negatives, weak)
+    return Plan(plan_stages, phrase_index, artists, embedding_pattern, tuple(sorted(names)), mapping, negatives, weak)
 
 
 _UNESCAPED_UPPER = re.compile(r"(?<!\\)[A-Z]")
 
 
-def _case_blind(pattern: str) -> re.Pattern | None:
+def _case_blind(pattern: str) -> _Prefiltered | re.Pattern | None:
     """A pattern matched case-insensitively against lower-cased text (stages lower the text once). Without upper-case
-    letters of its own (escapes such as ``\S`` aside) it needs no IGNORECASE flag, which halves the search time."""
+    letters of its own (escapes such as ``\\S`` aside) it needs no IGNORECASE flag, which halves the search time,
+    and the literal words it cannot match without are checked first (a substring test is far cheaper)."""
     if not pattern:
         return None
-    return re.compile(pattern, 0 if _UNESCAPED_UPPER.search(pattern) is None else re.IGNORECASE)
+    if _UNESCAPED_UPPER.search(pattern) is not None:
+        return re.compile(pattern, re.IGNORECASE)
+    return _Prefiltered(re.compile(pattern))
+
+
+class _Prefiltered:
+    """A compiled pattern behind a necessary condition: one of the literals it requires occurs in the text."""
+
+    def __init__(self, pattern: re.Pattern):
+        self.pattern = pattern
+        needs = _required_literals(re_parser.parse(pattern.pattern).data)
+        self.needs = tuple(sorted(needs)) if needs and "" not in needs else None
+
+    def search(self, text: str) -> re.Match | None:
+        if self.needs is not None and not any(literal in text for literal in self.needs):
+            return None
+        return self.pattern.search(text)
+
+
+def _required_literals(items: list) -> set[str] | None:
+    """Strings one of which every match of the parsed pattern ``items`` contains, or None when none is known.
+
+    Runs of literal characters are required; so is a group, an alternation whose every branch requires something,
+    or a repeat of at least one. Of the required sets, the one with the longest shortest string is the most
+    selective."""
+    candidates: list[set[str]] = []
+    run = ""
+    for op, arg in items:
+        if op is re_constants.LITERAL:
+            run += chr(arg)
+            continue
+        if run:
+            candidates.append({run})
+            run = ""
+        if op is re_constants.SUBPATTERN:
+            found = _required_literals(arg[-1])
+        elif op is re_constants.BRANCH:
+            branches = [_required_literals(branch) for branch in arg[1]]
+            found = set().union(*branches) if all(b for b in branches) else None
+        elif op in (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT) and arg[0] >= 1:
+            found = _required_literals(arg[2])
+        else:
+            found = None
+        if found:
+            candidates.append(found)
+    if run:
+        candidates.append({run})
+    return max(candidates, key=lambda c: min(map(len, c)), default=None)
 
 
 @dataclass

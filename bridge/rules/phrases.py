@@ -56,6 +56,8 @@ class PhraseSet:
         """The phrases present in ``text`` (as given to the constructor), longest match first at each position;
         ``text`` may be already cut with ``PhraseSet.words``."""
         words = self.words(text) if isinstance(text, str) else text
+        if self.lengths.keys().isdisjoint(words):
+            return []  # the common case, decided in C
         found: list[str] = []
         i = 0
         while i < len(words):

@@ -57,7 +57,8 @@ def networks(work: Work, rules: list[Rule]) -> None:
         if "<" in text:
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _tags(p, work, rule, label))
-        if pattern is not None and pattern.search(text):
+        lowered = text.lower()
+        if pattern is not None and any(name in lowered for name in work.plan.embedding_names) and pattern.search(text):
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _embeddings(p, work, rule, label))
 
