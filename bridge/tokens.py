@@ -361,7 +361,7 @@ def _overflows(prompt: str, steps: int) -> tuple[str, ...]:
         for step in range(1, steps + 1) if scheduled else (1,):
             first_step.setdefault(clause.text_at(step, steps), step)
         for text, step in first_step.items():
-            if _surely_fits(text) or _fits(text):
+            if _fits(text):
                 continue
             when = f"from step {step}: " if len(first_step) > 1 else ""
             chunks = chunk(text)
@@ -383,33 +383,28 @@ def _common_words() -> dict[str, int]:
     return {word: int(count) for word, count in pairs}
 
 
-def _surely_fits(text: str) -> bool:
-    """True when ``text`` certainly fits one 75-token chunk, found without the BPE vocabulary: a listed common word
-    takes its listed count and any other pre-token at most one token per byte. Only plain ASCII text is judged here
-    (cleaning can change other text); everything else, and text near the limit, is counted exactly."""
-    if not text.isascii() or "&" in text:
-        return False
-    common = _common_words()
-    bound = 0
-    for piece, _ in attention(text):  # A1111 tokenizes each emphasis piece on its own
-        for word in _PRETOKEN.findall(piece.lower()):
-            bound += common.get(word, len(word))
-            if bound > CHUNK_TOKENS:
-                return False
-    return True
-
-
 def _fits(text: str) -> bool:
-    """True when no run of text between BREAKs passes 75 tokens: counted exactly from the cached tokens of each
-    piece, without building chunks (only a text that does not fit needs them, for the warning)."""
+    """True when no run of text between BREAKs passes 75 tokens (no chunks are built: only a text that does not fit
+    needs them, for the warning). Until the BPE vocabulary is loaded the count is an upper bound (a listed common
+    word takes its listed count, any other pre-token at most one token per byte), so a short prompt never loads it;
+    a text past the bound is counted exactly."""
+    exact = _merge_ranks.cache_info().currsize > 0
+    common = None if exact else _common_words()
     count = 0
     for piece, weight in attention(text):
         if piece == "BREAK" and weight == -1:
             count = 0
             continue
-        count += sum(_word_tokens(word) for word in _pretokens(_clean(piece)))
+        words = _pretokens(_clean(piece))
+        if exact:
+            count += sum(_word_tokens(word) for word in words)
+        else:
+            count += sum(common.get(word) or len(word.encode("utf-8")) for word in words)
         if count > CHUNK_TOKENS:
-            return False
+            if exact:
+                return False
+            _merge_ranks()  # load the vocabulary and count exactly
+            return _fits(text)
     return True
 
 

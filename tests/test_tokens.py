@@ -273,9 +273,18 @@ def test_common_word_counts_are_exact_so_the_quick_bound_is_safe():
     assert all(count_tokens(word) == count for word, count in words.items())
 
 
-def test_quick_bound_never_hides_an_overflow(real_prompts):
-    from bridge.tokens import _surely_fits
+def test_fit_check_agrees_with_chunking(real_prompts):
+    from bridge.tokens import _fits
 
-    for prompt in real_prompts:
-        if _surely_fits(prompt):
-            assert all(c.tokens <= CHUNK_TOKENS and c.ended_by in ("end", "break") for c in chunk(prompt))
+    def fits_by_chunks(prompt: str) -> bool:
+        return all(c.ended_by in ("end", "break") for c in chunk(prompt))
+
+    assert [_fits(p) for p in real_prompts[:3000]] == [fits_by_chunks(p) for p in real_prompts[:3000]]
+
+
+def test_a_short_prompt_is_checked_without_loading_the_vocabulary():
+    code = ("import bridge, bridge.tokens as t; "
+            "bridge.translate('a castle on a hill, by greg rutkowski, <lora:detail:0.6>, 8k, trending on artstation');"
+            " print(t._merge_ranks.cache_info().currsize)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "0"
