@@ -305,3 +305,9 @@ def test_rules_path_imports_no_heavy_libraries():
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_replacements_do_not_repeat_a_phrase():
+    t = translate("a lighthouse, octane render, unreal engine, 4k")
+    assert t.prompt == "a lighthouse, 3d render"
+    assert translate("a robot, 3d render, octane render").prompt == "a robot, 3d render"

@@ -17,7 +17,17 @@ import math
 import re
 from typing import TYPE_CHECKING
 
-from bridge.rules.phrases import DROP, KEEP, Item, Phrase, PhraseSet, containers, edit_phrases, items_text
+from bridge.rules.phrases import (
+    DROP,
+    KEEP,
+    Item,
+    Phrase,
+    PhraseSet,
+    containers,
+    edit_phrases,
+    items_text,
+    normalize,
+)
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
 
 if TYPE_CHECKING:
@@ -130,6 +140,9 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
 
 def phrases(work: Work, rules: list[Rule]) -> None:
     index, artists = work.plan.phrase_index, work.plan.artists
+    # Phrases the prompt already says: a replacement that would repeat one ("octane render, unreal engine" both
+    # becoming "3d render") is dropped instead.
+    present = {normalize(p) for p in str(work.prompt).split(",")}
 
     def edit(phrase: Phrase) -> list[Item] | None:
         plain = phrase.plain
@@ -143,7 +156,12 @@ def phrases(work: Work, rules: list[Rule]) -> None:
                 return DROP
             if action == "replace":
                 before = phrase.text
-                new = phrase.replaced(rule.params["replacement"])
+                replacement = rule.params["replacement"]
+                if normalize(replacement) in present:
+                    work.record(rule, before, "", f"{rule.reason} (the prompt already has {replacement!r})")
+                    return DROP
+                present.add(normalize(replacement))
+                new = phrase.replaced(replacement)
                 work.record(rule, before, items_text(new))
                 return new
             return KEEP
