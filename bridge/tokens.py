@@ -49,7 +49,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from bridge.syntax import attention, parse
 
@@ -241,18 +241,16 @@ class Chunk:
         return CHUNK_TOKENS - self.tokens
 
 
-@dataclass
-class _Token:
+class _Token(NamedTuple):
     symbols: str
     weight: float
     gap: bool  # whitespace before it in the prompt (for Chunk.text only)
 
 
 def _piece_tokens(piece: str, weight: float, gap: bool) -> list[_Token]:
-    tokens = []
-    for symbols, spaced in _piece_symbols(piece):
-        tokens.append(_Token(symbols, weight, gap or spaced))
-        gap = False
+    tokens = [_Token(symbols, weight, spaced) for symbols, spaced in _piece_symbols(piece)]
+    if gap and tokens and not tokens[0].gap:
+        tokens[0] = tokens[0]._replace(gap=True)
     return tokens
 
 
