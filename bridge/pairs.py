@@ -132,8 +132,12 @@ class CandidateMaker:
         if unknown:
             raise ValueError(f"unknown rules variant {unknown[0]!r}; valid variants: {', '.join(RULES_VARIANTS)}")
         base = RulesTranslator.for_models(source, target)
+        # A variant switches off only the rule families this pair's knowledge has (a new pair's may lack artists).
+        ids = base.kb.rule_ids()
         self.variants = {name: (_variant_translator(base, RULES_VARIANTS[name]),
-                                TranslationOptions(disable=RULES_VARIANTS[name].disable)) for name in variants}
+                                TranslationOptions(disable=tuple(p for p in RULES_VARIANTS[name].disable
+                                                                 if any(fnmatchcase(i, p) for i in ids))))
+                         for name in variants}
         self.default = (base, TranslationOptions())  # learned candidates without a negative take its negative
         self.learned, self.samples, self.temperature, self.top_p = learned, samples, temperature, top_p
         self.user = user or {}

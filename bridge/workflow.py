@@ -7,8 +7,11 @@ render and score with (real, ``--tiny`` or ``--simulated``), render cache keys, 
 
 Modes: ``real`` loads the target's weights (registry key, hub id, folder or single file) and open_clip models named by
 the :class:`~bridge.score.ScoreConfig`; ``tiny`` builds random tiny models from configs (:mod:`bridge.testing`: a
-32 px pipeline of the target's family, a tiny open_clip), CPU, seconds; ``simulated`` uses :mod:`bridge.simulated`
-(no torch).
+32 px pipeline of the target's family, a tiny open_clip), CPU, seconds, or renders with the given weights (a small
+local pipeline) and scores with the tiny open_clip; ``simulated`` uses :mod:`bridge.simulated` (no torch).
+
+Models are registry keys: ``--registry FILE`` (:func:`use_registry_file`) lays a user registry over the packaged one
+first, so a model that is not packaged (the next generation) can be a source or target.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["IMAGE_FORMATS", "MODES", "RENDER_SETTINGS", "cache_key", "image_bytes", "load_renderer", "load_scorer",
            "progress_bar", "renderer_id", "requested_settings", "resolve_models_and_mode", "scorer_config",
-           "write_atomic"]
+           "use_registry_file", "write_atomic"]
 
 MODES = ("real", "tiny", "simulated")
 TINY_RENDERER_ID = "tiny-{kind}-seed0"
@@ -38,11 +41,29 @@ RENDER_SETTINGS = ("width", "height", "steps", "cfg_scale", "sampler", "clip_ski
 IMAGE_FORMATS = {"png": {}, "webp": {"quality": 92, "method": 6}}
 
 
+def use_registry_file(path: str | Path | None, usage_error: type[Exception]) -> None:
+    """``--registry FILE``: lay a user registry file (the layout of bridge/models.toml) over the packaged registry for
+    every lookup that follows (:func:`bridge.models.use_registry`); ``usage_error`` when it is missing or malformed.
+    None leaves the registry as it is."""
+    if path is None:
+        return
+    from bridge.models import RegistryError, use_registry
+
+    if not os.path.isfile(path):
+        raise usage_error(f"--registry: no such registry file: {path}")
+    try:
+        use_registry(path)
+    except RegistryError as exc:
+        raise usage_error(f"--registry: {exc}") from None
+
+
 def resolve_models_and_mode(args: Any, usage_error: type[Exception]) -> None:
-    """The scripts' shared flags: ``args.source``/``args.target`` become registry keys (``usage_error`` naming the
-    flag otherwise) and ``args.mode`` is set from ``--tiny``/``--simulated``."""
+    """The scripts' shared flags: ``args.registry`` (when the script has it) is laid over the packaged registry,
+    ``args.source``/``args.target`` become registry keys (``usage_error`` naming the flag otherwise) and ``args.mode``
+    is set from ``--tiny``/``--simulated``."""
     from bridge.models import UnknownModelError, get_model
 
+    use_registry_file(getattr(args, "registry", None), usage_error)
     for flag in ("source", "target"):
         try:
             setattr(args, flag, get_model(getattr(args, flag)).key)
@@ -62,7 +83,7 @@ def _check_mode(mode: str) -> None:
 def renderer_id(target: str, weights: str | None = None, *, mode: str = "real") -> str:
     """The model id that names renders (cache keys, dataset rows): the target weights' name or path."""
     _check_mode(mode)
-    if mode == "tiny":
+    if mode == "tiny" and not weights:
         return TINY_RENDERER_ID.format(kind=_tiny_kind(target))
     if mode == "simulated":
         from bridge.simulated import SIMULATED_MODEL
@@ -73,7 +94,8 @@ def renderer_id(target: str, weights: str | None = None, *, mode: str = "real") 
 
 def load_renderer(target: str, weights: str | None = None, *, mode: str = "real", device: str | None = None) -> Any:
     """A renderer for ``target`` (a registry key) with ``render(requests, batch_size)``: :class:`bridge.render.Renderer`
-    on ``weights`` (default: the target's hub id), a tiny random one, or the simulated world's."""
+    on ``weights`` (default: the target's hub id; on the CPU in tiny mode), a tiny random one, or the simulated
+    world's."""
     _check_mode(mode)
     if mode == "simulated":
         from bridge.simulated import SimulatedRenderer
@@ -81,10 +103,12 @@ def load_renderer(target: str, weights: str | None = None, *, mode: str = "real"
         return SimulatedRenderer()
     from bridge.render import Renderer
 
-    if mode == "tiny":
+    if mode == "tiny" and not weights:
         from bridge.testing import tiny_sd_pipeline
 
         return Renderer(tiny_sd_pipeline(kind=_tiny_kind(target), seed=0), spec=target, progress=False)
+    if mode == "tiny":
+        device = "cpu"
     return Renderer.from_pretrained(renderer_id(target, weights), spec=target, device=device, progress=False)
 
 

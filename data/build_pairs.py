@@ -21,6 +21,8 @@ whose number modulo WORLD_SIZE is its RANK, on cuda:LOCAL_RANK, and the last one
 
 Plan first (no model is loaded): add --dry-run for prompts, candidates, renders and GPU-hours.
 Smoke test on a CPU (random tiny models, seconds): python data/build_pairs.py --tiny --out /tmp/pairs-tiny
+A model the packaged registry lacks (the next generation): --registry FILE (training/README.md, "Bridge the next
+model"); --tiny --target-weights DIR renders with a small local pipeline instead of a random one.
 Then train on it: accelerate launch training/train.py --data runs/pairs --out runs/bridge (training/README.md).
 
 Prompts: --corpus parti|diffusiondb (data/corpora), a library file or folder (any format bridge.library reads), or
@@ -102,9 +104,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                         "(optional target_negative, name)")
     g.add_argument("--seed", type=int, default=0, help="seed of the learned bridge's sampling")
     g = p.add_argument_group("render and score")
+    g.add_argument("--registry", metavar="FILE", help="your own registry file (the layout of bridge/models.toml): "
+                                                      "models and bridges --source and --target may name")
     g.add_argument("--source", default="sd15", help="model key the prompts were written for")
     g.add_argument("--target", default="sd21-base", help="model key to render with")
-    g.add_argument("--target-weights", help="local folder, .safetensors/.ckpt or hub id (default: the target's hub id)")
+    g.add_argument("--target-weights", help="local folder, .safetensors/.ckpt or hub id (default: the target's hub id; "
+                                            "with --tiny, a small local pipeline to render with instead of a random "
+                                            "one)")
     g.add_argument("--sd1-weights", help="SD 1.x weights: render each source prompt with them too, for the score's "
                                          "image-image signal (bridge.score)")
     g.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="render seeds, the same for every candidate")
@@ -127,7 +133,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "one H100 (published figures put it at 5 to 8 images/s); the estimate scales it by steps and "
                         "pixels")
     mode = g.add_mutually_exclusive_group()
-    mode.add_argument("--tiny", action="store_true", help="random tiny models on CPU (32 px, 2 steps): a smoke test")
+    mode.add_argument("--tiny", action="store_true", help="random tiny models on CPU (32 px, 2 steps; the renderer "
+                                                          "from --target-weights when given): a smoke test")
     mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.simulated (no torch)")
     args = p.parse_args(argv)
     check_args(args)

@@ -26,6 +26,9 @@ On tiny random models on a CPU, in seconds (a smoke test of the whole loop, not 
 
     python eval/evaluate.py --tiny --out /tmp/eval-tiny
 
+A model the packaged registry lacks (the next generation): --registry FILE (training/README.md, "Bridge the next
+model"); --tiny --target-weights DIR renders with a small local pipeline instead of a random one.
+
 In the simulated world of bridge/simulated.py (a renderer and scorer with a known hidden preference; no torch), where
 a bridge trained on its pairs should win: python eval/evaluate.py --simulated --prompts FILE --learned PATH --out DIR
 
@@ -95,10 +98,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the random draw of --limit prompts")
     p.add_argument("--data-dir", type=Path, default=corpora.CORPORA_DIR,
                    help="where corpora live (env PROMPT_BRIDGE_DATA)")
+    p.add_argument("--registry", metavar="FILE", help="your own registry file (the layout of bridge/models.toml): "
+                                                      "models and bridges --source and --target may name")
     p.add_argument("--source", default="sd15", help="model key the prompts were written for")
     p.add_argument("--target", default="sd21", help="model key to render with")
     p.add_argument("--target-weights", help="local folder, .safetensors/.ckpt file or hub id of the target weights "
-                                            "(default: the target's hub id)")
+                                            "(default: the target's hub id; with --tiny, a small local pipeline to "
+                                            "render with instead of a random one)")
     p.add_argument("--translators", nargs="+", default=list(TRANSLATORS), choices=TRANSLATORS,
                    help="translators to compare; identity is the baseline")
     p.add_argument("--learned", help="path (or hub id) of a learned bridge to compare as 'learned'")
@@ -114,7 +120,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ci-seed", type=int, default=0, help="seed of the bootstrap")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--tiny", action="store_true",
-                      help=f"tiny random models on CPU, {TINY_SIZE}px, {TINY_STEPS} steps")
+                      help=f"tiny random models on CPU, {TINY_SIZE}px, {TINY_STEPS} steps (the renderer from "
+                           "--target-weights when given)")
     mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.simulated (no torch)")
     args = p.parse_args(argv)
     check_args(args)

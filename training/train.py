@@ -20,7 +20,8 @@ source_prompt, source_negative, target_prompt, target_negative and optionally sp
         --main_process_ip 10.0.0.1 --main_process_port 29500 training/train.py \\
         --config training/configs/sd15_to_sd2.toml --data runs/pairs --out runs/sd15_to_sd2
 
-A new model pair is a new config (training/configs/sd2_to_sdxl.toml) and pairs built for it.
+A new model pair is a new config (training/configs/sd2_to_sdxl.toml) and pairs built for it; a model the packaged
+registry lacks comes from --registry FILE (training/README.md, "Bridge the next model").
 
 Settings come from the dataclass defaults below, then ``--tiny``'s presets, then ``--config FILE.toml`` (flat keys,
 the field names), then command-line flags (``--field-name value``; ``--lora``/``--full``; ``--help`` lists them).
@@ -84,7 +85,9 @@ USAGE_ERROR, FAILURE = 2, 1
 class TrainConfig:
     out: str | None = field(default=None, metadata={"help": "the bridge folder to write (checkpoints inside)"})
     data: str | None = field(default=None, metadata={"help": "pairs: a folder of Parquet shards, .parquet or .jsonl"})
-    source: str = field(default="sd15", metadata={"help": "source model key (bridge/models.toml)"})
+    registry: str | None = field(default=None, metadata={
+        "help": "your own registry file (the layout of bridge/models.toml) that defines source and target"})
+    source: str = field(default="sd15", metadata={"help": "source model key (bridge/models.toml or --registry)"})
     target: str = field(default="sd2", metadata={"help": "target model key"})
     model: str | None = field(default="google/flan-t5-base", metadata={"help": "base model: hub id or path"})
     tiny: bool = field(default=False, metadata={"help": "tiny random T5 + trained tokenizer; own pairs if no --data"})
@@ -123,7 +126,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from bridge.models import get_model
+        from bridge.workflow import use_registry_file
 
+        use_registry_file(self.registry, ValueError)
         self.source, self.target = get_model(self.source).key, get_model(self.target).key
         if self.networks not in ("remove", "keep"):
             raise ValueError(f"networks must be 'remove' or 'keep' but is {self.networks!r}")
