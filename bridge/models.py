@@ -16,7 +16,7 @@ same layout can add or replace models and bridges: `load_registry(path, base=def
 
 import functools
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 from bridge.datafiles import read_toml
@@ -303,6 +303,9 @@ def load_registry(path: str | Path | None = None, *, base: Registry | None = Non
     bridges = {}
     for number, table in enumerate(data.get("bridges", []), start=1):
         bridge = _spec_from_table(BridgeSpec, f"{path}: bridge #{number}", table)
+        if bridge.knowledge and (path.parent / bridge.knowledge).is_file() and path != DEFAULT_REGISTRY_PATH:
+            # A user registry names its knowledge file relative to itself (a shipped one lives in bridge/rules/).
+            bridge = replace(bridge, knowledge=str((path.parent / bridge.knowledge).resolve()))
         if (bridge.source, bridge.target) in bridges:
             raise RegistryError(f"{path}: bridge {bridge.source} -> {bridge.target} is listed twice")
         bridges[bridge.source, bridge.target] = bridge

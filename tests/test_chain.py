@@ -80,6 +80,7 @@ def test_cli_two_hops_with_explanations():
 
 
 def test_user_registry_adds_a_model_and_a_bridge_without_code(tmp_path):
+    # the knowledge file sits beside the registry and is named relative to it
     knowledge = tmp_path / "sd21_to_mine.toml"
     knowledge.write_text('[[rule]]\nid = "size"\nkind = "size"\nfact = "F-SIZE"\nreason = "my model is 640"\n'
                          '[[rule]]\nid = "settings"\nkind = "settings"\nfact = "F-SIZE"\nreason = "defaults"\n')
@@ -105,7 +106,7 @@ default_sampler = "Euler a"
 source = "sd21"
 target = "mine"
 kind = "rules"
-knowledge = "{knowledge}"
+knowledge = "{knowledge.name}"
 description = "SD 2.1 prompts for my model"
 """)
     code, out, err = cli("--registry", str(registry), "--from", "sd15", "--to", "mine", "--format", "json",
