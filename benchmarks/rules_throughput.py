@@ -6,7 +6,8 @@ For each corpus in the shared data (real SD1.x user prompts from DiffusionDB, Pa
 process: prompts/s of the full translation, prompts/s of parsing and rendering alone (the baseline: the least any
 translation has to do, measured in the same run), their ratio, and the no-op rate (positive prompt byte-identical).
 Then it times ``translate-prompt --input FILE --format json`` on a file of ``--cli-prompts`` prompts (the corpora
-repeated) as a fresh process, start-up included.
+repeated) as a fresh process, start-up included, as a user runs it: from 2,000 prompts on the CLI translates in one
+worker process per CPU core (``--jobs``).
 
 Targets (issue 4): >= 5,000 prompts/s; 100,000 prompts through the CLI in < 30 s. Nothing asserts: it reports.
 """

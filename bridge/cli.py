@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dialect", default="a1111", metavar="DIALECT",
                         help="weighting syntax to write: a1111 (default), compel or comfyui; the same per-token "
                         "weights in the target's notation, with a warning where a construct has no equivalent")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="worker processes for a large library (default: one per CPU core, up to 8, from "
+                        f"{PARALLEL_MIN} prompts on; 1 = none)")
     parser.add_argument("--explain", action="store_true", help="show the full recipe and why each change was made")
     parser.add_argument("--diff", action="store_true", help="show what changed in each prompt (coloured on a tty)")
     parser.add_argument("--list-models", action="store_true", help="list the known models and bridges, then exit")
@@ -182,7 +185,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
     rows: list[MigrationRow] = []
     results = []
     recipes = [_from_dialect(recipe, args.input_dialect, stderr) for recipe in recipes]
-    translated = _translate_in_batches(translator, recipes, options)
+    translated = _translate_in_batches(translator, recipes, options, _jobs(args, translator, len(recipes)))
     for i, (recipe, translation) in enumerate(progress(zip(recipes, translated), len(recipes), stream=stderr,
                                                        min_total=PROGRESS_MIN)):
         key = items[i].key if items else f"prompt {i + 1}"
@@ -225,15 +228,52 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
 BATCH = 64  # prompts per translate_batch call: a learned bridge generates a batch at a time
 
 
-def _translate_in_batches(translator, recipes: list, options):
+PARALLEL_MIN = 2000  # prompts: below this, starting worker processes costs more than it saves
+
+
+def _translate_in_batches(translator, recipes: list, options, jobs: int = 1):
     """Translations in input order (None for an empty prompt), asked for a batch at a time and yielded lazily so a
-    progress bar moves."""
+    progress bar moves. With ``jobs`` > 1 the rules bridge runs in that many forked worker processes."""
+    if jobs > 1:
+        yield from _translate_in_processes(translator, recipes, options, jobs)
+        return
     for start in range(0, len(recipes), BATCH):
         batch = recipes[start : start + BATCH]
         wanted = [r for r in batch if r.prompt.strip()]
         done = iter(translator.translate_batch(wanted, options) if wanted else [])
         for recipe in batch:
             yield next(done) if recipe.prompt.strip() else None
+
+
+_WORKER: tuple = ()
+
+
+def _translate_chunk(batch: list) -> list:
+    translator, options = _WORKER
+    return [translator.translate(r, options) if r.prompt.strip() else None for r in batch]
+
+
+def _translate_in_processes(translator, recipes: list, options, jobs: int):
+    """The same translations from forked workers (they inherit the loaded translator), in input order."""
+    import multiprocessing
+
+    global _WORKER
+    _WORKER = (translator, options)
+    batches = [recipes[i : i + BATCH * 4] for i in range(0, len(recipes), BATCH * 4)]
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for done in pool.imap(_translate_chunk, batches):
+            yield from done
+
+
+def _jobs(args: argparse.Namespace, translator, count: int) -> int:
+    """Worker processes for a large library on the rules bridge (a learned bridge batches on its device instead)."""
+    if args.jobs is not None:
+        return max(1, args.jobs)
+    from bridge.rules import RulesTranslator
+
+    if count < PARALLEL_MIN or not isinstance(translator, RulesTranslator) or sys.platform == "win32":
+        return 1
+    return min(os.cpu_count() or 1, 8)
 
 
 def _from_dialect(recipe, dialect: str, stderr: TextIO):

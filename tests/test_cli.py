@@ -4,6 +4,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -297,3 +298,19 @@ def test_dialects_in_and_out():
     assert comfy_in.out == "a [castle], (sky:1.4)\n"  # [x] is plain text in ComfyUI; 1.5 moved toward 1.0
     bad = run("--input-dialect", "invoke", "a cat")
     assert bad.code == 2 and "valid dialects: a1111, compel, comfyui" in one_line_error(bad)
+
+
+def test_large_library_in_worker_processes_gives_the_same_output(tmp_path):
+    from itertools import cycle, islice
+
+    corpus = (Path(__file__).resolve().parent.parent / "data" / "corpora" / "diffusiondb_prompts.jsonl")
+    prompts = [json.loads(line)["prompt"].replace("\n", " ") for line in corpus.open(encoding="utf-8")]
+    src = tmp_path / "library.txt"
+    src.write_text("\n".join(islice(cycle(p for p in prompts if p.strip()), 2500)) + "\n", encoding="utf-8")
+    serial = run("--input", str(src), "--format", "json", "--jobs", "1")
+    parallel = run("--input", str(src), "--format", "json", "--jobs", "2")
+    auto = run("--input", str(src), "--format", "json")  # 2,500 prompts: workers by default on a multi-core CPU
+    assert serial.code == parallel.code == auto.code == 0
+    assert serial.out == parallel.out == auto.out
+    assert serial.out.count("\n") == 2500
+    assert run("--jobs", "x", "a cat").code == 2
