@@ -122,7 +122,7 @@ class KnowledgeBase:
 
     def enabled(self, disable: tuple[str, ...] = ()) -> list[Rule]:
         """The rules in order, without those whose id matches a ``disable`` pattern."""
-        return [r for r in self.rules.values() if not _disabled(r.id, disable)]
+        return [r for r in self.rules.values() if not is_disabled(r.id, disable)]
 
     def rule_ids(self) -> list[str]:
         return [*self.rules, *(a.rule_id for a in self.artists.values()),
@@ -137,12 +137,9 @@ class KnowledgeBase:
                 raise KnowledgeError(f"unknown rule {pattern!r}; rule ids look like: {', '.join(close)}")
 
 
-def _disabled(rule_id: str, disable: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(rule_id, pattern) for pattern in disable)
-
-
 def is_disabled(rule_id: str, disable: tuple[str, ...]) -> bool:
-    return _disabled(rule_id, disable)
+    """Whether a ``--disable-rule`` pattern (an id or a shell pattern such as ``artist.*``) names this rule."""
+    return any(fnmatch.fnmatchcase(rule_id, pattern) for pattern in disable)
 
 
 def _read_toml(path: Path) -> dict:
