@@ -138,7 +138,12 @@ class _Prefiltered:
     def __init__(self, pattern: re.Pattern):
         self.pattern = pattern
         needs = _required_literals(re_parser.parse(pattern.pattern).data)
-        self.needs = tuple(sorted(needs)) if needs and "" not in needs else None
+        if needs and "" not in needs:
+            # "signboard" holds "sign": where "sign" is checked, the longer literal adds nothing
+            self.needs: tuple[str, ...] | None = tuple(sorted(
+                literal for literal in needs if not any(other != literal and other in literal for other in needs)))
+        else:
+            self.needs = None
 
     def search(self, text: str) -> re.Match | None:
         if self.needs is not None and not any(literal in text for literal in self.needs):
