@@ -1,7 +1,6 @@
 """data/build_pairs.py: the --tiny build, kill -9 and resume, two processes, the dry run, the schema; and the parts in
 bridge.pairs and bridge.corpora. Runs are shared through module-scoped fixtures; plumbing uses the simulated world."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,6 +16,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("open_clip")
 pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
 
+from script_loader import load_script
+
 from bridge import corpora, pairs
 from bridge.corpora import SourcePrompt
 from bridge.recipe import Recipe
@@ -30,15 +31,7 @@ KILL_SHARDS = 6
 TIMEOUT_S = 240
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("build_pairs_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-build_pairs = load_script()
+build_pairs = load_script("build_pairs_script", SCRIPT)
 
 
 def read_rows(out: Path) -> list[dict]:

@@ -1,10 +1,8 @@
 """eval/evaluate.py end to end on tiny models (one shared run), its resume after a kill, and the report's statistics."""
 
 import csv
-import importlib.util
 import json
 import shutil
-import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,6 +13,8 @@ pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 pytest.importorskip("diffusers")
 
+from script_loader import load_script
+
 from bridge.recipe import Recipe
 from bridge.report import bootstrap_ci, paired_outcomes, paired_win_rate, word_diff_html
 
@@ -22,15 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1)
 
 
-def load_evaluate():
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "eval" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate = load_evaluate()
+evaluate = load_script("evaluate_script", REPO / "eval" / "evaluate.py")
 N_PROMPTS = len(evaluate.TINY_PROMPTS)
 REAL_LOAD_RENDERER = evaluate.load_renderer
 TRANSLATORS = ("identity", "rules")

@@ -1,22 +1,15 @@
 """The ComfyUI node and the A1111 extension, tested against their hosts' contracts without the hosts installed."""
 
-import importlib.util
 import sys
 import types
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 from bridge.translation import translate
 
 INTEGRATIONS = Path(__file__).resolve().parent.parent / "integrations"
-
-
-def load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ComfyUI -------------------------------------------------------------------------------------------------------------
@@ -24,7 +17,7 @@ def load(path: Path, name: str):
 
 @pytest.fixture(scope="module")
 def comfy():
-    return load(INTEGRATIONS / "comfyui" / "__init__.py", "prompt_bridge_comfyui")
+    return load_script("prompt_bridge_comfyui", INTEGRATIONS / "comfyui" / "__init__.py")
 
 
 def test_comfyui_node_contract(comfy):
@@ -100,7 +93,7 @@ def a1111(tmp_path_factory):
     saved = {k: sys.modules.get(k) for k in ("gradio", "modules", "modules.scripts")}
     sys.modules.update({"gradio": fake_gradio, "modules": fake_modules, "modules.scripts": fake_scripts})
     try:
-        module = load(INTEGRATIONS / "a1111" / "scripts" / "prompt_bridge.py", "prompt_bridge_a1111")
+        module = load_script("prompt_bridge_a1111", INTEGRATIONS / "a1111" / "scripts" / "prompt_bridge.py")
         yield module, fake_scripts, components
     finally:
         for key, value in saved.items():

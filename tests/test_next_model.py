@@ -9,11 +9,9 @@ translate-prompt (with --model, then with the trained bridge registered as a seq
 """
 
 import csv
-import importlib.util
 import io
 import json
 import re
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -26,6 +24,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 pytest.importorskip("open_clip")
 datasets = pytest.importorskip("datasets")
+
+from script_loader import load_script
 
 from bridge import cli
 from bridge.models import use_registry
@@ -118,14 +118,6 @@ default_steps = 2
 default_cfg_scale = 6.0
 default_sampler = "Euler"
 """
-
-
-def load_script(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 build_pairs = load_script("build_pairs_script", REPO / "data" / "build_pairs.py")

@@ -525,13 +525,9 @@ def test_progress_bar_goes_to_stderr_only_when_asked(tiny_sd1, capsys):
 
 
 def test_gpu_render_benchmark_runs_tiny_on_cpu(capsys, torch_one_thread):
-    import importlib.util
-    from pathlib import Path
+    from script_loader import REPO, load_script
 
-    path = Path(__file__).parents[1] / "benchmarks" / "gpu_render.py"
-    spec = importlib.util.spec_from_file_location("gpu_render", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("gpu_render", REPO / "benchmarks" / "gpu_render.py")
     assert module.main(["--tiny", "--batches", "1", "2", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     ratio_lines = [line for line in out.splitlines() if "ratio" in line]

@@ -8,8 +8,6 @@ held-out prompts (ties count as losses) and keep every placeholder of the protec
 """
 
 import csv
-import importlib.util
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -19,6 +17,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
+
+from script_loader import load_script
 
 from bridge.placeholders import PLACEHOLDER_PATTERN
 from bridge.recipe import Recipe
@@ -38,14 +38,6 @@ TARGET = "sd21-base"
 TRAIN_PROMPTS, HELD_OUT_PROMPTS = 1200, 100
 TRAIN_STEPS = 1500
 MIN_WIN_RATE = 0.8
-
-
-def load_script(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 build_pairs = load_script("build_pairs_script", REPO / "data" / "build_pairs.py")

@@ -1,7 +1,6 @@
 """training/train.py on a tiny T5 (CPU, seconds): the bridge folder it writes, that it loads and learns, an exact
 resume after kill -9, LoRA, pair files, and its errors. One shared training run serves most tests."""
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -17,6 +16,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 pytest.importorskip("peft")
 
+from script_loader import load_script
+
 from bridge.seq2seq import Seq2SeqTranslator
 from bridge.translation import Translation, load_translator
 
@@ -27,15 +28,7 @@ ARGS = ["--tiny", "--tiny-pairs", "300", "--steps", "60", "--eval-every", "30", 
 KILL_TIMEOUT_S = 180
 
 
-def load_train():
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-train = load_train()
+train = load_script("train_script", TRAIN_SCRIPT)
 
 
 @pytest.fixture(scope="module")
