@@ -129,15 +129,72 @@ def test_weak_concept_unless_and_no_false_alarm():
 
 
 def test_weak_pattern_prefilter_never_changes_a_result():
+    """Each pattern behind its own literal prefilter finds what one case-blind alternation of them all finds."""
     import json
     import re
 
-    from bridge.rules.engine import _case_blind
+    from bridge.rules.engine import build_plan
+    from bridge.translation import TranslationOptions
 
     prompts = [json.loads(line)["prompt"].lower() for line in
                (CORPORA / "diffusiondb_prompts.jsonl").read_text(encoding="utf-8").splitlines()] + [
-        p.lower() for p in _parti()]
-    for rule in (r for r in KB.rules.values() if r.kind == "weak-concept" and r.params.get("patterns")):
-        joined = "|".join(f"(?:{p})" for p in rule.params["patterns"])
-        fast, plain = _case_blind(joined), re.compile(joined, re.IGNORECASE)
-        assert [bool(fast.search(p)) for p in prompts] == [bool(plain.search(p)) for p in prompts], rule.id
+        p.lower() for p in _parti()] + [
+        "a sign that says hello, a hand", "nude tones, a naked eye", "a nude statue", "charcoal grey", "charcoal drawing"]
+    plan = build_plan(KB, TranslationOptions())
+    weak = [w for w in plan.weak if w.patterns]
+    assert weak
+    present = [plan.literals.present(p) for p in prompts]
+    for concept in weak:
+        plain = re.compile("|".join(f"(?:{p})" for p in concept.rule.params["patterns"]), re.IGNORECASE)
+        expected = [(m.start(), m.group(0)) if (m := plain.search(p)) else None for p in prompts]
+        found = [(m.start(), m.group(0)) if (m := concept.search(p)) else None for p in prompts]
+        assert found == expected, concept.rule.id
+        found = [(m.start(), m.group(0)) if (m := concept.search(p, s)) else None for p, s in zip(prompts, present)]
+        assert found == expected, concept.rule.id
+        assert any(found), concept.rule.id  # the comparison saw matches, not only misses
+
+
+def test_literal_finder_finds_exactly_the_literals_in_the_text():
+    from bridge.rules.engine import LiteralFinder
+
+    literals = ["sign", "signboard", "text", "t-shirt", "'", "says", "é"]
+    finder = LiteralFinder(literals)
+    assert finder.in_words == ("says", "sign", "signboard", "text", "é") and finder.other == ("'", "t-shirt")
+    texts = [p.lower() for p in _parti()[:300]] + ["a design on a t-shirt", "signboard's text", "café", ""]
+    for text in texts + texts:  # the second round answers from the remembered words
+        assert finder.present(text) == {x for x in literals if x in text}, text
+    assert finder.present("a signboard") == {"sign", "signboard"}
+    small = LiteralFinder(["cat"])
+    small.MAX_WORDS = 2
+    assert [small.present(t) for t in ("a cat", "dog", "bird", "catfish")] == [{"cat"}, set(), set(), {"cat"}]
+    assert len(small._held) <= 3
+
+
+def test_remembered_phrases_translate_as_on_first_sight():
+    """The phrase stage remembers plain phrases it left alone; a second pass over a corpus (answered from that
+    memory) gives exactly what a fresh translator gives."""
+    import json
+
+    prompts = [json.loads(line)["prompt"] for line in
+               (CORPORA / "diffusiondb_prompts.jsonl").read_text(encoding="utf-8").splitlines()][:400]
+    from bridge.rules import RulesTranslator
+    from bridge.rules.engine import Memo
+    from bridge.translation import TranslationOptions
+
+    class Forgetful(Memo):
+        def remember(self, item: object) -> None:
+            pass
+
+    def outputs(translator: RulesTranslator) -> list[tuple]:
+        return [(t.prompt, t.negative_prompt, t.changes, t.warnings) for t in map(translator.translate, prompts)]
+
+    prompts = [p for p in (json.loads(line)["prompt"] for line in
+               (CORPORA / "diffusiondb_prompts.jsonl").read_text(encoding="utf-8").splitlines()[:400]) if p.strip()]
+    reference = RulesTranslator.for_models("sd15", "sd2")
+    reference.plan(TranslationOptions()).unchanged_phrases = Forgetful()
+    expected = outputs(reference)
+    remembering = RulesTranslator.for_models("sd15", "sd2")
+    assert outputs(remembering) == expected
+    assert len(remembering.plan(TranslationOptions()).unchanged_phrases) > 100
+    assert outputs(remembering) == expected  # now mostly from memory
+    assert sum(bool(changes) for _, _, changes, _ in expected) > 100

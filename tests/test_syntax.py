@@ -14,6 +14,7 @@ from bridge.syntax import (
     NetworkTag,
     PromptSyntaxError,
     Text,
+    _parse_syntax,
     attention,
     features,
     format_weight,
@@ -338,3 +339,31 @@ def test_walk_multipliers():
     found = {n.text: m for n, _, m in walk(prompt.clauses[0].children) if isinstance(n, Text)}
     assert found["a"] == pytest.approx(1.21)
     assert found["b"] == pytest.approx(1.1 / 1.1)
+
+
+def _shape(value):
+    """A comparable form of a parse tree (the node classes compare by identity)."""
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return (type(value).__name__, *(_shape(getattr(value, f)) for f in value.__dataclass_fields__))
+    return value
+
+
+@given(st.one_of(st.text(max_size=200), prompt_like, st.lists(st.sampled_from(["a", " ", ",", "é", "AN", "BREA", "k",
+                                                                             "\n", ">", "{", "}"])).map("".join)))
+@settings(max_examples=400, deadline=None)
+def test_plain_text_shortcuts_give_what_the_full_parsers_give(text):
+    assert _shape(parse(text)) == _shape(_parse_syntax(text))
+    try:
+        expected = _reference_attention(text)
+    except ValueError:
+        return
+    assert attention(text) == expected
+
+
+def test_plain_text_is_one_clause_of_one_text_node():
+    assert _shape(parse("a castle on a hill, 8k")) == ("Prompt", [("Clause", [("Text", "a castle on a hill, 8k")],
+                                                                   "", True)], [])
+    assert _shape(parse("")) == _shape(_parse_syntax(""))
+    assert attention("a castle, 8k") == [("a castle, 8k", 1.0)]

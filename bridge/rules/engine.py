@@ -65,8 +65,19 @@ class _Negative:
 class _Weak:
     rule: Rule
     names: PhraseSet
-    pattern: _Prefiltered | re.Pattern | None
+    patterns: tuple[_Prefiltered | re.Pattern, ...]
     unless: PhraseSet
+
+    def search(self, text: str, present: set[str] | None = None) -> re.Match | None:
+        """The leftmost match of any pattern (the first pattern listed, where two start at the same place): what one
+        alternation of them all finds. Kept apart, each pattern is skipped unless its own literals are present
+        (``present``: the literals :class:`LiteralFinder` found in ``text``, when the caller has them)."""
+        best = None
+        for pattern in self.patterns:
+            match = pattern.search(text, present) if isinstance(pattern, _Prefiltered) else pattern.search(text)
+            if match is not None and (best is None or match.start() < best.start()):
+                best = match
+        return best
 
 
 @dataclass
@@ -81,6 +92,21 @@ class Plan:
     mapping: dict[str, str]
     negatives: list[_Negative]
     weak: list[_Weak]
+    literals: LiteralFinder  # the weak-concept patterns' required literals
+    unchanged_phrases: Memo = field(default_factory=lambda: Memo())  # plain phrases the phrase stage leaves alone
+
+
+class Memo(set):
+    """A set of results that can be worked out again, forgotten all at once when it grows past ``limit``."""
+
+    def __init__(self, limit: int = 1 << 16):
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, item: object) -> None:
+        if len(self) >= self.limit:
+            self.clear()
+        self.add(item)
 
 
 def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
@@ -110,23 +136,24 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
 
     weak = []
     for rule in (r for r in enabled if r.kind == "weak-concept"):
-        pattern = _case_blind("|".join(f"(?:{p})" for p in rule.params.get("patterns", [])))
-        weak.append(_Weak(rule, PhraseSet(rule.params.get("names", [])), pattern,
+        patterns = tuple(_case_blind(p) for p in rule.params.get("patterns", []) if p)
+        weak.append(_Weak(rule, PhraseSet(rule.params.get("names", [])), patterns,
                           PhraseSet(rule.params.get("unless", []))))
 
+    literals = LiteralFinder(literal for w in weak for p in w.patterns if isinstance(p, _Prefiltered) and p.needs
+                             for literal in p.needs)
     mapping = {k.lower(): v for k, v in options.network_map.items()}
-    return Plan(plan_stages, phrase_index, artists, embedding_pattern, tuple(sorted(names)), mapping, negatives, weak)
+    return Plan(plan_stages, phrase_index, artists, embedding_pattern, tuple(sorted(names)), mapping, negatives, weak,
+                literals)
 
 
 _UNESCAPED_UPPER = re.compile(r"(?<!\\)[A-Z]")
 
 
-def _case_blind(pattern: str) -> _Prefiltered | re.Pattern | None:
+def _case_blind(pattern: str) -> _Prefiltered | re.Pattern:
     """A pattern matched case-insensitively against lower-cased text (stages lower the text once). Without upper-case
     letters of its own (escapes such as ``\\S`` aside) it needs no IGNORECASE flag, which halves the search time,
     and the literal words it cannot match without are checked first (a substring test is far cheaper)."""
-    if not pattern:
-        return None
     if _UNESCAPED_UPPER.search(pattern) is not None:
         return re.compile(pattern, re.IGNORECASE)
     return _Prefiltered(re.compile(pattern))
@@ -145,10 +172,53 @@ class _Prefiltered:
         else:
             self.needs = None
 
-    def search(self, text: str) -> re.Match | None:
-        if self.needs is not None and not any(literal in text for literal in self.needs):
-            return None
+    def search(self, text: str, present: set[str] | None = None) -> re.Match | None:
+        """``present``, when given, holds every literal of ``self.needs`` that occurs in ``text``."""
+        if self.needs is not None:
+            if present is not None:
+                if present.isdisjoint(self.needs):
+                    return None
+            elif not any(literal in text for literal in self.needs):
+                return None
         return self.pattern.search(text)
+
+
+_WORD_CHARS = re.compile(r"\w+")
+
+
+class LiteralFinder:
+    """Which of a fixed set of literals occur in a text, found word by word.
+
+    A literal made of word characters occurs in a text exactly when it occurs inside one of the text's words (it
+    cannot reach across a character that is not a word character), so the literals each distinct word holds are
+    worked out once and remembered: over a prompt library, where the same words come back prompt after prompt, that is
+    one dict lookup per word instead of a substring search per literal. Other literals are searched for directly.
+    """
+
+    MAX_WORDS = 1 << 16  # remembered words; the memory is cleared when full
+
+    def __init__(self, literals: Iterable[str]):
+        literals = set(literals)
+        self.in_words = tuple(sorted(x for x in literals if _WORD_CHARS.fullmatch(x)))
+        self.other = tuple(sorted(literals.difference(self.in_words)))
+        self._held: dict[str, frozenset[str]] = {}
+
+    def present(self, text: str, words: Iterable[str] | None = None) -> set[str]:
+        """The literals that occur in ``text``; ``words`` may give its word-character runs (extra tokens, such as
+        punctuation, do no harm) when the caller has already cut it."""
+        found = {x for x in self.other if x in text}
+        if not self.in_words:
+            return found
+        held = self._held
+        if len(held) > self.MAX_WORDS:
+            held.clear()
+        for word in set(_WORD_CHARS.findall(text) if words is None else words):
+            inside = held.get(word)
+            if inside is None:
+                inside = held[word] = frozenset(x for x in self.in_words if x in word)
+            if inside:
+                found |= inside
+        return found
 
 
 def _required_literals(items: list) -> set[str] | None:

@@ -157,6 +157,13 @@ def _split(container: list[Node]) -> tuple[list[list[Item]], list[Item]]:
 
 
 def _phrase(items: list[Item]) -> Phrase:
+    if len(items) == 1 and type(items[0]) is str:  # plain text between two commas: most phrases
+        text = items[0]
+        core = text.strip()
+        if not core:
+            return Phrase(text, [], "")
+        start = text.index(core[0])
+        return Phrase(text[:start], [core], text[start + len(core):])
     items = list(items)
     lead = trail = ""
     if items and isinstance(items[0], str):

@@ -139,12 +139,17 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
 
 
 def phrases(work: Work, rules: list[Rule]) -> None:
-    index, artists = work.plan.phrase_index, work.plan.artists
+    index, artists, unchanged = work.plan.phrase_index, work.plan.artists, work.plan.unchanged_phrases
     # Phrases the prompt already says: a replacement that would repeat one ("octane render, unreal engine" both
-    # becoming "3d render") is dropped instead.
-    present = {normalize(p) for p in str(work.prompt).split(",")}
+    # becoming "3d render") is dropped instead. Worked out on the first replacement only.
+    present: set[str] | None = None
 
     def edit(phrase: Phrase) -> list[Item] | None:
+        nonlocal present
+        core = phrase.core
+        text = core[0] if len(core) == 1 and type(core[0]) is str else None
+        if text is not None and text in unchanged:
+            return KEEP  # plain text already seen to need no change: libraries repeat their phrases
         plain = phrase.plain
         if plain is None:
             return KEEP
@@ -157,6 +162,8 @@ def phrases(work: Work, rules: list[Rule]) -> None:
             if action == "replace":
                 before = phrase.text
                 replacement = rule.params["replacement"]
+                if present is None:
+                    present = {normalize(p) for p in str(work.prompt).split(",")}
                 if normalize(replacement) in present:
                     work.record(rule, before, "", f"{rule.reason} (the prompt already has {replacement!r})")
                     return DROP
@@ -165,18 +172,20 @@ def phrases(work: Work, rules: list[Rule]) -> None:
                 work.record(rule, before, items_text(new))
                 return new
             return KEEP
-        if not artists:
-            return KEEP
-        return artists.rewrite(phrase, lambda e: work.record(e.artist.rule_id, e.written, e.after, e.reason,
-                                                             e.artist.fact))
+        new = artists.rewrite(phrase, lambda e: work.record(e.artist.rule_id, e.written, e.after, e.reason,
+                                                            e.artist.fact)) if artists else None
+        if new is None and text is not None:
+            unchanged.remember(text)
+        return new
 
     touched = {id(container) for container in containers(work.prompt) if edit_phrases(container, edit)}
+    touched.difference_update(id(clause.children) for clause in work.prompt.clauses)
     _prune_emptied_groups(work.prompt, touched)
 
 
 def _prune_emptied_groups(prompt: Prompt, touched: set[int]) -> None:
     """A group whose every phrase was dropped ("(8k, 4k)") goes too, with its comma; groups that were empty in the
-    user's prompt stay."""
+    user's prompt stay. ``touched``: the ids of the groups' child lists that the phrase edits changed."""
     def edit(phrase: Phrase) -> list[Item] | None:
         group = phrase.emphasis
         if group is not None and id(group.children) in touched and not render(group.children).strip():
@@ -266,10 +275,11 @@ def weak(work: Work, rules: list[Rule]) -> None:
     # "Beyoncé" is found as "beyonce"; only the positive prompt is read; patterns see lower-cased text
     text = _fold_accents(str(work.prompt)).lower()
     words = PhraseSet.words(text)
+    present = work.plan.literals.present(text, words)
     for weak_concept in work.plan.weak:
         found = weak_concept.names.search(words)
-        if found is None and weak_concept.pattern is not None:
-            match = weak_concept.pattern.search(text)
+        if found is None:
+            match = weak_concept.search(text, present)
             found = match.group(0).strip() if match else None
         if found is None or weak_concept.unless.search(words):
             continue
