@@ -41,6 +41,7 @@ on the first count, never at import: that costs 10-15 ms once (no cache needed; 
 
 from __future__ import annotations
 
+import bisect
 import html
 import itertools
 import re
@@ -68,6 +69,10 @@ _PRETOKEN = re.compile(
     "|".join(SPECIAL_TOKENS) + r"|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w\u0345]|_)+",
     re.IGNORECASE,  # as CLIP's pattern: "'ſ" is a contraction too; U+0345 case-folds to a letter, so CLIP skips it
 )
+# The same on cleaned ASCII text (lower case, single spaces), where case-folding changes nothing: without IGNORECASE it
+# is faster, and each pre-token comes with the space before it.
+_PRETOKEN_ASCII = re.compile("|".join(SPECIAL_TOKENS) + r"|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|\d|[^\sa-z0-9]+")
+_PRETOKEN_SPACED = re.compile(f"( ?)({_PRETOKEN_ASCII.pattern})")
 
 
 def _byte_symbols() -> list[str]:
@@ -135,7 +140,6 @@ def _merge_ranks() -> dict[str, int]:
     return dict(zip(lines, range(MERGE_COUNT)))
 
 
-@lru_cache(maxsize=1 << 16)
 def _bpe(word: str) -> tuple[str, ...]:
     """Split one pre-token (in byte symbols) into CLIP tokens: merge the lowest-ranked adjacent pair, everywhere it
     occurs, until no adjacent pair is a known merge."""
@@ -177,9 +181,9 @@ def _clean(text: str) -> str:
 def _pretokens(text: str) -> list[str]:
     """CLIP's pre-tokens of cleaned text. ``re`` counts numerals such as ``²`` as letters; CLIP makes each of them a
     pre-token of its own, so letter runs holding one are split here."""
-    words = _PRETOKEN.findall(text)
     if text.isascii():
-        return words
+        return _PRETOKEN_ASCII.findall(text)
+    words = _PRETOKEN.findall(text)
     out: list[str] = []
     for word in words:
         if len(word) > 1 and word.isalnum() and not word.isalpha():
@@ -201,13 +205,19 @@ def _symbols(word: str) -> str:
     return word.encode("utf-8").decode("latin-1").translate(_TO_SYMBOLS)
 
 
+@lru_cache(maxsize=1 << 16)
+def _word_bpe(word: str) -> tuple[str, ...]:
+    """The tokens of one pre-token (cached: prompts repeat their words)."""
+    return _bpe(_symbols(word))
+
+
 def tokenize(text: str) -> list[str]:
     """The CLIP tokens of ``text`` (no start or end token), as vocabulary strings; ``</w>`` ends a word.
 
     >>> tokenize("8k, trending")
     ['8</w>', 'k</w>', ',</w>', 'trending</w>']
     """
-    return [token for word in _pretokens(_clean(text)) for token in _bpe(_symbols(word))]
+    return [token for word in _pretokens(_clean(text)) for token in _word_bpe(word)]
 
 
 def count_tokens(text: str) -> int:
@@ -216,7 +226,7 @@ def count_tokens(text: str) -> int:
     >>> count_tokens("masterpiece, best quality")
     4
     """
-    return sum(len(_bpe(_symbols(word))) for word in _pretokens(_clean(text)))
+    return sum(len(_word_bpe(word)) for word in _pretokens(_clean(text)))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -241,40 +251,111 @@ class Chunk:
         return CHUNK_TOKENS - self.tokens
 
 
-class _Token(NamedTuple):
-    symbols: str
-    weight: float
-    gap: bool  # whitespace before it in the prompt (for Chunk.text only)
+class _Run(NamedTuple):
+    """The tokens of a clause's text between two BREAKs, as parallel lists."""
+
+    symbols: list[str]
+    gaps: list[bool]  # whitespace before the token in the prompt (for Chunk.text only)
+    weights: list[float]
 
 
-def _piece_tokens(piece: str, weight: float, gap: bool) -> list[_Token]:
-    tokens = [_Token(symbols, weight, spaced) for symbols, spaced in _piece_symbols(piece)]
-    if gap and tokens and not tokens[0].gap:
-        tokens[0] = tokens[0]._replace(gap=True)
-    return tokens
-
-
-@lru_cache(maxsize=1 << 14)
-def _piece_symbols(piece: str) -> tuple[tuple[str, bool], ...]:
-    """The tokens of one attention piece, each with whether whitespace comes before it inside the piece (cached:
-    prompt libraries repeat the same phrases over and over)."""
+@lru_cache(maxsize=1 << 12)
+def _piece_symbols(piece: str) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+    """The tokens of one attention piece, and whether whitespace comes before each inside the piece (cached: a
+    prompt's text is tokenized once for the fit check and once more only if it needs chunking, and libraries repeat
+    their bracketed phrases)."""
     cleaned = _clean(piece)
-    out: list[tuple[str, bool]] = []
+    symbols: list[str] = []
+    gaps: list[bool] = []
+    if cleaned.isascii():
+        # Cleaned ASCII text is pre-tokens separated by single spaces: the space is read with the pre-token.
+        for space, word in _PRETOKEN_SPACED.findall(cleaned):
+            tokens = _word_bpe(word)
+            symbols += tokens
+            gaps.append(bool(space))
+            if len(tokens) > 1:
+                gaps += [False] * (len(tokens) - 1)
+        return tuple(symbols), tuple(gaps)
     pos = 0
     for word in _pretokens(cleaned):
         start = cleaned.index(word, pos)  # pre-tokens come in order; between them: spaces (or a skipped U+0345)
         gap = " " in cleaned[pos:start]
         pos = start + len(word)
-        for symbols in _bpe(_symbols(word)):
-            out.append((symbols, gap))
+        for token in _word_bpe(word):
+            symbols.append(token)
+            gaps.append(gap)
             gap = False
-    return tuple(out)
+    return tuple(symbols), tuple(gaps)
 
 
-def _decode(tokens: list[_Token]) -> str:
-    text = "".join((" " if token.gap and i else "") + token.symbols.removesuffix(END_OF_WORD)
-                   for i, token in enumerate(tokens))
-    return text.translate(_FROM_SYMBOLS).encode("latin-1").decode("utf-8", errors="replace")
+def _runs(text: str) -> list[_Run]:
+    """The tokens of one clause's text (see :func:`chunk`), cut at each BREAK."""
+    runs = [_Run([], [], [])]
+    gap = False
+    for piece, weight in attention(text):
+        if piece == "BREAK" and weight == -1:
+            runs.append(_Run([], [], []))
+            continue
+        symbols, gaps = _piece_symbols(piece)
+        if symbols:
+            run = runs[-1]
+            first = len(run.symbols)
+            run.symbols.extend(symbols)
+            run.gaps.extend(gaps)
+            run.weights.extend([weight] * len(symbols))
+            # BREAK inside brackets is weighted text whose surrounding spaces attention() dropped: keep it a word
+            if gap or piece[:1].isspace() or piece == "BREAK":
+                run.gaps[first] = True
+        gap = piece[-1:].isspace() or piece == "BREAK"
+    return runs
+
+
+def _decode(symbols: list[str], gaps: list[bool]) -> str:
+    words = [token.removesuffix(END_OF_WORD) for token in symbols]
+    for i in range(1, len(words)):
+        if gaps[i]:
+            words[i] = " " + words[i]
+    return "".join(words).translate(_FROM_SYMBOLS).encode("latin-1").decode("utf-8", errors="replace")
+
+
+def _chunks(runs: list[_Run], comma_backtrack: int) -> list[Chunk]:
+    """A1111's chunks of the runs of one clause.
+
+    A1111 fills a chunk token by token (sd_hijack_clip.tokenize_line); this jumps from one full chunk to the next
+    with the same outcome. When token 76 arrives at a full chunk: if the chunk's last remembered comma is among its
+    last ``comma_backtrack`` tokens (and token 76 is not itself a comma), the tokens after that comma move on with
+    token 76; otherwise the chunk is cut at 75 tokens. Every comma is remembered except one that arrives at a full
+    chunk, A1111's quirk: it opens the next chunk without being remembered there.
+    """
+    chunks: list[Chunk] = []
+    offset = 0
+
+    def add(run: _Run, i: int, j: int, ended_by: EndedBy) -> None:
+        chunks.append(Chunk(j - i, _decode(run.symbols[i:j], run.gaps[i:j]), tuple(run.weights[i:j]), offset + i,
+                            ended_by))
+
+    for number, run in enumerate(runs, 1):
+        symbols = run.symbols
+        n = len(symbols)
+        commas = [i for i, token in enumerate(symbols) if token == COMMA] if n > CHUNK_TOKENS else []
+        start = remembered_from = 0
+        while n - start > CHUNK_TOKENS:
+            arriving = start + CHUNK_TOKENS
+            if comma_backtrack and symbols[arriving] != COMMA:
+                k = bisect.bisect_left(commas, arriving) - 1
+                if k >= 0 and commas[k] >= remembered_from and arriving - commas[k] <= comma_backtrack:
+                    add(run, start, commas[k] + 1, "comma")
+                    start = remembered_from = commas[k] + 1
+                    continue
+            add(run, start, arriving, "limit")
+            start = arriving
+            remembered_from = arriving + 1 if symbols[arriving] == COMMA else arriving
+        if number < len(runs):
+            add(run, start, n, "break")
+        elif start < n or not chunks:
+            add(run, start, n, "end")
+        offset += n
+    return chunks
 
 
 def chunk(text: str, *, comma_backtrack: int = COMMA_BACKTRACK) -> list[Chunk]:
@@ -289,42 +370,7 @@ def chunk(text: str, *, comma_backtrack: int = COMMA_BACKTRACK) -> list[Chunk]:
     >>> [(c.tokens, c.ended_by) for c in chunk("word " * 70 + ", " + "word " * 10)]
     [(71, 'comma'), (10, 'end')]
     """
-    chunks: list[Chunk] = []
-    current: list[_Token] = []
-    last_comma = -1
-    start = 0
-
-    def close(ended_by: EndedBy) -> None:
-        nonlocal last_comma, start
-        chunks.append(Chunk(len(current), _decode(current), tuple(t.weight for t in current), start, ended_by))
-        start += len(current)
-        current.clear()
-        last_comma = -1
-
-    gap = False
-    for piece, weight in attention(text):
-        if piece == "BREAK" and weight == -1:
-            close("break")
-            continue
-        # BREAK inside brackets is weighted text whose surrounding spaces attention() dropped: keep it a word
-        for token in _piece_tokens(piece, weight, gap or piece[:1].isspace() or piece == "BREAK"):
-            # The order of these checks is A1111's (sd_hijack_clip.tokenize_line), quirks included: a comma that
-            # arrives at a full chunk opens the next chunk without being remembered as its last comma.
-            if token.symbols == COMMA:
-                last_comma = len(current)
-            elif (comma_backtrack and len(current) == CHUNK_TOKENS and last_comma != -1
-                  and len(current) - last_comma <= comma_backtrack):
-                moved = current[last_comma + 1 :]
-                del current[last_comma + 1 :]
-                close("comma")
-                current.extend(moved)
-            if len(current) == CHUNK_TOKENS:
-                close("limit")
-            current.append(token)
-        gap = piece[-1:].isspace() or piece == "BREAK"
-    if current or not chunks:
-        close("end")
-    return chunks
+    return _chunks(_runs(text), comma_backtrack)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -395,7 +441,7 @@ def _fits(text: str) -> bool:
             continue
         words = _pretokens(_clean(piece))
         if exact:
-            count += sum(_word_tokens(word) for word in words)
+            count += sum(map(len, map(_word_bpe, words)))
         else:
             count += sum(common.get(word) or len(word.encode("utf-8")) for word in words)
         if count > CHUNK_TOKENS:
@@ -404,11 +450,6 @@ def _fits(text: str) -> bool:
             _merge_ranks()  # load the vocabulary and count exactly
             return _fits(text)
     return True
-
-
-@lru_cache(maxsize=1 << 16)
-def _word_tokens(word: str) -> int:
-    return len(_bpe(_symbols(word)))
 
 
 def _split_message(k: int, total: int, before: Chunk, after: Chunk) -> str:

@@ -288,3 +288,88 @@ def test_a_short_prompt_is_checked_without_loading_the_vocabulary():
             " print(t._merge_ranks.cache_info().currsize)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "0"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The chunker against a token-by-token reference (A1111's loop in sd_hijack_clip.tokenize_line, written plainly)
+
+
+def _reference_chunks(text: str, comma_backtrack: int = 20) -> list[tuple]:
+    from bridge.tokens import _FROM_SYMBOLS, _clean, _pretokens, _symbols
+
+    def piece_tokens(piece: str) -> list[tuple[str, bool]]:
+        cleaned, pos, out = _clean(piece), 0, []
+        for word in _pretokens(cleaned):
+            start = cleaned.index(word, pos)
+            gap = " " in cleaned[pos:start]
+            pos = start + len(word)
+            for symbols in _bpe_of(_symbols(word)):
+                out.append((symbols, gap))
+                gap = False
+        return out
+
+    def decode(tokens: list) -> str:
+        text = "".join((" " if gap and i else "") + sym.removesuffix("</w>") for i, (sym, _, gap) in enumerate(tokens))
+        return text.translate(_FROM_SYMBOLS).encode("latin-1").decode("utf-8", errors="replace")
+
+    chunks, current, last_comma, start = [], [], -1, 0
+
+    def close(ended_by: str) -> None:
+        nonlocal last_comma, start
+        chunks.append((len(current), decode(current), tuple(w for _, w, _ in current), start, ended_by))
+        start += len(current)
+        current.clear()
+        last_comma = -1
+
+    gap = False
+    for piece, weight in attention(text):
+        if piece == "BREAK" and weight == -1:
+            close("break")
+            continue
+        tokens = [(sym, weight, spaced) for sym, spaced in piece_tokens(piece)]
+        if tokens and (gap or piece[:1].isspace() or piece == "BREAK"):
+            tokens[0] = (tokens[0][0], weight, True)
+        for token in tokens:
+            if token[0] == ",</w>":
+                last_comma = len(current)
+            elif (comma_backtrack and len(current) == CHUNK_TOKENS and last_comma != -1
+                  and len(current) - last_comma <= comma_backtrack):
+                moved = current[last_comma + 1:]
+                del current[last_comma + 1:]
+                close("comma")
+                current.extend(moved)
+            if len(current) == CHUNK_TOKENS:
+                close("limit")
+            current.append(token)
+        gap = piece[-1:].isspace() or piece == "BREAK"
+    if current or not chunks:
+        close("end")
+    return chunks
+
+
+def _bpe_of(symbols: str) -> tuple[str, ...]:
+    from bridge.tokens import _bpe
+
+    return _bpe(symbols)
+
+
+def _as_tuples(chunks: list[Chunk]) -> list[tuple]:
+    return [(c.tokens, c.text, c.weights, c.start, c.ended_by) for c in chunks]
+
+
+chunk_parts = st.sampled_from(["castle", "highly detailed", "rutkowski", ",", ", ", "BREAK", "(sharp focus:1.3)",
+                               "[fog]", "8k", "café", "(a, b)", "  ", "word,word", "AND", "(BREAK)"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(chunk_parts, max_size=200), st.sampled_from([20, 0, 3, 75]))
+def test_chunker_matches_the_token_by_token_reference(parts, backtrack):
+    text = " ".join(parts)
+    assert _as_tuples(chunk(text, comma_backtrack=backtrack)) == _reference_chunks(text, backtrack)
+
+
+def test_chunker_matches_the_reference_on_real_prompts(real_prompts):
+    long = [p for p in real_prompts if count_tokens(p) > 60][:400]
+    assert len(long) > 100
+    for prompt in long:
+        assert _as_tuples(chunk(prompt)) == _reference_chunks(prompt), prompt
