@@ -65,6 +65,11 @@ _DIFFUSERS_WARNINGS = {
 }
 
 
+_INIT_FIELDS = frozenset({"prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler", "seed",
+                          "model", "clip_skip", "extra"})
+_CHECKED_FIELDS = frozenset({"width", "height", "extra"})  # what Recipe._validate looks at
+
+
 class InfotextError(ValueError):
     """An infotext parameter whose value does not convert, e.g. `Steps: abc`."""
 
@@ -224,10 +229,18 @@ class Recipe:
         >>> Recipe(prompt="a cat", steps=20).replace(steps=30).steps
         30
         """
-        changes.setdefault("extra", dict(self.extra))
-        new = dataclasses.replace(self, **changes)
+        unknown = changes.keys() - _INIT_FIELDS
+        if unknown:
+            raise TypeError(f"Recipe has no field {min(unknown)!r}; fields are {sorted(_INIT_FIELDS)}")
+        new = object.__new__(Recipe)  # a plain copy: dataclasses.replace's __init__ round costs more than the work
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        if "extra" not in changes:
+            new.extra = dict(self.extra)
         new.key_order = list(self.key_order)
         new._raw = dict(self._raw)
+        if changes.keys() & _CHECKED_FIELDS:
+            new._validate()
         return new
 
     def to_diffusers(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.rules.phrases import DROP, KEEP, containers, edit_phrases
+from bridge.rules.phrases import DROP, KEEP, PhraseSet, containers, edit_phrases
 from bridge.syntax import parse
 
 WORDS = ["a castle", "8k", "(8k:1.2)", "((tall))", "sky", "by greg", "[fog]", "<lora:x:1>", "4k"]
@@ -45,3 +45,33 @@ def test_dropping_inside_brackets():
     assert drop_where("a castle, (tall, 8k), sky", {"8k"}, nested=True) == "a castle, (tall), sky"
     assert drop_where("8k, 4k, a cat", {"8k", "4k"}) == "a cat"
     assert drop_where("a cat, 8k, 4k", {"8k", "4k"}) == "a cat"
+
+
+def _reference_find(phrases: list[str], text: str) -> list[str]:
+    """Left to right over every word, the longest phrase starting there, matches not overlapping."""
+    table = {tuple(PhraseSet.words(p)): p for p in reversed(phrases) if PhraseSet.words(p)}
+    words, found, i = PhraseSet.words(text), [], 0
+    while i < len(words):
+        for n in sorted({len(k) for k in table}, reverse=True):
+            if tuple(words[i:i + n]) in table:
+                found.append(table[tuple(words[i:i + n])])
+                i += n
+                break
+        else:
+            i += 1
+    return found
+
+
+vocabulary = st.sampled_from(["a", "b", "c", "photo", "3d", "render", "b&w", ",", "the"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(vocabulary, min_size=1, max_size=3).map(" ".join), max_size=6),
+       st.lists(vocabulary, max_size=30).map(" ".join))
+def test_phrase_set_finds_what_a_word_by_word_scan_finds(phrases, text):
+    phrase_set = PhraseSet(phrases)
+    expected = _reference_find(phrases, text)
+    assert phrase_set.find(text) == expected
+    words = PhraseSet.words(text)
+    assert phrase_set.find(words) == expected and phrase_set.find(list(words)) == expected
+    assert phrase_set.search(words) == (expected[0] if expected else None)

@@ -290,3 +290,21 @@ def test_infotext_round_trip(recipe):
 
     assert again == recipe
     assert again.to_infotext() == text
+
+
+def test_replace_checks_what_the_constructor_checks():
+    import dataclasses
+
+    from bridge import recipe as recipe_module
+
+    assert recipe_module._INIT_FIELDS == {f.name for f in dataclasses.fields(Recipe) if f.init}
+    base = Recipe(prompt="a cat", width=512, height=512, extra={"Version": "v1"})
+    with pytest.raises(ValueError, match="width and height must be set together"):
+        base.replace(width=None)
+    with pytest.raises(ValueError, match="belongs in its Recipe field"):
+        base.replace(extra={"Steps": "20"})
+    with pytest.raises(TypeError, match="no field 'steps_count'"):
+        base.replace(steps_count=3)
+    wider = base.replace(width=768, height=768)
+    assert (wider.width, wider.height, wider.extra, wider.prompt) == (768, 768, {"Version": "v1"}, "a cat")
+    assert wider.extra is not base.extra and wider == dataclasses.replace(base, width=768, height=768)

@@ -22,7 +22,7 @@ from bridge.recipe import Recipe
 from bridge.rules import stages
 from bridge.rules.artists import ArtistIndex
 from bridge.rules.knowledge import RULES_DIR, KnowledgeBase, NegativeDefault, Rule, is_disabled
-from bridge.rules.phrases import PhraseSet, normalize
+from bridge.rules.phrases import PhraseSet, Words, fold_accents, normalize
 from bridge.rules.stages import phrase_key
 from bridge.syntax import Prompt, PromptSyntaxError, attention, parse
 from bridge.translation import Change, Translation, TranslationOptions
@@ -266,6 +266,16 @@ class Work:
     changes: list[Change] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    _words: tuple[str, str, Words] | None = field(default=None, repr=False)
+
+    def prompt_words(self) -> tuple[str, Words]:
+        """The positive prompt as it is now, lower-cased with accents folded (how knowledge phrases and patterns are
+        matched), and its words; worked out once for the stages that read them while the prompt stays the same."""
+        text = str(self.prompt)
+        if self._words is None or self._words[0] != text:
+            folded = fold_accents(text).lower()
+            self._words = (text, folded, PhraseSet.words(folded))
+        return self._words[1], self._words[2]
 
     def record(self, rule: Rule | str, before: str, after: str, reason: str | None = None,
                fact: str | None = None) -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
-__all__ = ["DROP", "KEEP", "Phrase", "containers", "edit_phrases", "items_text", "normalize"]
+__all__ = ["DROP", "KEEP", "Phrase", "PhraseSet", "Words", "containers", "edit_phrases", "fold_accents", "items_text",
+           "normalize"]
 
 Item = str | Node
 KEEP = None  # callback result: leave the phrase as it is
@@ -48,32 +49,58 @@ class PhraseSet:
         return bool(self.phrases)
 
     @staticmethod
-    def words(text: str) -> list[str]:
+    def words(text: str) -> Words:
         """``text`` cut into the words phrases are matched on; pass the result to ``find``/``search`` to cut once."""
-        return _WORD_TOKEN.findall(text.lower())
+        return Words(_WORD_TOKEN.findall(text.lower()))
 
     def find(self, text: str | list[str]) -> list[str]:
         """The phrases present in ``text`` (as given to the constructor), longest match first at each position;
         ``text`` may be already cut with ``PhraseSet.words``."""
-        words = self.words(text) if isinstance(text, str) else text
+        words = text if isinstance(text, Words) else Words(self.words(text) if isinstance(text, str) else text)
         if self.lengths.keys().isdisjoint(words):
             return []  # the common case, decided in C
+        where = words.where
+        starts = sorted(i for first in self.lengths.keys() & where.keys() for i in where[first])
         found: list[str] = []
-        i = 0
-        while i < len(words):
-            for n in self.lengths.get(words[i], ()):
+        free = 0  # matches do not overlap: the next one starts here or later
+        for i in starts:
+            if i < free:
+                continue
+            for n in self.lengths[words[i]]:
                 phrase = self.phrases.get(tuple(words[i:i + n]))
                 if phrase is not None:
                     found.append(phrase)
-                    i += n
+                    free = i + n
                     break
-            else:
-                i += 1
         return found
 
     def search(self, text: str | list[str]) -> str | None:
         found = self.find(text)
         return found[0] if found else None
+
+
+class Words(list):
+    """The words of a text (``PhraseSet.words``), with where each one occurs, worked out once for all the phrase sets
+    that search them: a search then visits only the places where one of its phrases could start."""
+
+    @property
+    def where(self) -> dict[str, list[int]]:
+        where = self.__dict__.get("_where")
+        if where is None:
+            where = {}
+            for i, word in enumerate(self):
+                where.setdefault(word, []).append(i)
+            self.__dict__["_where"] = where
+        return where
+
+
+def fold_accents(text: str) -> str:
+    """``"Beyoncé"`` → ``"Beyonce"``: the knowledge's phrases are written without accents."""
+    if text.isascii():
+        return text
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def normalize(text: str) -> str:

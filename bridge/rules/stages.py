@@ -22,7 +22,6 @@ from bridge.rules.phrases import (
     KEEP,
     Item,
     Phrase,
-    PhraseSet,
     containers,
     edit_phrases,
     items_text,
@@ -273,8 +272,7 @@ def _merge_text(prompt: Prompt) -> None:
 
 def weak(work: Work, rules: list[Rule]) -> None:
     # "Beyoncé" is found as "beyonce"; only the positive prompt is read; patterns see lower-cased text
-    text = _fold_accents(str(work.prompt)).lower()
-    words = PhraseSet.words(text)
+    text, words = work.prompt_words()
     present = work.plan.literals.present(text, words)
     for weak_concept in work.plan.weak:
         found = weak_concept.names.search(words)
@@ -288,22 +286,13 @@ def weak(work: Work, rules: list[Rule]) -> None:
         work.warnings.append(f"{warning} (found {found!r}; rule {rule.id})")
 
 
-def _fold_accents(text: str) -> str:
-    if text.isascii():
-        return text
-    import unicodedata
-
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # negative prompt
 
 
 def negative(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
-    text = str(work.prompt)
-    words = PhraseSet.words(text)
+    _, words = work.prompt_words()
     chosen = next((n for n in work.plan.negatives if n.detect.search(words)), None)
     if chosen is None:
         chosen = next((n for n in work.plan.negatives if n.spec.kind == "default"), None)
