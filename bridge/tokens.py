@@ -41,9 +41,9 @@ on the first count, never at import: that costs 10-15 ms once (no cache needed; 
 
 from __future__ import annotations
 
-import bisect
 import html
 import itertools
+import operator
 import re
 import unicodedata
 import zlib
@@ -72,7 +72,7 @@ _PRETOKEN = re.compile(
 # The same on cleaned ASCII text (lower case, single spaces), where case-folding changes nothing: without IGNORECASE it
 # is faster, and each pre-token comes with the space before it.
 _PRETOKEN_ASCII = re.compile("|".join(SPECIAL_TOKENS) + r"|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|\d|[^\sa-z0-9]+")
-_PRETOKEN_SPACED = re.compile(f"( ?)({_PRETOKEN_ASCII.pattern})")
+_PRETOKEN_SPACED = re.compile(f" ?(?:{_PRETOKEN_ASCII.pattern})")
 
 
 def _byte_symbols() -> list[str]:
@@ -205,10 +205,21 @@ def _symbols(word: str) -> str:
     return word.encode("utf-8").decode("latin-1").translate(_TO_SYMBOLS)
 
 
+@lru_cache(maxsize=1)
+def _whole_words() -> frozenset[str]:
+    """The vocabulary's tokens that end a word (``"castle</w>"``), all made by merges. BPE turns each of them, spelled
+    alone, into that one token (a test checks every one), so a pre-token found here needs no merging."""
+    return frozenset(token for token in (merge.replace(" ", "") for merge in _merge_ranks())
+                     if token.endswith(END_OF_WORD))
+
+
 @lru_cache(maxsize=1 << 16)
 def _word_bpe(word: str) -> tuple[str, ...]:
     """The tokens of one pre-token (cached: prompts repeat their words)."""
-    return _bpe(_symbols(word))
+    symbols = _symbols(word)
+    if symbols + END_OF_WORD in _whole_words():
+        return (symbols + END_OF_WORD,)
+    return _bpe(symbols)
 
 
 def tokenize(text: str) -> list[str]:
@@ -255,37 +266,41 @@ class _Run(NamedTuple):
     """The tokens of a clause's text between two BREAKs, as parallel lists."""
 
     symbols: list[str]
-    gaps: list[bool]  # whitespace before the token in the prompt (for Chunk.text only)
+    texts: list[str]  # each token as it reads in Chunk.text: a space where the prompt has one before it, then the
+    # token without its end-of-word mark (still in byte symbols)
     weights: list[float]
 
 
+@lru_cache(maxsize=1 << 16)
+def _spaced_tokens(spaced_word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tokens of a pre-token read with the space before it, if any (``" castle"``), and their texts."""
+    word = spaced_word.removeprefix(" ")
+    tokens = _word_bpe(word)
+    texts = [token.removesuffix(END_OF_WORD) for token in tokens]
+    if word is not spaced_word:
+        texts[0] = " " + texts[0]
+    return tokens, tuple(texts)
+
+
+_Tokens = tuple[tuple[str, ...], tuple[str, ...]]  # tokens and their texts
+
+
 @lru_cache(maxsize=1 << 12)
-def _piece_symbols(piece: str) -> tuple[tuple[str, ...], tuple[bool, ...]]:
-    """The tokens of one attention piece, and whether whitespace comes before each inside the piece (cached: a
-    prompt's text is tokenized once for the fit check and once more only if it needs chunking, and libraries repeat
-    their bracketed phrases)."""
+def _piece_words(piece: str) -> tuple[int, tuple[_Tokens, ...]]:
+    """How many tokens one attention piece takes, and the tokens of each of its pre-tokens (cached: a prompt that
+    needs chunking was counted for the fit check just before, and libraries repeat their bracketed phrases)."""
     cleaned = _clean(piece)
-    symbols: list[str] = []
-    gaps: list[bool] = []
     if cleaned.isascii():
-        # Cleaned ASCII text is pre-tokens separated by single spaces: the space is read with the pre-token.
-        for space, word in _PRETOKEN_SPACED.findall(cleaned):
-            tokens = _word_bpe(word)
-            symbols += tokens
-            gaps.append(bool(space))
-            if len(tokens) > 1:
-                gaps += [False] * (len(tokens) - 1)
-        return tuple(symbols), tuple(gaps)
-    pos = 0
-    for word in _pretokens(cleaned):
-        start = cleaned.index(word, pos)  # pre-tokens come in order; between them: spaces (or a skipped U+0345)
-        gap = " " in cleaned[pos:start]
-        pos = start + len(word)
-        for token in _word_bpe(word):
-            symbols.append(token)
-            gaps.append(gap)
-            gap = False
-    return tuple(symbols), tuple(gaps)
+        spaced = _PRETOKEN_SPACED.findall(cleaned)  # cleaned ASCII text: pre-tokens separated by single spaces
+    else:
+        spaced = []
+        pos = 0
+        for word in _pretokens(cleaned):
+            start = cleaned.index(word, pos)  # pre-tokens come in order; between them: spaces (or a skipped U+0345)
+            spaced.append(" " + word if " " in cleaned[pos:start] else word)
+            pos = start + len(word)
+    found = tuple(map(_spaced_tokens, spaced))
+    return sum(map(len, map(operator.itemgetter(0), found))), found
 
 
 def _runs(text: str) -> list[_Run]:
@@ -296,26 +311,25 @@ def _runs(text: str) -> list[_Run]:
         if piece == "BREAK" and weight == -1:
             runs.append(_Run([], [], []))
             continue
-        symbols, gaps = _piece_symbols(piece)
-        if symbols:
+        count, found = _piece_words(piece)
+        if count:
+            symbols = tuple(itertools.chain.from_iterable(map(operator.itemgetter(0), found)))
+            texts = tuple(itertools.chain.from_iterable(map(operator.itemgetter(1), found)))
             run = runs[-1]
             first = len(run.symbols)
             run.symbols.extend(symbols)
-            run.gaps.extend(gaps)
+            run.texts.extend(texts)
             run.weights.extend([weight] * len(symbols))
             # BREAK inside brackets is weighted text whose surrounding spaces attention() dropped: keep it a word
-            if gap or piece[:1].isspace() or piece == "BREAK":
-                run.gaps[first] = True
+            if (gap or piece[:1].isspace() or piece == "BREAK") and not texts[0].startswith(" "):
+                run.texts[first] = " " + texts[0]
         gap = piece[-1:].isspace() or piece == "BREAK"
     return runs
 
 
-def _decode(symbols: list[str], gaps: list[bool]) -> str:
-    words = [token.removesuffix(END_OF_WORD) for token in symbols]
-    for i in range(1, len(words)):
-        if gaps[i]:
-            words[i] = " " + words[i]
-    return "".join(words).translate(_FROM_SYMBOLS).encode("latin-1").decode("utf-8", errors="replace")
+def _decode(texts: list[str]) -> str:
+    text = "".join(texts).removeprefix(" ") if texts and texts[0].startswith(" ") else "".join(texts)
+    return text.translate(_FROM_SYMBOLS).encode("latin-1").decode("utf-8", errors="replace")
 
 
 def _chunks(runs: list[_Run], comma_backtrack: int) -> list[Chunk]:
@@ -331,21 +345,23 @@ def _chunks(runs: list[_Run], comma_backtrack: int) -> list[Chunk]:
     offset = 0
 
     def add(run: _Run, i: int, j: int, ended_by: EndedBy) -> None:
-        chunks.append(Chunk(j - i, _decode(run.symbols[i:j], run.gaps[i:j]), tuple(run.weights[i:j]), offset + i,
+        chunks.append(Chunk(j - i, _decode(run.texts[i:j]), tuple(run.weights[i:j]), offset + i,
                             ended_by))
 
     for number, run in enumerate(runs, 1):
         symbols = run.symbols
         n = len(symbols)
-        commas = [i for i, token in enumerate(symbols) if token == COMMA] if n > CHUNK_TOKENS else []
         start = remembered_from = 0
         while n - start > CHUNK_TOKENS:
             arriving = start + CHUNK_TOKENS
             if comma_backtrack and symbols[arriving] != COMMA:
-                k = bisect.bisect_left(commas, arriving) - 1
-                if k >= 0 and commas[k] >= remembered_from and arriving - commas[k] <= comma_backtrack:
-                    add(run, start, commas[k] + 1, "comma")
-                    start = remembered_from = commas[k] + 1
+                # the last comma among the chunk's last comma_backtrack tokens, if it is remembered
+                low = max(remembered_from, arriving - comma_backtrack)
+                window = symbols[low:arriving]
+                if COMMA in window:
+                    comma = arriving - 1 - window[::-1].index(COMMA)
+                    add(run, start, comma + 1, "comma")
+                    start = remembered_from = comma + 1
                     continue
             add(run, start, arriving, "limit")
             start = arriving
@@ -439,11 +455,10 @@ def _fits(text: str) -> bool:
         if piece == "BREAK" and weight == -1:
             count = 0
             continue
-        words = _pretokens(_clean(piece))
         if exact:
-            count += sum(map(len, map(_word_bpe, words)))
+            count += _piece_words(piece)[0]
         else:
-            count += sum(common.get(word) or len(word.encode("utf-8")) for word in words)
+            count += sum(common.get(word) or len(word.encode("utf-8")) for word in _pretokens(_clean(piece)))
         if count > CHUNK_TOKENS:
             if exact:
                 return False

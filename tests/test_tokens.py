@@ -95,6 +95,16 @@ def test_known_differences_from_open_clip(open_clip_tokens):
     assert tokenize("cafÃ©") != open_clip_tokens("cafÃ©")
 
 
+def test_every_whole_word_token_is_what_bpe_makes_of_its_spelling():
+    """The shortcut in _word_bpe (a pre-token that is itself a vocabulary token needs no merging) holds for the
+    whole vocabulary."""
+    from bridge.tokens import _bpe, _whole_words
+
+    whole = _whole_words()
+    assert len(whole) > 30_000
+    assert [t for t in whole if _bpe(t.removesuffix("</w>")) != (t,)] == []
+
+
 def test_counts_equal_hugging_face_clip_tokenizer(real_prompts, tmp_path):
     """HF's CLIPTokenizer from the same merges agrees wherever its missing cleaning steps change nothing."""
     transformers = pytest.importorskip("transformers")

@@ -10,8 +10,9 @@ alone renders byte-identical.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
@@ -103,6 +104,7 @@ def fold_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
+@lru_cache(maxsize=1 << 16)  # libraries repeat their phrases
 def normalize(text: str) -> str:
     """Lower-case, whitespace collapsed and stripped: the form phrases are matched in."""
     return _SPACE.sub(" ", text).strip().lower()
@@ -204,12 +206,17 @@ def _phrase(items: list[Item]) -> Phrase:
     return Phrase(lead, [i for i in items if i != ""], trail)
 
 
-def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | None]) -> bool:
+def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | None],
+                 unchanged: Container[str] = ()) -> bool:
     """Apply ``edit`` to every phrase of ``container`` (in place). ``edit`` returns KEEP (None), DROP ([]) or new core
-    items. Returns True when anything changed."""
+    items. A plain-text phrase whose text (stripped) is in ``unchanged`` is kept without asking ``edit``. Returns True
+    when anything changed."""
     raw_phrases, seps = _split(container)
     results: list[list[Item] | None] = []
     for raw in raw_phrases:
+        if unchanged and len(raw) == 1 and type(raw[0]) is str and raw[0].strip() in unchanged:
+            results.append(KEEP)
+            continue
         phrase = _phrase(raw)
         if not phrase.core:
             results.append(KEEP)
@@ -261,27 +268,27 @@ def _drop_comma_before(seq: list, j: int) -> None:
 
 
 def _rebuild(seq: list) -> list[Node]:
+    """The node list of a phrase/separator sequence: each run of strings (and Text nodes) becomes one Text node."""
     out: list[Node] = []
-
-    def add(item: Item) -> None:
-        if isinstance(item, str):
-            if not item:
-                return
-            if out and isinstance(out[-1], Text):
-                out[-1] = Text(out[-1].text + item)
-            else:
-                out.append(Text(item))
-        else:
-            out.append(item)
-
+    texts: list[str] = []
     for part in seq:
         if part is None:
             continue
-        if isinstance(part, list):
-            for item in part:
-                add(item)
-        else:
-            add(part)
+        for item in part if isinstance(part, list) else (part,):
+            if isinstance(item, str):
+                texts.append(item)
+            elif isinstance(item, Text):
+                texts.append(item.text)
+            else:
+                if texts:
+                    text = "".join(texts)
+                    texts.clear()
+                    if text:
+                        out.append(Text(text))
+                out.append(item)
+    text = "".join(texts)
+    if text:
+        out.append(Text(text))
     return out
 
 

@@ -147,8 +147,6 @@ def phrases(work: Work, rules: list[Rule]) -> None:
         nonlocal present
         core = phrase.core
         text = core[0] if len(core) == 1 and type(core[0]) is str else None
-        if text is not None and text in unchanged:
-            return KEEP  # plain text already seen to need no change: libraries repeat their phrases
         plain = phrase.plain
         if plain is None:
             return KEEP
@@ -177,7 +175,8 @@ def phrases(work: Work, rules: list[Rule]) -> None:
             unchanged.remember(text)
         return new
 
-    touched = {id(container) for container in containers(work.prompt) if edit_phrases(container, edit)}
+    # plain text already seen to need no change is skipped: libraries repeat their phrases
+    touched = {id(container) for container in containers(work.prompt) if edit_phrases(container, edit, unchanged)}
     touched.difference_update(id(clause.children) for clause in work.prompt.clauses)
     _prune_emptied_groups(work.prompt, touched)
 
