@@ -68,12 +68,29 @@ class _Weak:
     patterns: tuple[_Prefiltered | re.Pattern, ...]
     unless: PhraseSet
 
+    def __post_init__(self) -> None:
+        # which patterns each required literal can let through; patterns with no literal prefilter always run
+        self._always = [i for i, p in enumerate(self.patterns) if not isinstance(p, _Prefiltered) or p.needs is None]
+        self._by_literal: dict[str, list[int]] = {}
+        for i, pattern in enumerate(self.patterns):
+            if isinstance(pattern, _Prefiltered) and pattern.needs is not None:
+                for literal in pattern.needs:
+                    self._by_literal.setdefault(literal, []).append(i)
+
     def search(self, text: str, present: set[str] | None = None) -> re.Match | None:
         """The leftmost match of any pattern (the first pattern listed, where two start at the same place): what one
         alternation of them all finds. Kept apart, each pattern is skipped unless its own literals are present
         (``present``: the literals :class:`LiteralFinder` found in ``text``, when the caller has them)."""
+        if present is None:
+            candidates = range(len(self.patterns))
+        else:
+            found = present & self._by_literal.keys()
+            if not found and not self._always:
+                return None  # the common case: none of the patterns can match
+            candidates = sorted({*self._always, *(i for literal in found for i in self._by_literal[literal])})
         best = None
-        for pattern in self.patterns:
+        for i in candidates:
+            pattern = self.patterns[i]
             match = pattern.search(text, present) if isinstance(pattern, _Prefiltered) else pattern.search(text)
             if match is not None and (best is None or match.start() < best.start()):
                 best = match
@@ -93,6 +110,7 @@ class Plan:
     negatives: list[_Negative]
     weak: list[_Weak]
     literals: LiteralFinder  # the weak-concept patterns' required literals
+    weak_starts: frozenset[str]  # the first words of every weak-concept name: a prompt with none needs no name search
     unchanged_phrases: Memo = field(default_factory=lambda: Memo())  # plain phrases the phrase stage leaves alone
 
 
@@ -143,8 +161,9 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
     literals = LiteralFinder(literal for w in weak for p in w.patterns if isinstance(p, _Prefiltered) and p.needs
                              for literal in p.needs)
     mapping = {k.lower(): v for k, v in options.network_map.items()}
+    weak_starts = frozenset(word for w in weak for word in w.names.lengths)
     return Plan(plan_stages, phrase_index, artists, embedding_pattern, tuple(sorted(names)), mapping, negatives, weak,
-                literals)
+                literals, weak_starts)
 
 
 _UNESCAPED_UPPER = re.compile(r"(?<!\\)[A-Z]")
@@ -196,12 +215,19 @@ class LiteralFinder:
     """
 
     MAX_WORDS = 1 << 16  # remembered words; the memory is cleared when full
+    HEAD = 3
 
     def __init__(self, literals: Iterable[str]):
         literals = set(literals)
         self.in_words = tuple(sorted(x for x in literals if _WORD_CHARS.fullmatch(x)))
         self.other = tuple(sorted(literals.difference(self.in_words)))
         self._held: dict[str, frozenset[str]] = {}
+        # A new word is searched by the first three characters of the literals: one lookup per place in the word.
+        self._short = tuple(x for x in self.in_words if len(x) < self.HEAD)
+        self._by_head: dict[str, list[str]] = {}
+        for x in self.in_words:
+            if len(x) >= self.HEAD:
+                self._by_head.setdefault(x[: self.HEAD], []).append(x)
 
     def present(self, text: str, words: Iterable[str] | None = None) -> set[str]:
         """The literals that occur in ``text``; ``words`` may give its word-character runs (extra tokens, such as
@@ -210,15 +236,25 @@ class LiteralFinder:
         if not self.in_words:
             return found
         held = self._held
-        if len(held) > self.MAX_WORDS:
-            held.clear()
-        for word in set(_WORD_CHARS.findall(text) if words is None else words):
-            inside = held.get(word)
-            if inside is None:
-                inside = held[word] = frozenset(x for x in self.in_words if x in word)
-            if inside:
-                found |= inside
+        unique = set(_WORD_CHARS.findall(text) if words is None else words)
+        new = unique.difference(held)
+        if new:
+            if len(held) + len(new) > self.MAX_WORDS:
+                held.clear()
+                new = unique
+            for word in new:
+                held[word] = self._inside(word)
+        found.update(*filter(None, map(held.__getitem__, unique)))
         return found
+
+    def _inside(self, word: str) -> frozenset[str]:
+        inside = [x for x in self._short if x in word]
+        by_head = self._by_head
+        for i in range(len(word) - self.HEAD + 1):
+            for x in by_head.get(word[i : i + self.HEAD], ()):
+                if word.startswith(x, i):
+                    inside.append(x)
+        return frozenset(inside)
 
 
 def _required_literals(items: list) -> set[str] | None:
@@ -378,11 +414,11 @@ def _check_input(work: Work) -> None:
     """Odd but valid prompts pass through; say what was not understood."""
     for label, prompt in (("prompt", work.prompt), ("negative prompt", work.negative)):
         text = str(prompt)
-        controls = sorted(set(_CONTROL.findall(text)))
+        controls = [] if text.isprintable() else sorted(set(_CONTROL.findall(text)))
         if controls:
             names = ", ".join(f"U+{ord(c):04X}" for c in controls[:5])
             work.warnings.append(f"{label} contains control characters ({names}); kept as written")
-        if any(not _is_float(w) for w in _WEIGHT.findall(text)):
+        if ":" in text and any(not _is_float(w) for w in _WEIGHT.findall(text)):
             try:
                 attention(text)
             except PromptSyntaxError as exc:

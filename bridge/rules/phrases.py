@@ -58,10 +58,16 @@ class PhraseSet:
         """The phrases present in ``text`` (as given to the constructor), longest match first at each position;
         ``text`` may be already cut with ``PhraseSet.words``."""
         words = text if isinstance(text, Words) else Words(self.words(text) if isinstance(text, str) else text)
-        if self.lengths.keys().isdisjoint(words):
+        firsts = self.lengths.keys() & words.set
+        if not firsts:
             return []  # the common case, decided in C
-        where = words.where
-        starts = sorted(i for first in self.lengths.keys() & where.keys() for i in where[first])
+        starts: list[int] = []
+        for first in firsts:  # visit only the places where a phrase could start
+            i = -1
+            for _ in range(words.count(first)):
+                i = words.index(first, i + 1)
+                starts.append(i)
+        starts.sort()
         found: list[str] = []
         free = 0  # matches do not overlap: the next one starts here or later
         for i in starts:
@@ -81,18 +87,14 @@ class PhraseSet:
 
 
 class Words(list):
-    """The words of a text (``PhraseSet.words``), with where each one occurs, worked out once for all the phrase sets
-    that search them: a search then visits only the places where one of its phrases could start."""
+    """The words of a text (``PhraseSet.words``), searched by several phrase sets: the set of them is made once."""
 
     @property
-    def where(self) -> dict[str, list[int]]:
-        where = self.__dict__.get("_where")
-        if where is None:
-            where = {}
-            for i, word in enumerate(self):
-                where.setdefault(word, []).append(i)
-            self.__dict__["_where"] = where
-        return where
+    def set(self) -> frozenset[str]:
+        found = self.__dict__.get("_set")
+        if found is None:
+            found = self.__dict__["_set"] = frozenset(self)
+        return found
 
 
 def fold_accents(text: str) -> str:

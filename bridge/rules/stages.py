@@ -273,8 +273,9 @@ def weak(work: Work, rules: list[Rule]) -> None:
     # "Beyoncé" is found as "beyonce"; only the positive prompt is read; patterns see lower-cased text
     text, words = work.prompt_words()
     present = work.plan.literals.present(text, words)
+    names = not work.plan.weak_starts.isdisjoint(words.set)
     for weak_concept in work.plan.weak:
-        found = weak_concept.names.search(words)
+        found = weak_concept.names.search(words) if names else None
         if found is None:
             match = weak_concept.search(text, present)
             found = match.group(0).strip() if match else None
