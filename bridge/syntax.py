@@ -78,8 +78,8 @@ _ATTENTION_TOKEN = re.compile(
     re.VERBOSE,
 )
 _BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*", re.DOTALL)
-# Text with none of these has no emphasis and no BREAK: attention() of it is the text itself at weight 1.0.
-_ATTENTION_SYNTAX = re.compile(r"[\\()\[\]:]|BREAK")
+# Text with none of these characters and no "BREAK" has no emphasis: attention() of it is the text at weight 1.0.
+_ATTENTION_SYNTAX = re.compile(r"[\\()\[\]:]")
 
 
 def attention(text: str) -> list[tuple[str, float]]:
@@ -90,7 +90,7 @@ def attention(text: str) -> list[tuple[str, float]]:
     >>> attention("one BREAK two")
     [('one', 1.0), ('BREAK', -1), ('two', 1.0)]
     """
-    if _ATTENTION_SYNTAX.search(text) is None:
+    if _ATTENTION_SYNTAX.search(text) is None and "BREAK" not in text:
         return [(text, 1.0)]  # plain text (most prompts in a library): one search instead of the full scan
     # Entries created between two bracket events always receive the same multipliers afterwards, so weights are kept
     # per segment (one float per run of entries) instead of per entry; each entry keeps only its sign (BREAK is -1).
@@ -473,8 +473,9 @@ _CLAUSE_TOKEN = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 _BREAK_WORD = re.compile(r"\bBREAK\b")
-# Text with none of these is one clause of one Text node (no tags, AND, BREAK, brackets, weights or escapes).
-_SYNTAX = re.compile(r"[\\()\[\]:|<]|AND|BREAK")
+# Text with none of these characters and no "AND" or "BREAK" is one clause of one Text node (no tags, brackets,
+# weights or escapes). A character class alone is searched fast; the words are checked with str's own search.
+_SYNTAX = re.compile(r"[\\()\[\]:|<]")
 _NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)\s*\Z")
 
 
@@ -494,7 +495,7 @@ class _Frame:
 
 def parse(text: str) -> Prompt:
     """Parse an A1111 prompt. Never raises; ``str(parse(text)) == text`` for every string."""
-    if _SYNTAX.search(text) is None:  # plain text, the common case in prompt libraries: one search, no scan
+    if _SYNTAX.search(text) is None and "AND" not in text and "BREAK" not in text:  # plain text, the common case in prompt libraries: one search, no scan
         return Prompt([Clause([Text(text)] if text else [])], [])
     return _parse_syntax(text)
 

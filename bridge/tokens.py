@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import operator
 import re
 import unicodedata
 import zlib
@@ -69,9 +68,9 @@ _PRETOKEN = re.compile(
     "|".join(SPECIAL_TOKENS) + r"|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w\u0345]|_)+",
     re.IGNORECASE,  # as CLIP's pattern: "'ſ" is a contraction too; U+0345 case-folds to a letter, so CLIP skips it
 )
-# The same on cleaned ASCII text (lower case, single spaces), where case-folding changes nothing: without IGNORECASE it
-# is faster, and each pre-token comes with the space before it.
-_PRETOKEN_ASCII = re.compile("|".join(SPECIAL_TOKENS) + r"|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|\d|[^\sa-z0-9]+")
+# The same on cleaned ASCII text (lower case, single spaces), where case-folding changes nothing: without IGNORECASE,
+# and with letters and digits tried first (no other alternative starts with one, so the order changes nothing).
+_PRETOKEN_ASCII = re.compile(r"[a-z]+|[0-9]|'(?:s|t|re|ve|m|ll|d)|" + "|".join(SPECIAL_TOKENS) + r"|[^\sa-z0-9]+")
 _PRETOKEN_SPACED = re.compile(f" ?(?:{_PRETOKEN_ASCII.pattern})")
 
 
@@ -271,36 +270,38 @@ class _Run(NamedTuple):
     weights: list[float]
 
 
+@lru_cache(maxsize=1 << 12)
+def _piece_words(piece: str) -> tuple[int, tuple[tuple[str, ...], ...], str]:
+    """How many tokens one attention piece takes, the tokens of each of its pre-tokens, and the cleaned text (cached:
+    a prompt that needs chunking was counted for the fit check just before, and libraries repeat their bracketed
+    phrases)."""
+    cleaned = _clean(piece)
+    found = tuple(map(_word_bpe, _pretokens(cleaned)))
+    return sum(map(len, found)), found, cleaned
+
+
+def _spaced_words(cleaned: str) -> list[str]:
+    """The pre-tokens of cleaned text, each with the space before it in the text, if any."""
+    if cleaned.isascii():
+        return _PRETOKEN_SPACED.findall(cleaned)  # cleaned ASCII text: pre-tokens separated by single spaces
+    spaced = []
+    pos = 0
+    for word in _pretokens(cleaned):
+        start = cleaned.index(word, pos)  # pre-tokens come in order; between them: spaces (or a skipped U+0345)
+        spaced.append(" " + word if " " in cleaned[pos:start] else word)
+        pos = start + len(word)
+    return spaced
+
+
 @lru_cache(maxsize=1 << 16)
-def _spaced_tokens(spaced_word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The tokens of a pre-token read with the space before it, if any (``" castle"``), and their texts."""
+def _token_texts(spaced_word: str) -> tuple[str, ...]:
+    """The tokens of a pre-token as they read in a chunk's text (see _Run.texts); ``spaced_word`` comes with the
+    space before it, if any (``" castle"``)."""
     word = spaced_word.removeprefix(" ")
-    tokens = _word_bpe(word)
-    texts = [token.removesuffix(END_OF_WORD) for token in tokens]
+    texts = [token.removesuffix(END_OF_WORD) for token in _word_bpe(word)]
     if word is not spaced_word:
         texts[0] = " " + texts[0]
-    return tokens, tuple(texts)
-
-
-_Tokens = tuple[tuple[str, ...], tuple[str, ...]]  # tokens and their texts
-
-
-@lru_cache(maxsize=1 << 12)
-def _piece_words(piece: str) -> tuple[int, tuple[_Tokens, ...]]:
-    """How many tokens one attention piece takes, and the tokens of each of its pre-tokens (cached: a prompt that
-    needs chunking was counted for the fit check just before, and libraries repeat their bracketed phrases)."""
-    cleaned = _clean(piece)
-    if cleaned.isascii():
-        spaced = _PRETOKEN_SPACED.findall(cleaned)  # cleaned ASCII text: pre-tokens separated by single spaces
-    else:
-        spaced = []
-        pos = 0
-        for word in _pretokens(cleaned):
-            start = cleaned.index(word, pos)  # pre-tokens come in order; between them: spaces (or a skipped U+0345)
-            spaced.append(" " + word if " " in cleaned[pos:start] else word)
-            pos = start + len(word)
-    found = tuple(map(_spaced_tokens, spaced))
-    return sum(map(len, map(operator.itemgetter(0), found))), found
+    return tuple(texts)
 
 
 def _runs(text: str) -> list[_Run]:
@@ -311,18 +312,16 @@ def _runs(text: str) -> list[_Run]:
         if piece == "BREAK" and weight == -1:
             runs.append(_Run([], [], []))
             continue
-        count, found = _piece_words(piece)
+        count, found, cleaned = _piece_words(piece)
         if count:
-            symbols = tuple(itertools.chain.from_iterable(map(operator.itemgetter(0), found)))
-            texts = tuple(itertools.chain.from_iterable(map(operator.itemgetter(1), found)))
             run = runs[-1]
             first = len(run.symbols)
-            run.symbols.extend(symbols)
-            run.texts.extend(texts)
-            run.weights.extend([weight] * len(symbols))
+            run.symbols.extend(itertools.chain.from_iterable(found))
+            run.texts.extend(itertools.chain.from_iterable(map(_token_texts, _spaced_words(cleaned))))
+            run.weights.extend([weight] * count)
             # BREAK inside brackets is weighted text whose surrounding spaces attention() dropped: keep it a word
-            if (gap or piece[:1].isspace() or piece == "BREAK") and not texts[0].startswith(" "):
-                run.texts[first] = " " + texts[0]
+            if (gap or piece[:1].isspace() or piece == "BREAK") and not run.texts[first].startswith(" "):
+                run.texts[first] = " " + run.texts[first]
         gap = piece[-1:].isspace() or piece == "BREAK"
     return runs
 

@@ -383,3 +383,15 @@ def test_chunker_matches_the_reference_on_real_prompts(real_prompts):
     assert len(long) > 100
     for prompt in long:
         assert _as_tuples(chunk(prompt)) == _reference_chunks(prompt), prompt
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80)
+       | st.lists(st.sampled_from(["it's", "<start_of_text>", "<end", "_x", "a1b", "''s", "!!", " ", "<", "'"]),
+                  max_size=20).map("".join))
+def test_ascii_pre_tokenizer_splits_as_clip_pattern_does(text):
+    from bridge.tokens import _PRETOKEN, _PRETOKEN_ASCII, _PRETOKEN_SPACED, _clean
+
+    cleaned = _clean(text)
+    assert _PRETOKEN_ASCII.findall(cleaned) == _PRETOKEN.findall(cleaned)
+    assert [w.removeprefix(" ") for w in _PRETOKEN_SPACED.findall(cleaned)] == _PRETOKEN.findall(cleaned)
