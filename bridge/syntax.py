@@ -339,6 +339,8 @@ class Prompt:
     separators: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
+        if len(self.clauses) == 1:
+            return str(self.clauses[0])
         out = [str(self.clauses[0])]
         for sep, clause in zip(self.separators, self.clauses[1:]):
             out.append(sep)
@@ -358,6 +360,9 @@ class Prompt:
 
     def features(self) -> set[str]:
         """Which A1111 features this prompt uses: emphasis, editing, alternation, break, and, network."""
+        if len(self.clauses) == 1 and not self.clauses[0].weight_text and all(
+                type(node) is Text for node in self.clauses[0].children):
+            return set()  # plain text
         found: set[str] = set()
         if len(self.clauses) > 1 or any(c.weight_text for c in self.clauses):
             found.add("and")
@@ -397,6 +402,8 @@ def walk(nodes: list[Node], multiplier: float = 1.0) -> Iterator[tuple[Node, lis
 def render(nodes: list[Node], *, step: int | None = None, steps: int = 20) -> str:
     """The text of ``nodes``. With ``step``, render what A1111 sees at that step: editing and alternation resolved,
     network tags removed."""
+    if len(nodes) == 1 and type(nodes[0]) is Text:
+        return nodes[0].text  # plain text: most prompts, and most phrases
     out: list[str] = []
     stack: list[object] = [iter(nodes)]
     while stack:

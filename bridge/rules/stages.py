@@ -67,7 +67,7 @@ def networks(work: Work, rules: list[Rule]) -> None:
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _tags(p, work, rule, label))
         lowered = text.lower()
-        if pattern is not None and any(name in lowered for name in work.plan.embedding_names) and pattern.search(text):
+        if pattern is not None and any(map(lowered.__contains__, work.plan.embedding_names)) and pattern.search(text):
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _embeddings(p, work, rule, label))
 
