@@ -20,7 +20,6 @@ __all__ = ["ArtistEdit", "ArtistIndex"]
 _BY = re.compile(r"(?:^|\s)(?P<by>(?:(?:art|artwork|painting|illustration|drawing|concept art)\s+)?by|"
                  r"in the style of|style of|inspired by)\s+", re.IGNORECASE)
 _JOIN = re.compile(r"\s+(?:and|&|x)\s+|\s*&\s*", re.IGNORECASE)
-_WORD = re.compile(r"[^\s,&]+")
 MAX_UNKNOWN_NAME_WORDS = 4  # "by the sea and the mountains" is not a list of names
 
 
@@ -81,8 +80,8 @@ class ArtistIndex:
         return [new_text]
 
     def rewrite_text(self, text: str, record: Callable[[ArtistEdit], None]) -> str | None:
-        if self.first_words.isdisjoint(_WORD.findall(text.lower())):
-            return None
+        if self.first_words.isdisjoint(text.lower().replace(",", " ").replace("&", " ").split()):
+            return None  # no word (between spaces, commas and ampersands) starts a known name
         head, by, names_text = "", "", text
         matches = list(_BY.finditer(text))
         if matches:

@@ -60,6 +60,14 @@ class _Negative:
     phrases: list[tuple[str, str]]  # (phrase, comparison key)
     finder: PhraseSet  # finds any of the phrases' keys in a prompt
 
+    @property
+    def joined(self) -> str:
+        """All the phrases, comma-separated."""
+        joined = self.__dict__.get("_joined")
+        if joined is None:
+            joined = self.__dict__["_joined"] = ", ".join(p for p, _ in self.phrases)
+        return joined
+
 
 @dataclass
 class _Weak:

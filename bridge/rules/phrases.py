@@ -148,6 +148,9 @@ class Phrase:
     @property
     def plain(self) -> str | None:
         """The phrase's words, normalized, when it is plain text or nested groups around plain text; else None."""
+        core = self.core
+        if len(core) == 1 and type(core[0]) is str:  # plain text, the common case
+            return normalize(core[0] if "\\" not in core[0] else Text(core[0]).value)
         group = self.innermost
         if group is not None:
             if not all(isinstance(c, Text) for c in group.children):

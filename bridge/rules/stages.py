@@ -299,13 +299,16 @@ def negative(work: Work, rules: list[Rule]) -> None:
         if chosen is None:
             return
     before = str(work.negative)
-    present = {phrase_key(p) for p in before.split(",") if p.strip()}
+    present = {phrase_key(p) for p in before.split(",") if p.strip()} if before.strip() else set()
     # A default phrase the prompt itself asks for ("3d render" for a 3d render) is left out: they would cancel out.
-    asked = set(chosen.finder.find(words))
-    added = [p for p, key in chosen.phrases if key not in present and key not in asked]
+    asked = chosen.finder.find(words)
+    if present or asked:
+        added = ", ".join(p for p, key in chosen.phrases if key not in present and key not in asked)
+    else:
+        added = chosen.joined  # the common case: an SD1 prompt without a negative
     if not added:
         return
-    after = before.rstrip().rstrip(",") + (", " if before.strip() else "") + ", ".join(added)
+    after = before.rstrip().rstrip(",") + (", " if before.strip() else "") + added
     work.negative = parse(after)
     spec = chosen.spec
     work.record("negative." + spec.kind, before, after,
