@@ -270,14 +270,38 @@ class _Run(NamedTuple):
     weights: list[float]
 
 
-@lru_cache(maxsize=1 << 12)
-def _piece_words(piece: str) -> tuple[int, tuple[tuple[str, ...], ...], str]:
-    """How many tokens one attention piece takes, the tokens of each of its pre-tokens, and the cleaned text (cached:
-    a prompt that needs chunking was counted for the fit check just before, and libraries repeat their bracketed
-    phrases)."""
-    cleaned = _clean(piece)
-    found = tuple(map(_word_bpe, _pretokens(cleaned)))
-    return sum(map(len, found)), found, cleaned
+def _phrases(cleaned: str) -> list[str]:
+    """Cleaned text cut into phrases whose tokens add up to the text's: at each ", " whose comma follows a letter, a
+    digit or a space. That comma is a pre-token of its own (a run of punctuation with none next to it), one token,
+    and no pre-token reaches across it. Where a comma follows other punctuation (",," ".,") the text stays whole.
+
+    A prompt library repeats its comma-separated phrases, so their tokens are worked out once (:func:`_phrase_tokens`).
+    """
+    phrases = cleaned.split(", ")
+    if len(phrases) > 1 and not all(p[-1:].isalnum() or p[-1:] == " " for p in phrases[:-1]):
+        return [cleaned]
+    return phrases
+
+
+@lru_cache(maxsize=1 << 16)
+def _phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tokens of a cleaned phrase, and their texts (see _Run.texts; the first has no space before it): what a
+    text that needs chunking is made of."""
+    found = list(map(_spaced_tokens, _spaced_words(cleaned)))
+    return (tuple(itertools.chain.from_iterable(tokens for tokens, _ in found)),
+            tuple(itertools.chain.from_iterable(texts for _, texts in found)))
+
+
+def _piece_count(piece: str) -> int:
+    """How many tokens one attention piece takes."""
+    phrases = _phrases(_clean(piece))
+    return sum(map(_phrase_count, phrases)) + len(phrases) - 1
+
+
+@lru_cache(maxsize=1 << 16)
+def _phrase_count(cleaned: str) -> int:
+    """How many tokens a cleaned phrase takes (the fit check needs no more than this)."""
+    return sum(map(len, map(_word_bpe, _pretokens(cleaned))))
 
 
 def _spaced_words(cleaned: str) -> list[str]:
@@ -294,14 +318,14 @@ def _spaced_words(cleaned: str) -> list[str]:
 
 
 @lru_cache(maxsize=1 << 16)
-def _token_texts(spaced_word: str) -> tuple[str, ...]:
-    """The tokens of a pre-token as they read in a chunk's text (see _Run.texts); ``spaced_word`` comes with the
-    space before it, if any (``" castle"``)."""
+def _spaced_tokens(spaced_word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tokens of a pre-token and their texts; ``spaced_word`` comes with the space before it, if any."""
     word = spaced_word.removeprefix(" ")
-    texts = [token.removesuffix(END_OF_WORD) for token in _word_bpe(word)]
+    tokens = _word_bpe(word)
+    texts = [token.removesuffix(END_OF_WORD) for token in tokens]
     if word is not spaced_word:
         texts[0] = " " + texts[0]
-    return tuple(texts)
+    return tokens, tuple(texts)
 
 
 def _runs(text: str) -> list[_Run]:
@@ -312,13 +336,21 @@ def _runs(text: str) -> list[_Run]:
         if piece == "BREAK" and weight == -1:
             runs.append(_Run([], [], []))
             continue
-        count, found, cleaned = _piece_words(piece)
-        if count:
-            run = runs[-1]
-            first = len(run.symbols)
-            run.symbols.extend(itertools.chain.from_iterable(found))
-            run.texts.extend(itertools.chain.from_iterable(map(_token_texts, _spaced_words(cleaned))))
-            run.weights.extend([weight] * count)
+        run = runs[-1]
+        first = len(run.symbols)
+        phrases = _phrases(_clean(piece))
+        for i, phrase in enumerate(phrases):
+            if i:  # the comma before this phrase (after a space if the phrase before ends with one)
+                run.symbols.append(COMMA)
+                run.texts.append(" ," if phrases[i - 1].endswith(" ") else ",")
+            tokens, texts = _phrase_tokens(phrase)
+            run.symbols.extend(tokens)
+            run.texts.extend(texts)
+            if i and tokens:  # and its first token comes after the comma's space
+                run.texts[-len(tokens)] = " " + texts[0]
+        added = len(run.symbols) - first
+        if added:
+            run.weights.extend([weight] * added)
             # BREAK inside brackets is weighted text whose surrounding spaces attention() dropped: keep it a word
             if (gap or piece[:1].isspace() or piece == "BREAK") and not run.texts[first].startswith(" "):
                 run.texts[first] = " " + run.texts[first]
@@ -455,7 +487,7 @@ def _fits(text: str) -> bool:
             count = 0
             continue
         if exact:
-            count += _piece_words(piece)[0]
+            count += _piece_count(piece)
         else:
             count += sum(common.get(word) or len(word.encode("utf-8")) for word in _pretokens(_clean(piece)))
         if count > CHUNK_TOKENS:

@@ -395,3 +395,21 @@ def test_ascii_pre_tokenizer_splits_as_clip_pattern_does(text):
     cleaned = _clean(text)
     assert _PRETOKEN_ASCII.findall(cleaned) == _PRETOKEN.findall(cleaned)
     assert [w.removeprefix(" ") for w in _PRETOKEN_SPACED.findall(cleaned)] == _PRETOKEN.findall(cleaned)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["castle", ",", ", ", " ", "8k", "it's", "!", "_", "é", "&amp;", "“", "ﬁ", "²",
+                                 "BREAK", "(a, b:1.2)", ",,", "., ", "x_,", "<start_of_text>"]), max_size=40)
+       .map("".join))
+def test_counting_phrase_by_phrase_gives_the_whole_count(text):
+    from bridge.tokens import _piece_count
+
+    for piece, weight in attention(text):
+        if not (piece == "BREAK" and weight == -1):
+            assert _piece_count(piece) == len(tokenize(piece)), piece
+
+
+def test_counting_phrase_by_phrase_on_real_prompts(real_prompts):
+    from bridge.tokens import _piece_count
+
+    assert [_piece_count(p) for p in real_prompts] == [count_tokens(p) for p in real_prompts]
