@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import operator
 import re
 import unicodedata
 import zlib
@@ -141,30 +142,36 @@ def _merge_ranks() -> dict[str, int]:
 
 def _bpe(word: str) -> tuple[str, ...]:
     """Split one pre-token (in byte symbols) into CLIP tokens: merge the lowest-ranked adjacent pair, everywhere it
-    occurs, until no adjacent pair is a known merge."""
+    occurs (left to right), until no adjacent pair is a known merge. The rank of each adjacent pair is kept and only
+    the pairs next to a merge are looked up again."""
     if word in SPECIAL_TOKENS:
         return (word,)
     symbols = [*word[:-1], word[-1] + END_OF_WORD]
-    ranks = _merge_ranks()
-    while len(symbols) > 1:
-        best, best_rank = -1, MERGE_COUNT
-        for i in range(len(symbols) - 1):
-            rank = ranks.get(symbols[i] + " " + symbols[i + 1], MERGE_COUNT)
-            if rank < best_rank:
-                best, best_rank = i, rank
-        if best < 0:
+    if len(symbols) == 1:
+        return tuple(symbols)
+    rank = _merge_ranks().get
+    ranks = [rank(a + " " + b, MERGE_COUNT) for a, b in zip(symbols, symbols[1:])]  # ranks[i]: symbols i and i + 1
+    while True:
+        best = min(ranks)
+        if best == MERGE_COUNT:
             break
-        first, second = symbols[best], symbols[best + 1]
-        merged = symbols[:best]
-        i = best
-        while i < len(symbols):
-            if symbols[i] == first and i + 1 < len(symbols) and symbols[i + 1] == second:
-                merged.append(first + second)
-                i += 2
-            else:
-                merged.append(symbols[i])
+        i = ranks.index(best)
+        first, second = symbols[i], symbols[i + 1]
+        while True:
+            symbols[i : i + 2] = [first + second]
+            del ranks[i]
+            if i:
+                ranks[i - 1] = rank(symbols[i - 1] + " " + symbols[i], MERGE_COUNT)
+            if i < len(ranks):
+                ranks[i] = rank(symbols[i] + " " + symbols[i + 1], MERGE_COUNT)
+            # the next place the same pair occurs, not overlapping this merge
+            i += 1
+            while i < len(ranks) and not (symbols[i] == first and symbols[i + 1] == second):
                 i += 1
-        symbols = merged
+            if i >= len(ranks):
+                break
+        if not ranks:
+            break
     return tuple(symbols)
 
 
@@ -277,10 +284,16 @@ def _phrases(cleaned: str) -> list[str]:
 
     A prompt library repeats its comma-separated phrases, so their tokens are worked out once (:func:`_phrase_tokens`).
     """
-    phrases = cleaned.split(", ")
-    if len(phrases) > 1 and not all(p[-1:].isalnum() or p[-1:] == " " for p in phrases[:-1]):
+    if ", " not in cleaned or cleaned.startswith(", ") or _UNSPLITTABLE.search(cleaned) is not None:
         return [cleaned]
-    return phrases
+    return cleaned.split(", ")
+
+
+# A ", " after punctuation or an underscore (CLIP's punctuation runs take the comma in), or one that would leave an
+# empty phrase (right after another ", "; at the start is checked apart): such a text is not cut. Cleaned text has
+# single spaces, and \w is what str.isalnum() accepts, plus the underscore. The pattern starts with the literal so
+# that the search skips to each ", " (a test checks it against the phrase-by-phrase rule).
+_UNSPLITTABLE = re.compile(r", (?:(?<=[^\w ], )|(?<=_, )|(?=, ))")
 
 
 @lru_cache(maxsize=1 << 16)
@@ -292,9 +305,30 @@ def _phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
             tuple(itertools.chain.from_iterable(texts for _, texts in found)))
 
 
+@lru_cache(maxsize=1 << 16)
+def _after_comma(cleaned: str, space_before_comma: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A phrase with the comma before it: the comma (after a space if the phrase before ends with one), then the
+    phrase, whose first token comes after the comma's space."""
+    tokens, texts = _phrase_tokens(cleaned)
+    comma = " ," if space_before_comma else ","
+    return (COMMA, *tokens), (comma, " " + texts[0], *texts[1:]) if texts else (comma,)
+
+
+@lru_cache(maxsize=256)
+def _attention(text: str) -> tuple[tuple[str, float], ...]:
+    """attention(), remembered for a while: a text that needs chunking was read for the fit check just before."""
+    return tuple(attention(text))
+
+
+@lru_cache(maxsize=1 << 12)
+def _piece_phrases(piece: str) -> tuple[str, ...]:
+    """The cleaned phrases of one attention piece (remembered for the same reason)."""
+    return tuple(_phrases(_clean(piece)))
+
+
 def _piece_count(piece: str) -> int:
     """How many tokens one attention piece takes."""
-    phrases = _phrases(_clean(piece))
+    phrases = _piece_phrases(piece)
     return sum(map(_phrase_count, phrases)) + len(phrases) - 1
 
 
@@ -332,22 +366,18 @@ def _runs(text: str) -> list[_Run]:
     """The tokens of one clause's text (see :func:`chunk`), cut at each BREAK."""
     runs = [_Run([], [], [])]
     gap = False
-    for piece, weight in attention(text):
+    for piece, weight in _attention(text):
         if piece == "BREAK" and weight == -1:
             runs.append(_Run([], [], []))
             continue
         run = runs[-1]
         first = len(run.symbols)
-        phrases = _phrases(_clean(piece))
-        for i, phrase in enumerate(phrases):
-            if i:  # the comma before this phrase (after a space if the phrase before ends with one)
-                run.symbols.append(COMMA)
-                run.texts.append(" ," if phrases[i - 1].endswith(" ") else ",")
-            tokens, texts = _phrase_tokens(phrase)
-            run.symbols.extend(tokens)
-            run.texts.extend(texts)
-            if i and tokens:  # and its first token comes after the comma's space
-                run.texts[-len(tokens)] = " " + texts[0]
+        phrases = _piece_phrases(piece)
+        # the first phrase, then each next one with the comma before it (all looked up in C: map over both lists)
+        parts = [_phrase_tokens(phrases[0]),
+                 *map(_after_comma, phrases[1:], map(str.endswith, phrases[:-1], itertools.repeat(" ")))]
+        run.symbols.extend(itertools.chain.from_iterable(map(operator.itemgetter(0), parts)))
+        run.texts.extend(itertools.chain.from_iterable(map(operator.itemgetter(1), parts)))
         added = len(run.symbols) - first
         if added:
             run.weights.extend([weight] * added)
@@ -482,7 +512,7 @@ def _fits(text: str) -> bool:
     exact = _merge_ranks.cache_info().currsize > 0
     common = None if exact else _common_words()
     count = 0
-    for piece, weight in attention(text):
+    for piece, weight in _attention(text):
         if piece == "BREAK" and weight == -1:
             count = 0
             continue

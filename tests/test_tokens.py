@@ -413,3 +413,95 @@ def test_counting_phrase_by_phrase_on_real_prompts(real_prompts):
     from bridge.tokens import _piece_count
 
     assert [_piece_count(p) for p in real_prompts] == [count_tokens(p) for p in real_prompts]
+
+
+def _reference_overflows(prompt: str) -> list[str]:
+    """The warnings built from whole chunks (chunk() is checked against the token-by-token reference above)."""
+    from bridge.syntax import parse
+    from bridge.tokens import CONTEXT_WORDS
+
+    parsed = parse(prompt)
+    scheduled = bool({"editing", "alternation"} & parsed.features())
+    messages = []
+    for number, clause in enumerate(parsed.clauses, 1):
+        where = f"AND part {number}: " if len(parsed.clauses) > 1 else ""
+        first_step: dict[str, int] = {}
+        for step in range(1, 21) if scheduled else (1,):
+            first_step.setdefault(clause.text_at(step, 20), step)
+        for text, step in first_step.items():
+            chunks = chunk(text)
+            when = f"from step {step}: " if len(first_step) > 1 else ""
+            for k, (before, after) in enumerate(zip(chunks, chunks[1:]), 2):
+                if before.ended_by not in ("limit", "comma"):
+                    continue
+                tail, head = before.text.split(), after.text.split()
+                quoted_tail = ("…" if len(tail) > CONTEXT_WORDS else "") + " ".join(tail[-CONTEXT_WORDS:])
+                quoted_head = " ".join(head[:CONTEXT_WORDS]) + ("…" if len(head) > CONTEXT_WORDS else "")
+                message = (where + when + f"tokens {after.start + 1}-{after.start + after.tokens} ({after.tokens}) "
+                           f"spill into chunk {k} of {len(chunks)} after '{quoted_tail}' at '{quoted_head}'; SD2 "
+                           f"encodes each {CHUNK_TOKENS}-token chunk separately: shorten the prompt or put BREAK "
+                           "where a new idea starts")
+                if message not in messages:
+                    messages.append(message)
+    return messages
+
+
+long_words = st.sampled_from(["castle", "supercalifragilisticexpialidocious", "café", "日本語のテキスト", "8k", ",",
+                              ", ", " ", "(sharp focus:1.3)", "[fog]", "BREAK", "x", "——", "ﬁnal", "AND", "a,b",
+                              "(red)dress", "[day:night:5]"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(long_words, min_size=20, max_size=220).map(" ".join))
+def test_overflow_warnings_quote_the_words_whole_chunks_show(prompt):
+    assert overflows(prompt) == _reference_overflows(prompt)
+
+
+def test_overflow_warnings_on_real_prompts_quote_the_words_whole_chunks_show(real_prompts):
+    long = [p for p in real_prompts if count_tokens(p) > 75]
+    assert len(long) > 100
+    assert [overflows(p) for p in long] == [_reference_overflows(p) for p in long]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab ,_!é1.")), max_size=16))
+def test_phrases_are_cut_only_where_counts_add_up(text):
+    from bridge.tokens import _clean, _phrases
+
+    cleaned = _clean(text)
+    phrases = cleaned.split(", ")
+    whole = len(phrases) > 1 and not all(p[-1:].isalnum() or p[-1:] == " " for p in phrases[:-1])
+    assert _phrases(cleaned) == ([cleaned] if whole else phrases)
+
+
+def _reference_bpe(word: str) -> tuple[str, ...]:
+    """CLIP's BPE as its reference implementation writes it: every pair ranked again after every merge."""
+    from bridge.tokens import MERGE_COUNT, _merge_ranks
+
+    ranks = _merge_ranks()
+    symbols = [*word[:-1], word[-1] + "</w>"]
+    while len(symbols) > 1:
+        pairs = [(ranks.get(a + " " + b, MERGE_COUNT), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
+        rank, i = min(pairs)
+        if rank == MERGE_COUNT:
+            break
+        first, second = symbols[i], symbols[i + 1]
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and symbols[i] == first and symbols[i + 1] == second:
+                merged.append(first + second)
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return tuple(symbols)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aaabbnanaeisslltt")), min_size=1, max_size=14)
+       | st.sampled_from(["rutkowski", "artstationhq", "mississippi", "aaaaaaaa", "bananarama", "unrealengine5"]))
+def test_bpe_merges_as_the_reference_does(word):
+    from bridge.tokens import _bpe
+
+    assert _bpe(word) == _reference_bpe(word)

@@ -119,6 +119,7 @@ class Plan:
     weak: list[_Weak]
     literals: LiteralFinder  # the weak-concept patterns' required literals
     weak_starts: frozenset[str]  # the first words of every weak-concept name: a prompt with none needs no name search
+    negative_starts: frozenset[str]  # the same for the words that pick a kind of negative prompt
     unchanged_phrases: Memo = field(default_factory=lambda: Memo())  # plain phrases the phrase stage leaves alone
 
 
@@ -170,8 +171,9 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
                              for literal in p.needs)
     mapping = {k.lower(): v for k, v in options.network_map.items()}
     weak_starts = frozenset(word for w in weak for word in w.names.lengths)
+    negative_starts = frozenset(word for n in negatives for word in n.detect.lengths)
     return Plan(plan_stages, phrase_index, artists, embedding_pattern, tuple(sorted(names)), mapping, negatives, weak,
-                literals, weak_starts)
+                literals, weak_starts, negative_starts)
 
 
 _UNESCAPED_UPPER = re.compile(r"(?<!\\)[A-Z]")

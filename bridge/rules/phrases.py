@@ -58,9 +58,9 @@ class PhraseSet:
         """The phrases present in ``text`` (as given to the constructor), longest match first at each position;
         ``text`` may be already cut with ``PhraseSet.words``."""
         words = text if isinstance(text, Words) else Words(self.words(text) if isinstance(text, str) else text)
-        firsts = self.lengths.keys() & words.set
-        if not firsts:
+        if self.lengths.keys().isdisjoint(words.set):
             return []  # the common case, decided in C
+        firsts = self.lengths.keys() & words.set
         starts: list[int] = []
         for first in firsts:  # visit only the places where a phrase could start
             i = -1

@@ -30,6 +30,7 @@ from bridge.rules.phrases import (
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
 
 if TYPE_CHECKING:
+    from bridge.rules.artists import ArtistEdit
     from bridge.rules.engine import Work
     from bridge.rules.knowledge import Rule
 
@@ -169,11 +170,19 @@ def phrases(work: Work, rules: list[Rule]) -> None:
                 work.record(rule, before, items_text(new))
                 return new
             return KEEP
-        new = artists.rewrite(phrase, lambda e: work.record(e.artist.rule_id, e.written, e.after, e.reason,
-                                                            e.artist.fact)) if artists else None
+        if not artists:
+            new = None
+        elif text is not None:  # plain text: what ArtistIndex.rewrite does for it, without the tree checks
+            new_text = None if "\\" in text else artists.rewrite_text(text, record_artist)
+            new = None if new_text is None else [new_text]
+        else:
+            new = artists.rewrite(phrase, record_artist)
         if new is None and text is not None:
             unchanged.remember(text)
         return new
+
+    def record_artist(edit: ArtistEdit) -> None:
+        work.record(edit.artist.rule_id, edit.written, edit.after, edit.reason, edit.artist.fact)
 
     # plain text already seen to need no change is skipped: libraries repeat their phrases
     touched = {id(container) for container in containers(work.prompt) if edit_phrases(container, edit, unchanged)}
@@ -293,7 +302,9 @@ def weak(work: Work, rules: list[Rule]) -> None:
 def negative(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
     _, words = work.prompt_words()
-    chosen = next((n for n in work.plan.negatives if n.detect.search(words)), None)
+    chosen = None
+    if not work.plan.negative_starts.isdisjoint(words.set):
+        chosen = next((n for n in work.plan.negatives if n.detect.search(words)), None)
     if chosen is None:
         chosen = next((n for n in work.plan.negatives if n.spec.kind == "default"), None)
         if chosen is None:
