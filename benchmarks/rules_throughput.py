@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import itertools
 import json
 import statistics
@@ -101,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             forget_everything()
             translator = load_translator("rules", source=args.source, target=args.target)
             translator.plan(options)  # prepared once per set of options, before any prompt
-            firsts.append(rate(lambda p: translator.translate(p, options), prompts))
+            firsts.append(rate(functools.partial(translator.translate, options=options), prompts))
         first = statistics.median(firsts)
-        again = rate(lambda p: translator.translate(p, options), prompts)
+        again = rate(functools.partial(translator.translate, options=options), prompts)
         baseline = rate(lambda p: str(parse(p)), prompts)
         noop = sum(translator.translate(p, options).prompt == p for p in prompts) / len(prompts)
         print(f"{name:<24} {len(prompts):>8} {first:>13,.0f} {again:>8,.0f} {baseline:>15,.0f} "

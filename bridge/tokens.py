@@ -150,7 +150,7 @@ def _bpe(word: str) -> tuple[str, ...]:
     if len(symbols) == 1:
         return tuple(symbols)
     rank = _merge_ranks().get
-    ranks = [rank(a + " " + b, MERGE_COUNT) for a, b in zip(symbols, symbols[1:])]  # ranks[i]: symbols i and i + 1
+    ranks = [rank(a + " " + b, MERGE_COUNT) for a, b in itertools.pairwise(symbols)]  # ranks[i]: symbols i and i + 1
     while True:
         best = min(ranks)
         if best == MERGE_COUNT:

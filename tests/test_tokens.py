@@ -4,6 +4,7 @@ import csv
 import doctest
 import fnmatch
 import html
+import itertools
 import json
 import subprocess
 import sys
@@ -431,7 +432,7 @@ def _reference_overflows(prompt: str) -> list[str]:
         for text, step in first_step.items():
             chunks = chunk(text)
             when = f"from step {step}: " if len(first_step) > 1 else ""
-            for k, (before, after) in enumerate(zip(chunks, chunks[1:]), 2):
+            for k, (before, after) in enumerate(itertools.pairwise(chunks), 2):
                 if before.ended_by not in ("limit", "comma"):
                     continue
                 tail, head = before.text.split(), after.text.split()
@@ -481,7 +482,7 @@ def _reference_bpe(word: str) -> tuple[str, ...]:
     ranks = _merge_ranks()
     symbols = [*word[:-1], word[-1] + "</w>"]
     while len(symbols) > 1:
-        pairs = [(ranks.get(a + " " + b, MERGE_COUNT), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
+        pairs = [(ranks.get(a + " " + b, MERGE_COUNT), i) for i, (a, b) in enumerate(itertools.pairwise(symbols))]
         rank, i = min(pairs)
         if rank == MERGE_COUNT:
             break
