@@ -171,8 +171,8 @@ def test_literal_finder_finds_exactly_the_literals_in_the_text():
 
 
 def test_remembered_phrases_translate_as_on_first_sight():
-    """The phrase stage remembers plain phrases it left alone; a second pass over a corpus (answered from that
-    memory) gives exactly what a fresh translator gives."""
+    """The phrase stage remembers plain phrases it left alone, and artist rewrites; a second pass over a corpus
+    (answered from that memory) gives exactly what a translator that remembers nothing gives."""
     import json
 
     prompts = [json.loads(line)["prompt"] for line in
@@ -190,11 +190,17 @@ def test_remembered_phrases_translate_as_on_first_sight():
 
     prompts = [p for p in (json.loads(line)["prompt"] for line in
                (CORPORA / "diffusiondb_prompts.jsonl").read_text(encoding="utf-8").splitlines()[:400]) if p.strip()]
+    class NoMemory(dict):
+        def __setitem__(self, key: object, value: object) -> None:
+            pass
+
     reference = RulesTranslator.for_models("sd15", "sd2")
     reference.plan(TranslationOptions()).unchanged_phrases = Forgetful()
+    reference.plan(TranslationOptions()).artists._rewritten = NoMemory()
     expected = outputs(reference)
     remembering = RulesTranslator.for_models("sd15", "sd2")
     assert outputs(remembering) == expected
     assert len(remembering.plan(TranslationOptions()).unchanged_phrases) > 100
+    assert len(remembering.plan(TranslationOptions()).artists._rewritten) > 10
     assert outputs(remembering) == expected  # now mostly from memory
     assert sum(bool(changes) for _, _, changes, _ in expected) > 100

@@ -54,6 +54,8 @@ class ArtistIndex:
                 self.by_name.setdefault(alias, artist)
         # The first word of every name: a phrase with none of them names no artist, and is rejected cheaply.
         self.first_words = {name.split()[0] for name in self.by_name if name.split()}
+        # rewrites already worked out, by text: libraries name the same artists the same way over and over
+        self._rewritten: dict[str, tuple[str, tuple[ArtistEdit, ...]]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.by_name)
@@ -79,9 +81,28 @@ class ArtistIndex:
             return list(phrase.core)
         return [new_text]
 
+    MAX_REMEMBERED = 1 << 14
+
     def rewrite_text(self, text: str, record: Callable[[ArtistEdit], None]) -> str | None:
+        """``text`` with its artists rewritten (each edit passed to ``record``), or None when it has none to change."""
+        done = self._rewritten.get(text)
+        if done is not None:
+            for edit in done[1]:
+                record(edit)
+            return done[0]
         if self.first_words.isdisjoint(text.lower().replace(",", " ").replace("&", " ").split()):
             return None  # no word (between spaces, commas and ampersands) starts a known name
+        edits: list[ArtistEdit] = []
+        new_text = self._rewrite(text, edits.append)
+        if new_text is not None:
+            if len(self._rewritten) >= self.MAX_REMEMBERED:
+                self._rewritten.clear()
+            self._rewritten[text] = (new_text, tuple(edits))
+        for edit in edits:
+            record(edit)
+        return new_text
+
+    def _rewrite(self, text: str, record: Callable[[ArtistEdit], None]) -> str | None:
         head, by, names_text = "", "", text
         matches = list(_BY.finditer(text))
         if matches:
