@@ -208,6 +208,8 @@ def _pretokens(text: str) -> list[str]:
 
 
 def _symbols(word: str) -> str:
+    if word.isascii() and word.isalnum():
+        return word  # letters and digits are their own byte symbols
     return word.encode("utf-8").decode("latin-1").translate(_TO_SYMBOLS)
 
 
