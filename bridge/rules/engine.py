@@ -13,7 +13,7 @@ import os
 import re
 import re._constants as re_constants
 import re._parser as re_parser
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,7 +246,10 @@ class LiteralFinder:
         if not self.in_words:
             return found
         held = self._held
-        unique = set(_WORD_CHARS.findall(text) if words is None else words)
+        if words is None:
+            unique: Set[str] = set(_WORD_CHARS.findall(text))
+        else:
+            unique = words.set if isinstance(words, Words) else set(words)
         new = unique.difference(held)
         if new:
             if len(held) + len(new) > self.MAX_WORDS:

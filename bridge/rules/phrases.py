@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
@@ -89,12 +89,9 @@ class PhraseSet:
 class Words(list):
     """The words of a text (``PhraseSet.words``), searched by several phrase sets: the set of them is made once."""
 
-    @property
+    @cached_property
     def set(self) -> frozenset[str]:
-        found = self.__dict__.get("_set")
-        if found is None:
-            found = self.__dict__["_set"] = frozenset(self)
-        return found
+        return frozenset(self)
 
 
 def fold_accents(text: str) -> str:
