@@ -13,7 +13,8 @@ import os
 import re
 import re._constants as re_constants
 import re._parser as re_parser
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,7 +248,7 @@ class LiteralFinder:
             return found
         held = self._held
         if words is None:
-            unique: Set[str] = set(_WORD_CHARS.findall(text))
+            unique: AbstractSet[str] = set(_WORD_CHARS.findall(text))
         else:
             unique = words.set if isinstance(words, Words) else set(words)
         new = unique.difference(held)
