@@ -311,3 +311,21 @@ def test_replacements_do_not_repeat_a_phrase():
     t = translate("a lighthouse, octane render, unreal engine, 4k")
     assert t.prompt == "a lighthouse, 3d render"
     assert translate("a robot, 3d render, octane render").prompt == "a robot, 3d render"
+
+
+def test_user_weak_concept_patterns_fire_with_or_without_a_literal_prefilter(tmp_path):
+    """A pattern with upper-case letters is searched case-insensitively with no prefilter, in every prompt."""
+    user = tmp_path / "mine.toml"
+    user.write_text(textwrap.dedent("""
+        [[rule]]
+        id = "weak.dragons"
+        kind = "weak-concept"
+        patterns = ['''\\bWYRMS?\\b''', '''\\bdrakes?\\b''']
+        warning = "dragons are hard"
+        fact = "F-LITERAL"
+        reason = "test"
+    """))
+    for prompt, fires in [("a wyrm over hills", True), ("a drake, 8k", True), ("a castle", False),
+                          ("wyrmling", False)]:
+        t = translate(prompt, knowledge=user)
+        assert any("rule weak.dragons" in w for w in t.warnings) == fires, prompt

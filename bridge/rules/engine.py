@@ -86,6 +86,10 @@ class _Weak:
                 for literal in pattern.needs:
                     self._by_literal.setdefault(literal, []).append(i)
 
+    @property
+    def unfiltered(self) -> bool:
+        return bool(self._always)
+
     def search(self, text: str, present: set[str] | None = None) -> re.Match | None:
         """The leftmost match of any pattern (the first pattern listed, where two start at the same place): what one
         alternation of them all finds. Kept apart, each pattern is skipped unless its own literals are present
@@ -121,6 +125,7 @@ class Plan:
     literals: LiteralFinder  # the weak-concept patterns' required literals
     weak_starts: frozenset[str]  # the first words of every weak-concept name: a prompt with none needs no name search
     negative_starts: frozenset[str]  # the same for the words that pick a kind of negative prompt
+    weak_unfiltered: bool  # some weak-concept pattern has no literal prefilter: it is searched in every prompt
     unchanged_phrases: Memo = field(default_factory=lambda: Memo())  # plain phrases the phrase stage leaves alone
 
 
@@ -173,8 +178,9 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
     mapping = {k.lower(): v for k, v in options.network_map.items()}
     weak_starts = frozenset(word for w in weak for word in w.names.lengths)
     negative_starts = frozenset(word for n in negatives for word in n.detect.lengths)
+    weak_unfiltered = any(w.unfiltered for w in weak)
     return Plan(plan_stages, phrase_index, artists, embedding_pattern, tuple(sorted(names)), mapping, negatives, weak,
-                literals, weak_starts, negative_starts)
+                literals, weak_starts, negative_starts, weak_unfiltered)
 
 
 _UNESCAPED_UPPER = re.compile(r"(?<!\\)[A-Z]")

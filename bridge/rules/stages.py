@@ -283,6 +283,8 @@ def weak(work: Work, rules: list[Rule]) -> None:
     text, words = work.prompt_words()
     present = work.plan.literals.present(text, words)
     names = not work.plan.weak_starts.isdisjoint(words.set)
+    if not names and not present and not work.plan.weak_unfiltered:
+        return  # nothing any weak concept looks for is in the prompt
     for weak_concept in work.plan.weak:
         found = weak_concept.names.search(words) if names else None
         if found is None:
