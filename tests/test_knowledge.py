@@ -84,6 +84,45 @@ def test_default_negative_leaves_out_what_the_prompt_asks_for():
     assert "3d render" not in [p.strip() for p in t.negative_prompt.split(",")]
 
 
+@pytest.mark.parametrize("prompt,left_out,without_the_request", [
+    ("a black and white photo of a harbour, 35mm film", "b&w", "a photo of a harbour, 35mm film"),
+    ("a monochrome photograph of a street", "b&w", "a photograph of a street"),
+    ("pixel art castle on a hill", "lowres", "a castle on a hill"),
+    ("a neon sign that says open, photo", "text", "a neon sign, photo"),
+    ("a photorealistic oil painting of a fox", "photo", "an oil painting of a fox"),
+    ("close-up of an anime girl", "cropped", "an anime girl"),
+])
+def test_default_negative_leaves_out_what_the_prompt_asks_for_in_other_words(prompt, left_out, without_the_request):
+    def negatives(text: str) -> list[str]:
+        t = translate(text)
+        assert any(c.rule.startswith("negative.") for c in t.changes)
+        return [p.strip() for p in t.negative_prompt.split(",")]
+
+    assert left_out not in negatives(prompt)
+    assert left_out in negatives(without_the_request)
+
+
+def test_every_asked_as_key_is_a_default_negative_phrase():
+    """A key that names no phrase of any default negative would never do anything: a typo."""
+    from bridge.rules.stages import phrase_key
+
+    phrases = {phrase_key(p) for n in KB.negatives.values() for p in n.prompt.split(",") if p.strip()}
+    assert KB.asked_as and set(KB.asked_as) <= phrases
+
+
+def test_asked_as_in_a_user_file_replaces_a_key_and_is_checked(tmp_path):
+    user = tmp_path / "mine.toml"
+    user.write_text('[asked_as]\n"b&w" = ["sepia"]\n')
+    assert "b&w" not in translate("a sepia photo of a harbour", knowledge=user).negative_prompt
+    assert "b&w" in translate("a black and white photo of a harbour", knowledge=user).negative_prompt
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[asked_as]\n"b&w" = "sepia"\n')
+    from bridge.rules import KnowledgeError
+
+    with pytest.raises(KnowledgeError, match="asked_as.'b&w' must be a list"):
+        translate("a castle", knowledge=bad)
+
+
 def _parti() -> list[str]:
     with (CORPORA / "parti_prompts.tsv").open(encoding="utf-8") as f:
         return [row["Prompt"] for row in csv.DictReader(f, delimiter="\t") if row["Prompt"].strip()]

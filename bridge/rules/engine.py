@@ -59,7 +59,8 @@ class _Negative:
     spec: NegativeDefault
     detect: PhraseSet  # finds the kind's marker words in a prompt
     phrases: list[tuple[str, str]]  # (phrase, comparison key)
-    finder: PhraseSet  # finds any of the phrases' keys in a prompt
+    finder: PhraseSet  # finds any of the phrases' keys in a prompt, or the other words asked_as gives for them
+    asked_as: dict[str, set[str]]  # a phrase finder finds -> the keys it asks for
 
     @property
     def joined(self) -> str:
@@ -165,7 +166,14 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
             if is_disabled("negative." + spec.kind, options.disable):
                 continue
             phrases = [(p.strip(), phrase_key(p)) for p in spec.prompt.split(",") if p.strip()]
-            negatives.append(_Negative(spec, PhraseSet(spec.detect), phrases, PhraseSet(k for _, k in phrases)))
+            wordings = [(words, key) for _, key in phrases for words in (key, *kb.asked_as.get(key, ()))]
+            finder = PhraseSet(words for words, _ in wordings)
+            asked_as: dict[str, set[str]] = {}
+            for words, key in wordings:
+                found_as = finder.found_as(words)
+                if found_as is not None:
+                    asked_as.setdefault(found_as, set()).add(key)
+            negatives.append(_Negative(spec, PhraseSet(spec.detect), phrases, finder, asked_as))
 
     weak = []
     for rule in (r for r in enabled if r.kind == "weak-concept"):

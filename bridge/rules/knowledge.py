@@ -23,8 +23,11 @@ A knowledge file is TOML::
     detect = ["photo", ...]
     prompt = "..."
 
-A user knowledge file has the same layout; its rules, artists and negatives replace the shipped ones with the same
-id / name / kind, and new ones are added.
+    [asked_as]                   # a default negative phrase is left out when the prompt asks for it in other words
+    "b&w" = ["black and white", "monochrome", ...]
+
+A user knowledge file has the same layout; its rules, artists, negatives and ``asked_as`` entries replace the shipped
+ones with the same id / name / kind / phrase, and new ones are added.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ class KnowledgeBase:
     rules: dict[str, Rule] = field(default_factory=dict)
     artists: dict[str, Artist] = field(default_factory=dict)
     negatives: dict[str, NegativeDefault] = field(default_factory=dict)
+    # a negative phrase (compared by its words, lower case) -> other words a prompt may ask for it in
+    asked_as: dict[str, tuple[str, ...]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
 
@@ -119,6 +124,13 @@ class KnowledgeBase:
         for i, table in enumerate(data.get("negative", [])):
             negative = _negative_from(table, f"{path}: negative #{i + 1}")
             self.negatives[negative.kind] = negative
+        asked_as = data.get("asked_as", {})
+        if not isinstance(asked_as, dict):
+            raise KnowledgeError(f"{path}: [asked_as] must be a table of phrase = [other words, ...]")
+        for phrase, others in asked_as.items():
+            if not isinstance(others, list) or not all(isinstance(o, str) and o.strip() for o in others):
+                raise KnowledgeError(f"{path}: asked_as.{phrase!r} must be a list of non-empty phrases, got {others!r}")
+            self.asked_as[" ".join(phrase.lower().split())] = tuple(o.strip().lower() for o in others)
 
     def enabled(self, disable: tuple[str, ...] = ()) -> list[Rule]:
         """The rules in order, without those whose id matches a ``disable`` pattern."""

@@ -81,6 +81,10 @@ class PhraseSet:
                     break
         return found
 
+    def found_as(self, phrase: str) -> str | None:
+        """What ``find`` returns for ``phrase`` (the first phrase given with the same words), or None if not listed."""
+        return self.phrases.get(tuple(_WORD_TOKEN.findall(phrase.lower())))
+
     def search(self, text: str | list[str]) -> str | None:
         found = self.find(text)
         return found[0] if found else None

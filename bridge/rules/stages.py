@@ -313,8 +313,9 @@ def negative(work: Work, rules: list[Rule]) -> None:
             return
     before = str(work.negative)
     present = {phrase_key(p) for p in before.split(",") if p.strip()} if before.strip() else set()
-    # A default phrase the prompt itself asks for ("3d render" for a 3d render) is left out: they would cancel out.
-    asked = chosen.finder.find(words)
+    # A default phrase the prompt itself asks for ("3d render" for a 3d render, "b&w" for a black and white photo) is
+    # left out: they would cancel out.
+    asked = {key for found in chosen.finder.find(words) for key in chosen.asked_as[found]}
     if present or asked:
         added = ", ".join(p for p, key in chosen.phrases if key not in present and key not in asked)
     else:
