@@ -502,7 +502,8 @@ class _Frame:
 
 def parse(text: str) -> Prompt:
     """Parse an A1111 prompt. Never raises; ``str(parse(text)) == text`` for every string."""
-    if _SYNTAX.search(text) is None and "AND" not in text and "BREAK" not in text:  # plain text, the common case in prompt libraries: one search, no scan
+    if _SYNTAX.search(text) is None and "AND" not in text and "BREAK" not in text:
+        # plain text, the common case in prompt libraries: one search, no scan
         return Prompt([Clause([Text(text)] if text else [])], [])
     return _parse_syntax(text)
 

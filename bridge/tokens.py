@@ -36,7 +36,9 @@ How this matches the reference tokenizer (open_clip's ``SimpleTokenizer``, which
 * Textual-inversion embedding names count as the words they are spelled with (A1111 swaps in their vectors).
 
 The merges are read from ``rules/clip_bpe_vocab.txt.gz`` (OpenAI CLIP's vocabulary, see ``rules/CLIP_BPE_LICENSE``)
-on the first count, never at import: that costs 10-15 ms once (no cache needed; ``benchmarks/token_count.py``).
+on the first count, never at import: that costs 10-15 ms once, and about 8 ms more for the set of whole-word tokens
+(no cache needed; ``benchmarks/token_count.py``). Words, phrases and their counts are remembered as they are met
+(bounded caches), so a prompt library tokenizes each of its repeated phrases once.
 """
 
 from __future__ import annotations
@@ -313,7 +315,7 @@ def _after_comma(cleaned: str, space_before_comma: bool) -> tuple[tuple[str, ...
     phrase, whose first token comes after the comma's space."""
     tokens, texts = _phrase_tokens(cleaned)
     comma = " ," if space_before_comma else ","
-    return (COMMA, *tokens), (comma, " " + texts[0], *texts[1:]) if texts else (comma,)
+    return (COMMA, *tokens), ((comma, " " + texts[0], *texts[1:]) if texts else (comma,))
 
 
 @lru_cache(maxsize=256)

@@ -16,6 +16,7 @@ import re._parser as re_parser
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from bridge.models import BridgeSpec, ModelSpec, detect_model, find_bridge, get_model
@@ -62,13 +63,10 @@ class _Negative:
     finder: PhraseSet  # finds any of the phrases' keys in a prompt, or the other words asked_as gives for them
     asked_as: dict[str, set[str]]  # a phrase finder finds -> the keys it asks for
 
-    @property
+    @cached_property
     def joined(self) -> str:
         """All the phrases, comma-separated."""
-        joined = self.__dict__.get("_joined")
-        if joined is None:
-            joined = self.__dict__["_joined"] = ", ".join(p for p, _ in self.phrases)
-        return joined
+        return ", ".join(p for p, _ in self.phrases)
 
 
 @dataclass
@@ -111,6 +109,19 @@ class _Weak:
         return best
 
 
+class Memo(set):
+    """A set of results that can be worked out again, forgotten all at once when it grows past ``limit``."""
+
+    def __init__(self, limit: int = 1 << 16):
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, item: object) -> None:
+        if len(self) >= self.limit:
+            self.clear()
+        self.add(item)
+
+
 @dataclass
 class Plan:
     """Everything prepared from the knowledge base and one set of options."""
@@ -127,20 +138,7 @@ class Plan:
     weak_starts: frozenset[str]  # the first words of every weak-concept name: a prompt with none needs no name search
     negative_starts: frozenset[str]  # the same for the words that pick a kind of negative prompt
     weak_unfiltered: bool  # some weak-concept pattern has no literal prefilter: it is searched in every prompt
-    unchanged_phrases: Memo = field(default_factory=lambda: Memo())  # plain phrases the phrase stage leaves alone
-
-
-class Memo(set):
-    """A set of results that can be worked out again, forgotten all at once when it grows past ``limit``."""
-
-    def __init__(self, limit: int = 1 << 16):
-        super().__init__()
-        self.limit = limit
-
-    def remember(self, item: object) -> None:
-        if len(self) >= self.limit:
-            self.clear()
-        self.add(item)
+    unchanged_phrases: Memo = field(default_factory=Memo)  # plain phrases the phrase stage leaves alone
 
 
 def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
