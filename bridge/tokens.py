@@ -142,10 +142,17 @@ def _merge_ranks() -> dict[str, int]:
     return dict(zip(lines, range(MERGE_COUNT)))
 
 
+LONG_WORD = 24  # symbols: longer pre-tokens (rare) are merged a whole round at a time, see _bpe
+
+
 def _bpe(word: str) -> tuple[str, ...]:
     """Split one pre-token (in byte symbols) into CLIP tokens: merge the lowest-ranked adjacent pair, everywhere it
-    occurs (left to right), until no adjacent pair is a known merge. The rank of each adjacent pair is kept and only
-    the pairs next to a merge are looked up again."""
+    occurs (left to right), until no adjacent pair is a known merge.
+
+    A word's pair ranks are kept between merges and only the pairs next to a merge are looked up again. A long word
+    (a run of one letter, pasted base64) can hold a pair hundreds of times: there each round rebuilds the word in one
+    pass, so the time stays quadratic in the word's length at worst.
+    """
     if word in SPECIAL_TOKENS:
         return (word,)
     symbols = [*word[:-1], word[-1] + END_OF_WORD]
@@ -153,12 +160,24 @@ def _bpe(word: str) -> tuple[str, ...]:
         return tuple(symbols)
     rank = _merge_ranks().get
     ranks = [rank(a + " " + b, MERGE_COUNT) for a, b in itertools.pairwise(symbols)]  # ranks[i]: symbols i and i + 1
-    while True:
+    while ranks:
         best = min(ranks)
         if best == MERGE_COUNT:
             break
-        i = ranks.index(best)
+        i = ranks.index(best)  # the first place the pair occurs
         first, second = symbols[i], symbols[i + 1]
+        if len(symbols) > LONG_WORD:
+            merged = symbols[:i]
+            while i < len(symbols):
+                if symbols[i] == first and i + 1 < len(symbols) and symbols[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            symbols = merged
+            ranks = [rank(a + " " + b, MERGE_COUNT) for a, b in itertools.pairwise(symbols)]
+            continue
         while True:
             symbols[i : i + 2] = [first + second]
             del ranks[i]
@@ -172,8 +191,6 @@ def _bpe(word: str) -> tuple[str, ...]:
                 i += 1
             if i >= len(ranks):
                 break
-        if not ranks:
-            break
     return tuple(symbols)
 
 

@@ -501,8 +501,11 @@ def _reference_bpe(word: str) -> tuple[str, ...]:
 
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("aaabbnanaeisslltt")), min_size=1, max_size=14)
-       | st.sampled_from(["rutkowski", "artstationhq", "mississippi", "aaaaaaaa", "bananarama", "unrealengine5"]))
+       | st.text(alphabet=st.sampled_from(list("aaabbnanaeisslltt")), min_size=20, max_size=60)
+       | st.sampled_from(["rutkowski", "artstationhq", "mississippi", "aaaaaaaa", "bananarama", "unrealengine5",
+                          "a" * 25, "ab" * 40, "supercalifragilisticexpialidociousandsomemore"]))
 def test_bpe_merges_as_the_reference_does(word):
     from bridge.tokens import _bpe
 
     assert _bpe(word) == _reference_bpe(word)
+
