@@ -37,7 +37,7 @@ How this matches the reference tokenizer (open_clip's ``SimpleTokenizer``, which
 
 The merges are read from ``rules/clip_bpe_vocab.txt.gz`` (OpenAI CLIP's vocabulary, see ``rules/CLIP_BPE_LICENSE``)
 on the first count, never at import: that costs 10-15 ms once, and about 8 ms more for the set of whole-word tokens
-(no cache needed; ``benchmarks/token_count.py``). Words, phrases and their counts are remembered as they are met
+once a few hundred words have been counted (no cache needed; ``benchmarks/token_count.py``). Words, phrases and their counts are remembered as they are met
 (bounded caches), so a prompt library tokenizes each of its repeated phrases once.
 """
 
@@ -240,12 +240,17 @@ def _whole_words() -> frozenset[str]:
                      if token.endswith(END_OF_WORD))
 
 
+WHOLE_WORDS_AFTER = 256  # new words merged before the whole-word set (8 ms to build) pays for itself
+
+
 @lru_cache(maxsize=1 << 16)
 def _word_bpe(word: str) -> tuple[str, ...]:
-    """The tokens of one pre-token (cached: prompts repeat their words)."""
+    """The tokens of one pre-token (cached: prompts repeat their words). Once a few hundred words have been merged
+    (a library, not one prompt), a word that is a vocabulary token is looked up instead."""
     symbols = _symbols(word)
-    if symbols + END_OF_WORD in _whole_words():
-        return (symbols + END_OF_WORD,)
+    if _whole_words.cache_info().currsize or _word_bpe.cache_info().misses > WHOLE_WORDS_AFTER:
+        if symbols + END_OF_WORD in _whole_words():
+            return (symbols + END_OF_WORD,)
     return _bpe(symbols)
 
 
