@@ -248,9 +248,9 @@ def _word_bpe(word: str) -> tuple[str, ...]:
     """The tokens of one pre-token (cached: prompts repeat their words). Once a few hundred words have been merged
     (a library, not one prompt), a word that is a vocabulary token is looked up instead."""
     symbols = _symbols(word)
-    if _whole_words.cache_info().currsize or _word_bpe.cache_info().misses > WHOLE_WORDS_AFTER:
-        if symbols + END_OF_WORD in _whole_words():
-            return (symbols + END_OF_WORD,)
+    library = _whole_words.cache_info().currsize or _word_bpe.cache_info().misses > WHOLE_WORDS_AFTER
+    if library and symbols + END_OF_WORD in _whole_words():
+        return (symbols + END_OF_WORD,)
     return _bpe(symbols)
 
 
