@@ -172,6 +172,9 @@ class Phrase:
 
 def _split(container: list[Node]) -> tuple[list[list[Item]], list[Item]]:
     """Raw phrases (lists of items) and the separators between them ("," strings or Break nodes)."""
+    if len(container) == 1 and type(container[0]) is Text:  # plain text: the same, built in one go
+        pieces = container[0].text.split(",")
+        return [[piece] if piece else [] for piece in pieces], [","] * (len(pieces) - 1)
     phrases: list[list[Item]] = [[]]
     seps: list[Item] = []
     for node in container:
