@@ -419,8 +419,18 @@ def _decode(texts: list[str]) -> str:
     return text.translate(_FROM_SYMBOLS).encode("latin-1").decode("utf-8", errors="replace")
 
 
-def _chunks(runs: list[_Run], comma_backtrack: int) -> list[Chunk]:
-    """A1111's chunks of the runs of one clause.
+class _Bound(NamedTuple):
+    """Where one chunk starts and ends in its run."""
+
+    run: _Run
+    start: int
+    end: int
+    offset: int  # index of the run's first token in the clause's tokens
+    ended_by: EndedBy
+
+
+def _bounds(runs: list[_Run], comma_backtrack: int) -> list[_Bound]:
+    """Where A1111's chunks of the runs of one clause start and end.
 
     A1111 fills a chunk token by token (sd_hijack_clip.tokenize_line); this jumps from one full chunk to the next
     with the same outcome. When token 76 arrives at a full chunk: if the chunk's last remembered comma is among its
@@ -428,13 +438,8 @@ def _chunks(runs: list[_Run], comma_backtrack: int) -> list[Chunk]:
     token 76; otherwise the chunk is cut at 75 tokens. Every comma is remembered except one that arrives at a full
     chunk, A1111's quirk: it opens the next chunk without being remembered there.
     """
-    chunks: list[Chunk] = []
+    bounds: list[_Bound] = []
     offset = 0
-
-    def add(run: _Run, i: int, j: int, ended_by: EndedBy) -> None:
-        chunks.append(Chunk(j - i, _decode(run.texts[i:j]), tuple(run.weights[i:j]), offset + i,
-                            ended_by))
-
     for number, run in enumerate(runs, 1):
         symbols = run.symbols
         n = len(symbols)
@@ -447,18 +452,18 @@ def _chunks(runs: list[_Run], comma_backtrack: int) -> list[Chunk]:
                 window = symbols[low:arriving]
                 if COMMA in window:
                     comma = arriving - 1 - window[::-1].index(COMMA)
-                    add(run, start, comma + 1, "comma")
+                    bounds.append(_Bound(run, start, comma + 1, offset, "comma"))
                     start = remembered_from = comma + 1
                     continue
-            add(run, start, arriving, "limit")
+            bounds.append(_Bound(run, start, arriving, offset, "limit"))
             start = arriving
             remembered_from = arriving + 1 if symbols[arriving] == COMMA else arriving
         if number < len(runs):
-            add(run, start, n, "break")
-        elif start < n or not chunks:
-            add(run, start, n, "end")
+            bounds.append(_Bound(run, start, n, offset, "break"))
+        elif start < n or not bounds:
+            bounds.append(_Bound(run, start, n, offset, "end"))
         offset += n
-    return chunks
+    return bounds
 
 
 def chunk(text: str, *, comma_backtrack: int = COMMA_BACKTRACK) -> list[Chunk]:
@@ -473,7 +478,8 @@ def chunk(text: str, *, comma_backtrack: int = COMMA_BACKTRACK) -> list[Chunk]:
     >>> [(c.tokens, c.ended_by) for c in chunk("word " * 70 + ", " + "word " * 10)]
     [(71, 'comma'), (10, 'end')]
     """
-    return _chunks(_runs(text), comma_backtrack)
+    return [Chunk(b.end - b.start, _decode(b.run.texts[b.start : b.end]), tuple(b.run.weights[b.start : b.end]),
+                  b.offset + b.start, b.ended_by) for b in _bounds(_runs(text), comma_backtrack)]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -511,10 +517,10 @@ def _overflows(prompt: str, steps: int) -> tuple[str, ...]:
             if _fits(text):
                 continue
             when = f"from step {step}: " if len(first_step) > 1 else ""
-            chunks = chunk(text)
-            for k, (before, after) in enumerate(itertools.pairwise(chunks), 2):
+            bounds = _bounds(_runs(text), COMMA_BACKTRACK)
+            for k, (before, after) in enumerate(itertools.pairwise(bounds), 2):
                 if before.ended_by in ("limit", "comma"):
-                    message = where + when + _split_message(k, len(chunks), before, after)
+                    message = where + when + _split_message(k, len(bounds), before, after)
                     if message not in messages:
                         messages.append(message)
     return tuple(messages)
@@ -554,12 +560,50 @@ def _fits(text: str) -> bool:
     return True
 
 
-def _split_message(k: int, total: int, before: Chunk, after: Chunk) -> str:
-    tail, head = before.text.split(), after.text.split()
-    quoted_tail = ("…" if len(tail) > CONTEXT_WORDS else "") + " ".join(tail[-CONTEXT_WORDS:])
-    quoted_head = " ".join(head[:CONTEXT_WORDS]) + ("…" if len(head) > CONTEXT_WORDS else "")
+def _split_message(k: int, total: int, before: _Bound, after: _Bound) -> str:
+    """The warning for the split between two chunks of one run, quoting the words each side of it."""
+    texts = before.run.texts
+    tail, more_before = _last_words(texts, before.start, before.end, CONTEXT_WORDS)
+    head, more_after = _first_words(texts, after.start, after.end, CONTEXT_WORDS)
+    quoted_tail = ("…" if more_before else "") + " ".join(tail)
+    quoted_head = " ".join(head) + ("…" if more_after else "")
+    first, tokens = after.offset + after.start, after.end - after.start
     return (
-        f"tokens {after.start + 1}-{after.start + after.tokens} ({after.tokens}) spill into chunk {k} of {total} "
+        f"tokens {first + 1}-{first + tokens} ({tokens}) spill into chunk {k} of {total} "
         f"after '{quoted_tail}' at '{quoted_head}'; SD2 encodes each {CHUNK_TOKENS}-token chunk separately: "
         "shorten the prompt or put BREAK where a new idea starts"
     )
+
+
+# The words of a chunk are those of its text (Chunk.text) split at whitespace: a word starts at a token with
+# whitespace before it. These decode only as many tokens as they need, widening the window until it holds one word
+# more than asked for (or the whole chunk). A word cut by the window's edge is left out; UTF-8 decoding starts over
+# at every word, so the words kept are exactly the chunk's (a test compares with whole chunks).
+
+
+def _last_words(texts: list[str], start: int, end: int, n: int) -> tuple[list[str], bool]:
+    """The last ``n`` words of tokens ``start``..``end - 1``, and whether there are more."""
+    low = max(start, end - 3 * n)
+    while True:
+        words = _decode(texts[low:end]).split()
+        if low == start:
+            return words[-n:], len(words) > n
+        if not texts[low].startswith(" "):
+            words = words[1:]  # the window starts inside a word
+        if len(words) > n:
+            return words[-n:], True
+        low = max(start, low - 4 * n)
+
+
+def _first_words(texts: list[str], start: int, end: int, n: int) -> tuple[list[str], bool]:
+    """The first ``n`` words of tokens ``start``..``end - 1``, and whether there are more."""
+    high = min(end, start + 3 * n)
+    while True:
+        words = _decode(texts[start:high]).split()
+        if high == end:
+            return words[:n], len(words) > n
+        if not texts[high].startswith(" "):
+            words = words[:-1]  # the window ends inside a word
+        if len(words) > n:
+            return words[:n], True
+        high = min(end, high + 4 * n)
