@@ -75,3 +75,13 @@ def test_phrase_set_finds_what_a_word_by_word_scan_finds(phrases, text):
     words = PhraseSet.words(text)
     assert phrase_set.find(words) == expected and phrase_set.find(list(words)) == expected
     assert phrase_set.search(words) == (expected[0] if expected else None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aB \t\n\u00a0\u2003\u3000\x1c\x85,")), max_size=20))
+def test_normalize_collapses_whitespace_as_the_regex_did(text):
+    import re
+
+    from bridge.rules.phrases import normalize
+
+    assert normalize(text) == re.sub(r"\s+", " ", text).strip().lower()

@@ -23,7 +23,6 @@ Item = str | Node
 KEEP = None  # callback result: leave the phrase as it is
 DROP: list[Item] = []  # callback result: remove the phrase
 
-_SPACE = re.compile(r"\s+")
 _WORD_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
@@ -110,7 +109,7 @@ def fold_accents(text: str) -> str:
 @lru_cache(maxsize=1 << 16)  # libraries repeat their phrases
 def normalize(text: str) -> str:
     """Lower-case, whitespace collapsed and stripped: the form phrases are matched in."""
-    return _SPACE.sub(" ", text).strip().lower()
+    return " ".join(text.split()).lower()  # str.split() and \s agree on what whitespace is
 
 
 def items_text(items: list[Item]) -> str:
