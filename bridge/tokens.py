@@ -322,7 +322,7 @@ def _phrases(cleaned: str) -> list[str]:
 _UNSPLITTABLE = re.compile(r", (?:(?<=[^\w ], )|(?<=_, )|(?=, ))")
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)  # bulkier than a count, and only needed for the prompts that get chunked
 def _phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The tokens of a cleaned phrase, and their texts (see _Run.texts; the first has no space before it): what a
     text that needs chunking is made of."""
@@ -331,7 +331,7 @@ def _phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
             tuple(itertools.chain.from_iterable(texts for _, texts in found)))
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def _after_comma(cleaned: str, space_before_comma: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A phrase with the comma before it: the comma (after a space if the phrase before ends with one), then the
     phrase, whose first token comes after the comma's space."""
