@@ -452,7 +452,12 @@ def render(nodes: list[Node], *, step: int | None = None, steps: int = 20) -> st
 
 def escape(text: str) -> str:
     """Escape brackets and backslashes so ``text`` is literal in an A1111 prompt: ``escape("a (b)") == "a \\(b\\)"``."""
-    return re.sub(r"([\\()\[\]])", r"\\\1", text)
+    if not _TO_ESCAPE.search(text):
+        return text  # the common case: a replacement phrase without brackets
+    return _TO_ESCAPE.sub(r"\\\1", text)
+
+
+_TO_ESCAPE = re.compile(r"([\\()\[\]])")
 
 
 def format_weight(weight: float) -> str:

@@ -367,3 +367,13 @@ def test_plain_text_is_one_clause_of_one_text_node():
                                                                    "", True)], [])
     assert _shape(parse("")) == _shape(_parse_syntax(""))
     assert attention("a castle, 8k") == [("a castle, 8k", 1.0)]
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab ()[]\\:,")), max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_escaped_text_reads_back_as_itself(text):
+    from bridge.syntax import escape
+
+    escaped = escape(text)
+    assert Text(escaped).value == text
+    assert "".join(piece for piece, _ in attention(escaped)) == text
