@@ -198,7 +198,7 @@ def _excerpt(text: str, limit: int = 60) -> str:
 # The tree
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Text:
     """Literal text, raw as written (escapes included: ``\\(`` stays two characters)."""
 

@@ -34,7 +34,7 @@ _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # user/name, as on the Hugging Face hu
 RECIPE_SETTINGS = ("width", "height", "steps", "cfg_scale", "sampler", "seed", "model", "clip_skip")
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """One edit a bridge made: which rule, the text before and after, and why (with the fact it rests on)."""
 

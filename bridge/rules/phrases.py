@@ -117,7 +117,7 @@ def items_text(items: list[Item]) -> str:
     return "".join(i if isinstance(i, str) else render([i]) for i in items)
 
 
-@dataclass
+@dataclass(slots=True)
 class Phrase:
     """One comma/BREAK-separated phrase: leading whitespace, core items, trailing whitespace."""
 
