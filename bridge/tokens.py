@@ -254,13 +254,25 @@ def _word_bpe(word: str) -> tuple[str, ...]:
     return _bpe(symbols)
 
 
+# What is remembered stays small whatever the input: a word or phrase longer than this (a pasted blob, a hostile
+# prompt) is worked out each time instead, and so is a whole text longer than LONGEST_TEXT.
+LONGEST_WORD = 100  # characters; CLIP pre-tokens of real prompts are far shorter
+LONGEST_PHRASE = 400
+LONGEST_TEXT = 4000
+
+
+def _tokens_of(word: str) -> tuple[str, ...]:
+    """_word_bpe, without remembering a word longer than LONGEST_WORD characters."""
+    return _word_bpe(word) if len(word) <= LONGEST_WORD else _word_bpe.__wrapped__(word)
+
+
 def tokenize(text: str) -> list[str]:
     """The CLIP tokens of ``text`` (no start or end token), as vocabulary strings; ``</w>`` ends a word.
 
     >>> tokenize("8k, trending")
     ['8</w>', 'k</w>', ',</w>', 'trending</w>']
     """
-    return [token for word in _pretokens(_clean(text)) for token in _word_bpe(word)]
+    return [token for word in _pretokens(_clean(text)) for token in _tokens_of(word)]
 
 
 def count_tokens(text: str) -> int:
@@ -269,7 +281,7 @@ def count_tokens(text: str) -> int:
     >>> count_tokens("masterpiece, best quality")
     4
     """
-    return sum(len(_word_bpe(word)) for word in _pretokens(_clean(text)))
+    return sum(len(_tokens_of(word)) for word in _pretokens(_clean(text)))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -335,26 +347,52 @@ def _phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def _after_comma(cleaned: str, space_before_comma: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A phrase with the comma before it: the comma (after a space if the phrase before ends with one), then the
     phrase, whose first token comes after the comma's space."""
-    tokens, texts = _phrase_tokens(cleaned)
+    return _comma_join(*_phrase_tokens(cleaned), space_before_comma)
+
+
+def _comma_join(tokens: tuple[str, ...], texts: tuple[str, ...], space_before_comma: bool
+                ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     comma = " ," if space_before_comma else ","
     return (COMMA, *tokens), ((comma, " " + texts[0], *texts[1:]) if texts else (comma,))
 
 
-@lru_cache(maxsize=256)
+def _long_phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """_phrase_tokens for a phrase too long to remember (its long words are not remembered either)."""
+    found = [_spaced_tokens(w) if len(w) <= LONGEST_WORD else _spaced_tokens.__wrapped__(w)
+             for w in _spaced_words(cleaned)]
+    return (tuple(itertools.chain.from_iterable(tokens for tokens, _ in found)),
+            tuple(itertools.chain.from_iterable(texts for _, texts in found)))
+
+
+def _long(phrases: tuple[str, ...]) -> bool:
+    return max(map(len, phrases)) > LONGEST_PHRASE
+
+
 def _attention(text: str) -> tuple[tuple[str, float], ...]:
     """attention(), remembered for a while: a text that needs chunking was read for the fit check just before."""
+    return _recent_attention(text) if len(text) <= LONGEST_TEXT else tuple(attention(text))
+
+
+@lru_cache(maxsize=256)
+def _recent_attention(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(attention(text))
 
 
-@lru_cache(maxsize=1 << 12)
 def _piece_phrases(piece: str) -> tuple[str, ...]:
     """The cleaned phrases of one attention piece (remembered for the same reason)."""
+    return _recent_phrases(piece) if len(piece) <= LONGEST_TEXT else tuple(_phrases(_clean(piece)))
+
+
+@lru_cache(maxsize=256)
+def _recent_phrases(piece: str) -> tuple[str, ...]:
     return tuple(_phrases(_clean(piece)))
 
 
 def _piece_count(piece: str) -> int:
     """How many tokens one attention piece takes."""
     phrases = _piece_phrases(piece)
+    if _long(phrases):  # a pasted blob: counted word by word, its long phrases not remembered
+        return sum(len(_tokens_of(word)) for phrase in phrases for word in _pretokens(phrase)) + len(phrases) - 1
     return sum(map(_phrase_count, phrases)) + len(phrases) - 1
 
 
@@ -381,7 +419,7 @@ def _spaced_words(cleaned: str) -> list[str]:
 def _spaced_tokens(spaced_word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The tokens of a pre-token and their texts; ``spaced_word`` comes with the space before it, if any."""
     word = spaced_word.removeprefix(" ")
-    tokens = _word_bpe(word)
+    tokens = _tokens_of(word)
     texts = [token.removesuffix(END_OF_WORD) for token in tokens]
     if word is not spaced_word:
         texts[0] = " " + texts[0]
@@ -399,9 +437,13 @@ def _runs(text: str) -> list[_Run]:
         run = runs[-1]
         first = len(run.symbols)
         phrases = _piece_phrases(piece)
-        # the first phrase, then each next one with the comma before it (all looked up in C: map over both lists)
-        parts = [_phrase_tokens(phrases[0]),
-                 *map(_after_comma, phrases[1:], map(str.endswith, phrases[:-1], itertools.repeat(" ")))]
+        spaces = map(str.endswith, phrases[:-1], itertools.repeat(" "))
+        if _long(phrases):  # a pasted blob: worked out phrase by phrase, its long phrases not remembered
+            found = [_long_phrase_tokens(phrase) if len(phrase) > LONGEST_PHRASE else _phrase_tokens(phrase)
+                     for phrase in phrases]
+            parts = [found[0], *map(_comma_join, *zip(*found[1:]), spaces)] if len(found) > 1 else found
+        else:  # the first phrase, then each next one with the comma before it (all looked up in C)
+            parts = [_phrase_tokens(phrases[0]), *map(_after_comma, phrases[1:], spaces)]
         run.symbols.extend(itertools.chain.from_iterable(map(operator.itemgetter(0), parts)))
         run.texts.extend(itertools.chain.from_iterable(map(operator.itemgetter(1), parts)))
         added = len(run.symbols) - first
@@ -498,7 +540,7 @@ def overflows(prompt: str, *, steps: int = 20) -> list[str]:
     >>> overflows("a castle BREAK " + "word " * 75)
     []
     """
-    return list(_overflows(prompt, steps))
+    return list(_overflows(prompt, steps) if len(prompt) <= LONGEST_TEXT else _overflows.__wrapped__(prompt, steps))
 
 
 @lru_cache(maxsize=1024)  # the same default negative prompt comes back for prompt after prompt

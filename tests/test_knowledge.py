@@ -243,3 +243,19 @@ def test_remembered_phrases_translate_as_on_first_sight():
     assert len(remembering.plan(TranslationOptions()).artists._rewritten) > 10
     assert outputs(remembering) == expected  # now mostly from memory
     assert sum(bool(changes) for _, _, changes, _ in expected) > 100
+
+
+def test_a_pasted_blob_is_translated_but_not_remembered():
+    from bridge.rules import RulesTranslator
+    from bridge.rules.phrases import LONGEST_REMEMBERED, normalize
+    from bridge.translation import TranslationOptions
+
+    translator = RulesTranslator.for_models("sd15", "sd2")
+    blob = "lorem ipsum " * 200
+    t = translator.translate(f"a castle, {blob}, greg rutkowski {blob}, 8k")
+    assert blob.strip() in t.prompt and "8k" not in t.prompt
+    plan = translator.plan(TranslationOptions())
+    assert "a castle" in plan.unchanged_phrases
+    assert all(len(text) <= LONGEST_REMEMBERED for text in plan.unchanged_phrases)
+    assert all(len(text) <= LONGEST_REMEMBERED for text in plan.artists._rewritten)
+    assert normalize("  A  " + blob.upper()) == "a " + " ".join(blob.split())

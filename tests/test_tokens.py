@@ -509,3 +509,28 @@ def test_bpe_merges_as_the_reference_does(word):
 
     assert _bpe(word) == _reference_bpe(word)
 
+
+
+def test_long_words_phrases_and_texts_are_worked_out_but_not_remembered():
+    """A pasted blob must not pin megabytes in the memories of a long-running process."""
+    from bridge import tokens
+
+    for cache in (tokens._word_bpe, tokens._phrase_count, tokens._phrase_tokens, tokens._spaced_tokens,
+                  tokens._overflows, tokens._recent_phrases, tokens._recent_attention):
+        cache.cache_clear()
+    blob = "q" * 5_000
+    assert count_tokens(blob) == len(tokenize(blob)) > 1000
+    assert tokens._word_bpe.cache_info().currsize == 0
+
+    long_phrase = "word " * 130 + "end"  # 653 characters, short words
+    prompt = "a castle, " + long_phrase + ", a hill, " + "x" * 200
+    expected = _reference_chunks(prompt)
+    assert [(c.tokens, c.text, c.weights, c.start, c.ended_by) for c in chunk(prompt)] == expected
+    assert overflows(prompt) == _reference_overflows(prompt)
+    assert tokens._phrase_count.cache_info().currsize == 0  # a text with a long phrase is counted word by word
+    assert tokens._phrase_tokens.cache_info().currsize == 3  # "a castle", "a hill", the x-run: not the long phrase
+
+    huge = ", ".join(["a castle on a hill"] * 400)  # 7,998 characters
+    remembered = tokens._overflows.cache_info().currsize, tokens._recent_phrases.cache_info().currsize
+    assert overflows(huge) == _reference_overflows(huge)
+    assert (tokens._overflows.cache_info().currsize, tokens._recent_phrases.cache_info().currsize) == remembered

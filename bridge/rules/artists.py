@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.rules.knowledge import Artist
-from bridge.rules.phrases import Item, Phrase, normalize
+from bridge.rules.phrases import LONGEST_REMEMBERED, Item, Phrase, normalize
 from bridge.syntax import Text
 
 __all__ = ["ArtistEdit", "ArtistIndex"]
@@ -94,7 +94,7 @@ class ArtistIndex:
             return None  # no word (between spaces, commas and ampersands) starts a known name
         edits: list[ArtistEdit] = []
         new_text = self._rewrite(text, edits.append)
-        if new_text is not None:
+        if new_text is not None and len(text) <= LONGEST_REMEMBERED:
             if len(self._rewritten) >= self.MAX_REMEMBERED:
                 self._rewritten.clear()
             self._rewritten[text] = (new_text, tuple(edits))

@@ -24,7 +24,7 @@ from bridge.recipe import Recipe
 from bridge.rules import stages
 from bridge.rules.artists import ArtistIndex
 from bridge.rules.knowledge import RULES_DIR, KnowledgeBase, NegativeDefault, Rule, is_disabled
-from bridge.rules.phrases import PhraseSet, Words, fold_accents, normalize
+from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, fold_accents, normalize
 from bridge.rules.stages import phrase_key
 from bridge.syntax import Prompt, PromptSyntaxError, attention, parse
 from bridge.translation import Change, Translation, TranslationOptions
@@ -110,13 +110,17 @@ class _Weak:
 
 
 class Memo(set):
-    """A set of results that can be worked out again, forgotten all at once when it grows past ``limit``."""
+    """A set of texts whose result can be worked out again, forgotten all at once when it grows past ``limit``.
+    A text longer than ``longest`` characters (a pasted blob) is not remembered."""
 
-    def __init__(self, limit: int = 1 << 16):
+    def __init__(self, limit: int = 1 << 16, longest: int = LONGEST_REMEMBERED):
         super().__init__()
         self.limit = limit
+        self.longest = longest
 
-    def remember(self, item: object) -> None:
+    def remember(self, item: str) -> None:
+        if len(item) > self.longest:
+            return
         if len(self) >= self.limit:
             self.clear()
         self.add(item)
@@ -269,7 +273,11 @@ class LiteralFinder:
                 held.clear()
                 new = unique
             for word in new:
-                held[word] = self._inside(word)
+                if len(word) > LONGEST_REMEMBERED:
+                    found |= self._inside(word)  # a pasted blob: not remembered
+                    unique = unique - {word}
+                else:
+                    held[word] = self._inside(word)
         found.update(*filter(None, map(held.__getitem__, unique)))
         return found
 

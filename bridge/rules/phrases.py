@@ -106,9 +106,16 @@ def fold_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
-@lru_cache(maxsize=1 << 16)  # libraries repeat their phrases
 def normalize(text: str) -> str:
     """Lower-case, whitespace collapsed and stripped: the form phrases are matched in."""
+    return _normalized(text) if len(text) <= LONGEST_REMEMBERED else " ".join(text.split()).lower()
+
+
+LONGEST_REMEMBERED = 400  # characters: a longer phrase (a pasted blob) is worked out each time, not remembered
+
+
+@lru_cache(maxsize=1 << 16)  # libraries repeat their phrases
+def _normalized(text: str) -> str:
     return " ".join(text.split()).lower()  # str.split() and \s agree on what whitespace is
 
 
