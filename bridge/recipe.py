@@ -65,11 +65,6 @@ _DIFFUSERS_WARNINGS = {
 }
 
 
-_INIT_FIELDS = frozenset({"prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler", "seed",
-                          "model", "clip_skip", "extra"})
-_CHECKED_FIELDS = frozenset({"width", "height", "extra"})  # what Recipe._validate looks at
-
-
 class InfotextError(ValueError):
     """An infotext parameter whose value does not convert, e.g. `Steps: abc`."""
 
@@ -271,6 +266,10 @@ class Recipe:
 
         used = features(self.prompt) | features(self.negative_prompt)
         return [message for feature, message in _DIFFUSERS_WARNINGS.items() if feature in used]
+
+
+_INIT_FIELDS = frozenset(f.name for f in dataclasses.fields(Recipe) if f.init)  # what replace() may change
+_CHECKED_FIELDS = frozenset({"width", "height", "extra"})  # what Recipe._validate looks at
 
 
 def _parse_params(line: str) -> list[tuple[str, str]] | None:

@@ -281,7 +281,7 @@ def count_tokens(text: str) -> int:
     >>> count_tokens("masterpiece, best quality")
     4
     """
-    return sum(len(_tokens_of(word)) for word in _pretokens(_clean(text)))
+    return _count(_clean(text))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -334,13 +334,19 @@ def _phrases(cleaned: str) -> list[str]:
 _UNSPLITTABLE = re.compile(r", (?:(?<=[^\w ], )|(?<=_, )|(?=, ))")
 
 
-@lru_cache(maxsize=1 << 14)  # bulkier than a count, and only needed for the prompts that get chunked
-def _phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The tokens of a cleaned phrase, and their texts (see _Run.texts; the first has no space before it): what a
-    text that needs chunking is made of."""
-    found = list(map(_spaced_tokens, _spaced_words(cleaned)))
+def _tokens_and_texts(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tokens of cleaned text, and their texts (see _Run.texts; the first has no space before it); a word longer
+    than LONGEST_WORD is not remembered."""
+    found = [_spaced_tokens(w) if len(w) <= LONGEST_WORD else _spaced_tokens.__wrapped__(w)
+             for w in _spaced_words(cleaned)]
     return (tuple(itertools.chain.from_iterable(tokens for tokens, _ in found)),
             tuple(itertools.chain.from_iterable(texts for _, texts in found)))
+
+
+@lru_cache(maxsize=1 << 14)  # bulkier than a count, and only needed for the prompts that get chunked
+def _phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """_tokens_and_texts of a phrase, remembered: what a text that needs chunking is made of."""
+    return _tokens_and_texts(cleaned)
 
 
 @lru_cache(maxsize=1 << 14)
@@ -356,21 +362,13 @@ def _comma_join(tokens: tuple[str, ...], texts: tuple[str, ...], space_before_co
     return (COMMA, *tokens), ((comma, " " + texts[0], *texts[1:]) if texts else (comma,))
 
 
-def _long_phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """_phrase_tokens for a phrase too long to remember (its long words are not remembered either)."""
-    found = [_spaced_tokens(w) if len(w) <= LONGEST_WORD else _spaced_tokens.__wrapped__(w)
-             for w in _spaced_words(cleaned)]
-    return (tuple(itertools.chain.from_iterable(tokens for tokens, _ in found)),
-            tuple(itertools.chain.from_iterable(texts for _, texts in found)))
-
-
 def _long(phrases: tuple[str, ...]) -> bool:
     return max(map(len, phrases)) > LONGEST_PHRASE
 
 
 def _attention(text: str) -> tuple[tuple[str, float], ...]:
     """attention(), remembered for a while: a text that needs chunking was read for the fit check just before."""
-    return _recent_attention(text) if len(text) <= LONGEST_TEXT else tuple(attention(text))
+    return _recent_attention(text) if len(text) <= LONGEST_TEXT else _recent_attention.__wrapped__(text)
 
 
 @lru_cache(maxsize=256)
@@ -380,7 +378,7 @@ def _recent_attention(text: str) -> tuple[tuple[str, float], ...]:
 
 def _piece_phrases(piece: str) -> tuple[str, ...]:
     """The cleaned phrases of one attention piece (remembered for the same reason)."""
-    return _recent_phrases(piece) if len(piece) <= LONGEST_TEXT else tuple(_phrases(_clean(piece)))
+    return _recent_phrases(piece) if len(piece) <= LONGEST_TEXT else _recent_phrases.__wrapped__(piece)
 
 
 @lru_cache(maxsize=256)
@@ -391,15 +389,19 @@ def _recent_phrases(piece: str) -> tuple[str, ...]:
 def _piece_count(piece: str) -> int:
     """How many tokens one attention piece takes."""
     phrases = _piece_phrases(piece)
-    if _long(phrases):  # a pasted blob: counted word by word, its long phrases not remembered
-        return sum(len(_tokens_of(word)) for phrase in phrases for word in _pretokens(phrase)) + len(phrases) - 1
-    return sum(map(_phrase_count, phrases)) + len(phrases) - 1
+    # a pasted blob: its phrases are counted without being remembered
+    return sum(map(_count if _long(phrases) else _phrase_count, phrases)) + len(phrases) - 1
+
+
+def _count(cleaned: str) -> int:
+    """How many tokens cleaned text takes; a word longer than LONGEST_WORD is not remembered."""
+    return sum(map(len, map(_tokens_of, _pretokens(cleaned))))
 
 
 @lru_cache(maxsize=1 << 16)
 def _phrase_count(cleaned: str) -> int:
-    """How many tokens a cleaned phrase takes (the fit check needs no more than this)."""
-    return sum(map(len, map(_word_bpe, _pretokens(cleaned))))
+    """_count of a phrase, remembered (the fit check needs no more than this)."""
+    return _count(cleaned)
 
 
 def _spaced_words(cleaned: str) -> list[str]:
@@ -439,7 +441,7 @@ def _runs(text: str) -> list[_Run]:
         phrases = _piece_phrases(piece)
         spaces = map(str.endswith, phrases[:-1], itertools.repeat(" "))
         if _long(phrases):  # a pasted blob: worked out phrase by phrase, its long phrases not remembered
-            found = [_long_phrase_tokens(phrase) if len(phrase) > LONGEST_PHRASE else _phrase_tokens(phrase)
+            found = [_tokens_and_texts(phrase) if len(phrase) > LONGEST_PHRASE else _phrase_tokens(phrase)
                      for phrase in phrases]
             parts = [found[0], *map(_comma_join, *zip(*found[1:]), spaces)] if len(found) > 1 else found
         else:  # the first phrase, then each next one with the comma before it (all looked up in C)

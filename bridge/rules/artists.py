@@ -62,6 +62,10 @@ class ArtistIndex:
 
     def rewrite(self, phrase: Phrase, record: Callable[[ArtistEdit], None]) -> list[Item] | None:
         """New core items for an artist phrase, or None when the phrase has no artist to change."""
+        core = phrase.core
+        if len(core) == 1 and type(core[0]) is str:  # plain text, the common case: no tree to look into
+            new_text = None if "\\" in core[0] else self.rewrite_text(core[0], record)
+            return None if new_text is None else [new_text]
         group = phrase.innermost
         if group is not None:
             if not all(isinstance(c, Text) for c in group.children):

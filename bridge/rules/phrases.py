@@ -108,7 +108,7 @@ def fold_accents(text: str) -> str:
 
 def normalize(text: str) -> str:
     """Lower-case, whitespace collapsed and stripped: the form phrases are matched in."""
-    return _normalized(text) if len(text) <= LONGEST_REMEMBERED else " ".join(text.split()).lower()
+    return _normalized(text) if len(text) <= LONGEST_REMEMBERED else _normalized.__wrapped__(text)
 
 
 LONGEST_REMEMBERED = 400  # characters: a longer phrase (a pasted blob) is worked out each time, not remembered

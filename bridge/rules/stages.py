@@ -170,13 +170,7 @@ def phrases(work: Work, rules: list[Rule]) -> None:
                 work.record(rule, before, items_text(new))
                 return new
             return KEEP
-        if not artists:
-            new = None
-        elif text is not None:  # plain text: what ArtistIndex.rewrite does for it, without the tree checks
-            new_text = None if "\\" in text else artists.rewrite_text(text, record_artist)
-            new = None if new_text is None else [new_text]
-        else:
-            new = artists.rewrite(phrase, record_artist)
+        new = artists.rewrite(phrase, record_artist) if artists else None
         if new is None and text is not None:
             unchanged.remember(text)
         return new
