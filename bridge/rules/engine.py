@@ -24,7 +24,7 @@ from bridge.recipe import Recipe
 from bridge.rules import stages
 from bridge.rules.artists import ArtistIndex
 from bridge.rules.knowledge import RULES_DIR, KnowledgeBase, NegativeDefault, Rule, is_disabled
-from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, fold_accents, normalize
+from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, fold_accents, variant_key
 from bridge.rules.stages import phrase_key
 from bridge.syntax import Prompt, PromptSyntaxError, attention, parse
 from bridge.translation import Change, Translation, TranslationOptions
@@ -151,7 +151,7 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
     plan_stages = [(s, rules) for s, rules in plan_stages if rules]
     kinds = {r.kind for r in enabled}
 
-    phrase_index = {normalize(m): r for r in enabled if r.kind == "phrase" for m in r.params["match"]}
+    phrase_index = {variant_key(m): r for r in enabled if r.kind == "phrase" for m in r.params["match"]}
     artists = ArtistIndex([a for a in kb.artists.values() if "artist" in kinds
                            and not is_disabled(a.rule_id, options.disable)])
 

@@ -17,7 +17,7 @@ from functools import cached_property, lru_cache
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
 __all__ = ["DROP", "KEEP", "Phrase", "PhraseSet", "Words", "containers", "edit_phrases", "fold_accents", "items_text",
-           "normalize"]
+           "normalize", "variant_key"]
 
 Item = str | Node
 KEEP = None  # callback result: leave the phrase as it is
@@ -117,6 +117,25 @@ LONGEST_REMEMBERED = 400  # characters: a longer phrase (a pasted blob) is worke
 @lru_cache(maxsize=1 << 16)  # libraries repeat their phrases
 def _normalized(text: str) -> str:
     return " ".join(text.split()).lower()  # str.split() and \s agree on what whitespace is
+
+
+_SPACED_NUMBER = re.compile(r"(?<=\d) (?=\d|(?:k|mm|p)\b)")
+_SEPARATOR_MARKS = str.maketrans("-_", "  ")
+
+
+def variant_key(text: str) -> str:
+    """The form magic words are looked up in, so that spellings of one tag meet: lower case, hyphens and underscores
+    as spaces, whitespace collapsed, sentence punctuation and quotes at the ends stripped, and the spaces DiffusionDB
+    and hurried typing put inside numbers and units removed (``"8 K."``, ``"8k"`` → ``"8k"``; ``"3 5 mm"`` →
+    ``"35mm"``; ``"hyper-detailed"`` → ``"hyper detailed"``). Misspellings and version suffixes are listed in the
+    knowledge file instead."""
+    return _variant_key(text) if len(text) <= LONGEST_REMEMBERED else _variant_key.__wrapped__(text)
+
+
+@lru_cache(maxsize=1 << 16)
+def _variant_key(text: str) -> str:
+    key = " ".join(text.translate(_SEPARATOR_MARKS).split()).lower().strip(" .!?;:'\"")
+    return _SPACED_NUMBER.sub("", key) if " " in key else key
 
 
 def items_text(items: list[Item]) -> str:

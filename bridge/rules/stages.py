@@ -26,6 +26,7 @@ from bridge.rules.phrases import (
     edit_phrases,
     items_text,
     normalize,
+    variant_key,
 )
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
 
@@ -151,7 +152,7 @@ def phrases(work: Work, rules: list[Rule]) -> None:
         plain = phrase.plain
         if plain is None:
             return KEEP
-        rule = index.get(plain)
+        rule = index.get(variant_key(plain))
         if rule is not None:
             action = rule.params["action"]
             if action == "drop":
