@@ -56,7 +56,7 @@ from typing import Literal, NamedTuple
 
 from bridge.syntax import attention, parse
 
-__all__ = ["CHUNK_TOKENS", "COMMA_BACKTRACK", "Chunk", "chunk", "count_tokens", "overflows", "tokenize"]
+__all__ = ["CHUNK_TOKENS", "COMMA_BACKTRACK", "Chunk", "chunk", "chunk_count", "count_tokens", "overflows", "tokenize"]
 
 VOCAB_PATH = Path(__file__).parent / "rules" / "clip_bpe_vocab.txt.gz"
 MERGE_COUNT = 49152 - 256 - 2  # CLIP's rule: the first 48,894 merges (49,408 tokens = 2 x 256 bytes + merges + 2)
@@ -281,7 +281,12 @@ def count_tokens(text: str) -> int:
     >>> count_tokens("masterpiece, best quality")
     4
     """
-    return _count(_clean(text))
+    cleaned = _clean(text)
+    # A text of listed common words (their counts are exact) and single ASCII characters is counted without the BPE
+    # vocabulary: the bridge's own phrases are, so a one-prompt run never loads it for them.
+    common = _common_words()
+    counts = [common.get(word) or (len(word) == 1 and word.isascii()) for word in _pretokens(cleaned)]
+    return sum(counts) if all(counts) else _count(cleaned)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -568,6 +573,31 @@ def _overflows(prompt: str, steps: int) -> tuple[str, ...]:
                     if message not in messages:
                         messages.append(message)
     return tuple(messages)
+
+
+def chunk_count(prompt: str, *, steps: int = 20) -> int:
+    """How many 75-token chunks A1111 encodes a whole prompt in: the chunks of each ``AND`` part added up, each part
+    taken at the sampling step whose text needs the most. The bridge compares it before and after a translation, so
+    that what it adds never makes A1111 split a prompt that fitted.
+
+    >>> chunk_count("a castle AND " + "word " * 80)
+    3
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    parsed = parse(prompt)
+    scheduled = bool({"editing", "alternation"} & parsed.features())
+    total = 0
+    for clause in parsed.clauses:
+        texts = {clause.text_at(step, steps) for step in range(1, steps + 1)} if scheduled else {clause.text_at(1, 1)}
+        total += max(len(_bounds(_runs(text), COMMA_BACKTRACK)) if not _fits(text) else _break_runs(text)
+                     for text in texts)
+    return total
+
+
+def _break_runs(text: str) -> int:
+    """The chunks of a text whose runs between BREAKs all fit: one per run."""
+    return 1 + sum(piece == "BREAK" and weight == -1 for piece, weight in _attention(text))
 
 
 COMMON_WORDS_PATH = Path(__file__).resolve().parent / "rules" / "common_words.txt"

@@ -109,6 +109,8 @@ class TranslationOptions:
     embeddings: names of the user's SD1 embeddings (file stems of their embeddings folder), added to the known ones.
     disable: rule ids (or shell patterns such as ``artist.*``) to switch off.
     knowledge: a user knowledge file whose rules override the shipped ones with the same id.
+    style_budget: the CLIP tokens the rules bridge's one style phrase (what the prompt's artists stood for) may take;
+        None takes the knowledge file's (12 in the shipped ones); 0 adds no style.
     """
 
     networks: str = "remove"
@@ -116,10 +118,13 @@ class TranslationOptions:
     embeddings: tuple[str, ...] = ()
     disable: tuple[str, ...] = ()
     knowledge: str | os.PathLike | None = None
+    style_budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.networks not in ("remove", "keep"):
             raise ValueError(f"networks must be 'remove' or 'keep', got {self.networks!r}")
+        if self.style_budget is not None and (type(self.style_budget) is not int or self.style_budget < 0):
+            raise ValueError(f"style_budget must be a whole number of tokens, 0 or more, got {self.style_budget!r}")
         self.embeddings = tuple(self.embeddings)
         self.disable = tuple(self.disable)
 

@@ -47,7 +47,11 @@ def test_every_artist_action(artist):
     if artist.action == "keep":
         assert t.prompt == f"a lighthouse on a cliff, by {artist.name}"
         return
-    assert artist.description in t.prompt
+    style = next(c for c in t.changes if c.rule == "artists")
+    items = style.after.split(", ")
+    assert style.after and t.prompt.endswith(style.after)
+    assert set(items) <= set(artist.facets())  # facets only, each at most once
+    assert len(items) == len(set(items))
     assert (artist.name in t.prompt) == (artist.action == "keep_and_describe")
     assert any(c.rule == artist.rule_id and c.fact == artist.fact for c in t.changes)
     assert not t.prompt.rstrip().endswith((",", " by", " and"))
@@ -56,9 +60,11 @@ def test_every_artist_action(artist):
 def test_the_classic_rutkowski_mucha_phrase_becomes_a_clean_sd2_phrase():
     t = translate("portrait of a sorceress, by greg rutkowski and alphonse mucha, highly detailed")
     assert "rutkowski" not in t.prompt
-    assert "by alphonse mucha, " in t.prompt
-    assert KB.artists["greg rutkowski"].description in t.prompt
-    assert ", ," not in t.prompt and " and ," not in t.prompt and "by ," not in t.prompt
+    style = next(c for c in t.changes if c.rule == "artists").after
+    assert t.prompt == f"portrait of a sorceress, by alphonse mucha, {style}, highly detailed"
+    rutkowski, mucha = KB.artists["greg rutkowski"], KB.artists["alphonse mucha"]
+    assert rutkowski.style[0] in style and mucha.style[0] in style  # one phrase for both
+    assert len([i for i in style.split(", ") if i in (rutkowski.medium, mucha.medium)]) == 1  # one medium
 
 
 def test_artist_words_in_ordinary_phrases_are_not_artists():
@@ -88,7 +94,7 @@ def test_default_negative_leaves_out_what_the_prompt_asks_for():
     ("a black and white photo of a harbour, 35mm film", "b&w", "a photo of a harbour, 35mm film"),
     ("a monochrome photograph of a street", "b&w", "a photograph of a street"),
     ("pixel art castle on a hill", "lowres", "a castle on a hill"),
-    ("a neon sign that says open, photo", "text", "a neon sign, photo"),
+    ("a neon sign that says open, photo", "text", "a neon light, photo"),
     ("a photorealistic oil painting of a fox", "photo", "an oil painting of a fox"),
     ("close-up of an anime girl", "cropped", "an anime girl"),
 ])

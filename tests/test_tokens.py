@@ -145,12 +145,14 @@ sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "op
 import bridge.tokens
 heavy = sorted({"torch", "numpy", "regex", "ftfy", "transformers", "open_clip"} & set(sys.modules))
 read_at_import = any(path.endswith("clip_bpe_vocab.txt.gz") for path in opened)
-bridge.tokens.count_tokens("a castle")
+bridge.tokens.count_tokens("a castle")  # common words: counted from the common-word list
+read_on_common = any(path.endswith("clip_bpe_vocab.txt.gz") for path in opened)
+bridge.tokens.count_tokens("a zorvexian castle")
 read_on_count = any(path.endswith("clip_bpe_vocab.txt.gz") for path in opened)
-print(heavy, read_at_import, read_on_count)
+print(heavy, read_at_import, read_on_common, read_on_count)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
-    assert result.stdout.split("\n")[0] == "[] False True"
+    assert result.stdout.split("\n")[0] == "[] False False True"
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,29 +1,40 @@
-"""Artist phrases: find SD1 artist names in a phrase and rewrite them per the knowledge file's action.
+"""Artist phrases: find SD1 artist names the way prompters write them, and merge what they stood for into one style.
 
-"by greg rutkowski and alphonse mucha" → "by alphonse mucha, <rutkowski's style>, <mucha's style>": names SD2 still
-knows are kept (``keep``), names it lost are replaced by a description of the style (``replace``), names in between
-are kept and described (``keep_and_describe``). A phrase that is not about artists ("by the sea") is left alone.
+Names are found after a marker ("by X", "art by X", "in the style of X", "inspired by X"), in lists ("by X, Y and Z":
+the later phrases hold only names), in a phrase made only of names ("X and Y"), and before "style" ("X style").
+A marker may sit in the middle of run-on text: "borderlands by X and Y radiating a glowing aura" keeps
+"borderlands" and "radiating a glowing aura".
+
+What happens to a name is the knowledge file's ``action``: ``keep`` (SD2 still knows it), ``replace`` (the name goes,
+its style is described) or ``keep_and_describe``. The descriptions of all the artists of a prompt are merged by
+:func:`compose_style` into one short phrase placed where the first artist was: one medium at most and none when the
+prompt names its own, nothing the prompt already says, subject words only for the subjects the prompt shows, within
+a token budget. A phrase that is not about artists ("by the sea") is left alone.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from bridge.rules.knowledge import Artist
-from bridge.rules.phrases import LONGEST_REMEMBERED, Item, Phrase, normalize
-from bridge.syntax import Text
+from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, normalize
 
-__all__ = ["ArtistEdit", "ArtistIndex"]
+__all__ = ["ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style"]
 
-_BY = re.compile(r"(?:^|\s)(?P<by>(?:(?:art|artwork|painting|illustration|drawing|concept art)\s+)?by|"
-                 r"in the style of|style of|inspired by)\s+", re.IGNORECASE)
-_JOIN = re.compile(r"\s+(?:and|&|x)\s+|\s*&\s*", re.IGNORECASE)
+_MARKER = re.compile(r"(?<!\S)(?:in the style of|style of|inspired by|by)\s+", re.IGNORECASE)
+_CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*&\s*", re.IGNORECASE)
+# Words before a marker that only announce the artist ("art by X"): they go with the marker when nothing else is
+# before it. A medium ("oil painting by X", "concept art by X") is the user's head noun and stays.
+_ANNOUNCING = frozenset({"art", "artwork", "artworks", "work", "works", "made", "done", "created", "drawn", "painted",
+                         "illustrated", "in the style of", "style"})
+_STYLE_SUFFIX = re.compile(r"\s*(?:-|\s)(?:art\s+)?style$", re.IGNORECASE)
 MAX_UNKNOWN_NAME_WORDS = 4  # "by the sea and the mountains" is not a list of names
+_END_MARKS = ".!?;:"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArtistEdit:
     """One artist rewritten inside a phrase (for the change log)."""
 
@@ -32,19 +43,33 @@ class ArtistEdit:
 
     @property
     def after(self) -> str:
-        if self.artist.action == "replace":
-            return self.artist.description
-        return f"{self.written}, {self.artist.description}"
+        return "" if self.artist.action == "replace" else self.written
 
     @property
     def reason(self) -> str:
         if self.artist.action == "replace":
-            return "SD2's new text encoder barely knows this artist's name, so the style is described instead"
-        return "SD2 knows this name only weakly, so the name is kept and the style spelled out"
+            return ("SD2's new text encoder barely knows this artist's name, so it goes and the style is described in "
+                    "the prompt's one style phrase")
+        return "SD2 knows this name only weakly, so the name is kept and the style described in the prompt's style phrase"
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """What the artists of one phrase text come to: the new text ("" when nothing is left of it), or None when it
+    stays as written; every artist named (keep ones too) and the edits made."""
+
+    text: str | None
+    named: tuple[Artist, ...]
+    edits: tuple[ArtistEdit, ...]
+
+
+_NOTHING = Rewrite(None, (), ())
 
 
 class ArtistIndex:
     """All enabled artists by name and alias, lower-case."""
+
+    MAX_REMEMBERED = 1 << 14
 
     def __init__(self, artists: list[Artist]):
         self.by_name: dict[str, Artist] = {}
@@ -54,82 +79,168 @@ class ArtistIndex:
                 self.by_name.setdefault(alias, artist)
         # The first word of every name: a phrase with none of them names no artist, and is rejected cheaply.
         self.first_words = {name.split()[0] for name in self.by_name if name.split()}
+        self.longest = max((len(name.split()) for name in self.by_name), default=0)
         # rewrites already worked out, by text: libraries name the same artists the same way over and over
-        self._rewritten: dict[str, tuple[str, tuple[ArtistEdit, ...]]] = {}
+        self._rewritten: dict[str, Rewrite] = {}
 
     def __bool__(self) -> bool:
         return bool(self.by_name)
 
-    def rewrite(self, phrase: Phrase, record: Callable[[ArtistEdit], None]) -> list[Item] | None:
-        """New core items for an artist phrase, or None when the phrase has no artist to change."""
-        core = phrase.core
-        if len(core) == 1 and type(core[0]) is str:  # plain text, the common case: no tree to look into
-            new_text = None if "\\" in core[0] else self.rewrite_text(core[0], record)
-            return None if new_text is None else [new_text]
-        group = phrase.innermost
-        if group is not None:
-            if not all(isinstance(c, Text) for c in group.children):
-                return None
-            text = "".join(c.text for c in group.children)
-        elif all(isinstance(i, str) for i in phrase.core):
-            text = "".join(phrase.core)  # type: ignore[arg-type]
-        else:
-            return None
-        if "\\" in text:
-            return None
-        new_text = self.rewrite_text(text, record)
-        if new_text is None:
-            return None
-        if group is not None:
-            group.children = [Text(new_text)]
-            return list(phrase.core)
-        return [new_text]
-
-    MAX_REMEMBERED = 1 << 14
-
-    def rewrite_text(self, text: str, record: Callable[[ArtistEdit], None]) -> str | None:
-        """``text`` with its artists rewritten (each edit passed to ``record``), or None when it has none to change."""
-        done = self._rewritten.get(text)
-        if done is not None:
-            for edit in done[1]:
-                record(edit)
-            return done[0]
+    def rewrite_text(self, text: str) -> Rewrite:
+        """``text`` (one phrase, plain) with its artists rewritten."""
         if self.first_words.isdisjoint(text.lower().replace(",", " ").replace("&", " ").split()):
-            return None  # no word (between spaces, commas and ampersands) starts a known name
-        edits: list[ArtistEdit] = []
-        new_text = self._rewrite(text, edits.append)
-        if new_text is not None and len(text) <= LONGEST_REMEMBERED:
-            if len(self._rewritten) >= self.MAX_REMEMBERED:
-                self._rewritten.clear()
-            self._rewritten[text] = (new_text, tuple(edits))
-        for edit in edits:
-            record(edit)
-        return new_text
+            return _NOTHING  # no word (between spaces, commas and ampersands) starts a known name
+        done = self._rewritten.get(text)
+        if done is None:
+            done = self._rewrite(text)
+            if len(text) <= LONGEST_REMEMBERED:
+                if len(self._rewritten) >= self.MAX_REMEMBERED:
+                    self._rewritten.clear()
+                self._rewritten[text] = done
+        return done
 
-    def _rewrite(self, text: str, record: Callable[[ArtistEdit], None]) -> str | None:
-        head, by, names_text = "", "", text
-        matches = list(_BY.finditer(text))
-        if matches:
-            m = matches[-1]
-            head, by, names_text = text[: m.start()].rstrip(), m.group("by"), text[m.end():]
-        names = [n.strip() for n in _JOIN.split(names_text) if n.strip()]
-        found = [self.by_name.get(normalize(n)) for n in names]
-        if not any(found):
+    def _name_at(self, text: str, start: int) -> tuple[Artist, int] | None:
+        """The longest known name that starts at ``start`` and ends at a word's end, and where it ends."""
+        words = list(re.finditer(r"[^\s,&]+", text[start:]))[: self.longest]
+        if not words or words[0].start() != 0:
             return None
-        if not by and not all(found):
-            return None  # without "by", only a phrase made of known names is an artist phrase
-        if any(a is None and len(n.split()) > MAX_UNKNOWN_NAME_WORDS for n, a in zip(names, found)):
-            return None
-        if all(a is None or a.action == "keep" for a in found):
-            return None
-        kept = [n for n, a in zip(names, found) if a is None or a.action != "replace"]
-        described = []
-        for n, a in zip(names, found):
-            if a is not None and a.action != "keep":
-                described.append(a.description)
-                record(ArtistEdit(a, n))
-        pieces = [head] if head else []
+        for n in range(len(words), 0, -1):
+            end = start + words[n - 1].end()
+            written = text[start:end]
+            artist = self.by_name.get(normalize(written)) or self.by_name.get(normalize(written.rstrip(_END_MARKS)))
+            if artist is not None:
+                return artist, end
+        return None
+
+    def _names(self, text: str, start: int, *, whole: bool) -> tuple[list[tuple[str, Artist | None]], int]:
+        """The list of names written from ``start`` ("X", "X and Y", "X, Y & Z"), and where it ends. An unknown
+        name counts only where a known one follows it in the list, or it ends the text and is short; with
+        ``whole``, the list must run to the end of the text or the result is empty."""
+        names: list[tuple[str, Artist | None]] = []
+        at = end = start
+        while True:
+            found = self._name_at(text, at)
+            if found is not None:
+                artist, stop = found
+                names.append((text[at:stop], artist))
+                end = stop
+            else:
+                connector = _CONNECTOR.search(text, at)
+                stop = connector.start() if connector else len(text)
+                written = text[at:stop].strip()
+                later = connector is not None and self._names(text, connector.end(), whole=False)[0]
+                if not written or not (later or (stop == len(text) and len(written.split()) <= MAX_UNKNOWN_NAME_WORDS)):
+                    break
+                names.append((written, None))
+                end = stop
+            connector = _CONNECTOR.match(text, end)
+            if connector is None or connector.end() == len(text):
+                break
+            at = connector.end()
+        if whole and text[end:].strip():
+            return [], start
+        return names, end
+
+    def _rewrite(self, text: str) -> Rewrite:
+        body = text.rstrip(_END_MARKS + " ")
+        end_marks = text[len(body):]
+        head = tail = marker = ""
+        names: list[tuple[str, Artist | None]] = []
+        for m in _MARKER.finditer(body):
+            found, end = self._names(body, m.end(), whole=False)
+            if any(a is not None for _, a in found):
+                head, marker, names, tail = body[: m.start()], m.group(0).strip(), found, body[end:]
+                break
+        suffix = ""
+        if not names:  # a phrase made of names, or "X style"
+            found = _STYLE_SUFFIX.search(body)
+            suffix = found.group(0) if found else ""
+            names, _ = self._names(body[: len(body) - len(suffix)], 0, whole=True)
+            if not names or not all(a is not None for _, a in names):
+                return _NOTHING
+        named = tuple(a for _, a in names if a is not None)
+        if all(a is None or a.action == "keep" for _, a in names):
+            return Rewrite(None, named, ())
+        kept = [written for written, a in names if a is None or a.action != "replace"]
+        edits = tuple(ArtistEdit(a, written) for written, a in names if a is not None and a.action != "keep")
+        head = head.rstrip()
         if kept:
-            pieces.append((by + " " if by else "") + " and ".join(kept))
-        pieces.extend(described)
-        return ", ".join(pieces)
+            middle = (marker + " " if marker else "") + " and ".join(kept) + suffix
+        else:
+            middle = ""
+            if normalize(head) in _ANNOUNCING:
+                head = ""  # "art by X": nothing of the user's phrase is left
+        new = " ".join(part for part in (head, middle, tail.strip()) if part)
+        return Rewrite(new + end_marks if new else "", named, edits)
+
+
+@dataclass
+class Style:
+    """The one style phrase a prompt's artists come to: the items chosen, and what was left out and why."""
+
+    items: list[str] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (item, why)
+
+    @property
+    def text(self) -> str:
+        return ", ".join(self.items)
+
+
+def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: PhraseSet, subjects: dict[str, PhraseSet],
+                  budget: int, count: Callable[[str], int]) -> Style:
+    """Merge the facets of ``artists`` (in the order the prompt named them) into one style phrase.
+
+    Candidates come in this priority: the first artist's medium, each artist's first style, one light, one palette,
+    the subject features whose subject the prompt shows, then the remaining styles. A candidate is left out when the
+    prompt (``prompt_words``) already says it, when it names a medium and the prompt or the phrase already has one,
+    when it repeats a chosen item, or when it would take the phrase past ``budget`` CLIP tokens (``count``).
+    """
+    artists = list({a.name: a for a in artists}.values())
+    prompt_media = media.find(prompt_words)
+    candidates: list[tuple[str, str]] = []  # (item, facet)
+    candidates += [(a.medium, "medium") for a in artists if a.medium][:1]
+    candidates += [(a.style[0], "style") for a in artists if a.style]
+    candidates += [(a.light, "light") for a in artists if a.light]
+    candidates += [(a.palette, "palette") for a in artists if a.palette]
+    for artist in artists:
+        for phrase, kind in artist.subject_features:
+            shows = subjects.get(kind)
+            if shows is not None and shows.search(prompt_words) is not None:
+                candidates.append((phrase, "subject"))
+    candidates += [(s, "style") for a in artists for s in a.style[1:]]
+
+    style = Style()
+    chosen_words: list[tuple[str, ...]] = []
+    has_medium = bool(prompt_media)
+    facets_taken: set[str] = set()
+    for item, facet in candidates:
+        words = tuple(PhraseSet.words(item))
+        why = None
+        if _contains(prompt_words, words):
+            why = "the prompt already says it"
+        elif any(_contains(w, words) or _contains(words, w) for w in chosen_words):
+            why = "the style phrase already says it"
+        elif facet in ("light", "palette") and facet in facets_taken:
+            why = f"one {facet} is enough"
+        elif media.search(list(words)) is not None and has_medium:
+            why = (f"the prompt names its own medium ({prompt_media[0]!r})" if prompt_media
+                   else "the style phrase already has a medium")
+        elif count(", ".join([*style.items, item])) > budget:
+            why = f"over the style budget of {budget} tokens"
+        if why is not None:
+            style.left_out.append((item, why))
+            continue
+        style.items.append(item)
+        chosen_words.append(words)
+        facets_taken.add(facet)
+        has_medium = has_medium or media.search(list(words)) is not None
+    return style
+
+
+def _contains(words: list[str] | tuple[str, ...], part: tuple[str, ...]) -> bool:
+    """Whether ``part`` occurs in ``words`` as a run of whole words."""
+    n = len(part)
+    if not n or n > len(words):
+        return False
+    first = part[0]
+    return any(words[i] == first and tuple(words[i:i + n]) == part for i in range(len(words) - n + 1))

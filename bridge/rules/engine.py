@@ -142,6 +142,10 @@ class Plan:
     weak_starts: frozenset[str]  # the first words of every weak-concept name: a prompt with none needs no name search
     negative_starts: frozenset[str]  # the same for the words that pick a kind of negative prompt
     weak_unfiltered: bool  # some weak-concept pattern has no literal prefilter: it is searched in every prompt
+    media: PhraseSet  # the words that name a medium
+    medium_family: dict[str, str]  # each of them (as media.find gives it) -> its family ("photo", "painting", ...)
+    subjects: dict[str, PhraseSet]  # kind of subject -> the words that show it
+    style_budget: int  # CLIP tokens the artists' style phrase may take
     unchanged_phrases: Memo = field(default_factory=Memo)  # plain phrases the phrase stage leaves alone
 
 
@@ -189,8 +193,21 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
     weak_starts = frozenset(word for w in weak for word in w.names.lengths)
     negative_starts = frozenset(word for n in negatives for word in n.detect.lengths)
     weak_unfiltered = any(w.unfiltered for w in weak)
+    media = PhraseSet(word for words in kb.media.values() for word in words)
+    medium_family = {}
+    for family, words in kb.media.items():
+        for word in words:
+            medium_family.setdefault(media.found_as(word), family)
+    subjects = {kind: PhraseSet(words) for kind, words in kb.subjects.items()}
+    style_budget = options.style_budget
+    if style_budget is None:
+        style_budget = next((int(r.params.get("style_budget", DEFAULT_STYLE_BUDGET)) for r in enabled
+                             if r.kind == "artist"), DEFAULT_STYLE_BUDGET)
     return Plan(plan_stages, phrase_index, artists, embedding_pattern, tuple(sorted(names)), mapping, negatives, weak,
-                literals, weak_starts, negative_starts, weak_unfiltered)
+                literals, weak_starts, negative_starts, weak_unfiltered, media, medium_family, subjects, style_budget)
+
+
+DEFAULT_STYLE_BUDGET = 12  # CLIP tokens: about three short facets, so several artists never bury the subject
 
 
 _UNESCAPED_UPPER = re.compile(r"(?<!\\)[A-Z]")
@@ -336,7 +353,18 @@ class Work:
     changes: list[Change] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    artist_media: list[str] = field(default_factory=list)  # the media of the artists the prompt names
     _words: tuple[str, str, Words] | None = field(default=None, repr=False)
+
+    @cached_property
+    def _user_words(self) -> tuple[str, Words]:
+        folded = fold_accents(self.recipe.prompt).lower()
+        return folded, PhraseSet.words(folded)
+
+    def user_words(self) -> tuple[str, Words]:
+        """The user's positive prompt as written (before any stage), matched like :meth:`prompt_words`: what the
+        user asked for, without the words the bridge inserted."""
+        return self._user_words
 
     def prompt_words(self) -> tuple[str, Words]:
         """The positive prompt as it is now, lower-cased with accents folded (how knowledge phrases and patterns are
@@ -384,7 +412,8 @@ class RulesTranslator:
         return cls(KnowledgeBase.load(Path(path), user=knowledge), source, target)
 
     def plan(self, options: TranslationOptions) -> Plan:
-        key = (options.networks, tuple(sorted(options.network_map.items())), options.embeddings, options.disable)
+        key = (options.networks, tuple(sorted(options.network_map.items())), options.embeddings, options.disable,
+               options.style_budget)
         plan = self._plans.get(key)
         if plan is None:
             self.kb.check_disable(options.disable)

@@ -16,7 +16,18 @@ A knowledge file is TOML::
     [[artist]]                   # compiled into one "artist.<slug>" rule per artist (kind "artist")
     name = "greg rutkowski"
     action = "replace"           # keep | replace | keep_and_describe
-    description = "..."
+    medium = "digital painting"  # the facets of the style; at most one medium, listed under [media]
+    style = ["epic fantasy", "painterly brushwork"]   # movement, genre, technique; most telling first
+    light = "dramatic lighting"
+    palette = "earthy palette"
+    subject_features = [{ phrase = "flowing hair", subject = "people" }]   # only added for that kind of subject
+    # (an older file's free-text `description` still loads: its comma-separated items become `style`)
+
+    [media]                      # the words that name a medium, by family: a prompt that names one gets no other
+    photo = ["photo", "photograph", ...]
+
+    [subjects]                   # the words that show a kind of subject, for `subject_features`
+    people = ["woman", "man", ...]
 
     [[negative]]                 # default negative prompts per kind of image (kind "negative")
     kind = "photo"
@@ -26,8 +37,12 @@ A knowledge file is TOML::
     [asked_as]                   # a default negative phrase is left out when the prompt asks for it in other words
     "b&w" = ["black and white", "monochrome", ...]
 
-A user knowledge file has the same layout; its rules, artists, negatives and ``asked_as`` entries replace the shipped
-ones with the same id / name / kind / phrase, and new ones are added.
+A user knowledge file has the same layout; its rules, artists, negatives and ``asked_as``, ``media`` and ``subjects``
+entries replace the shipped ones with the same id / name / kind / phrase / family, and new ones are added.
+
+When a prompt names several artists, the engine merges their facets into one style phrase (bridge/rules/artists.py):
+one medium at most and none when the prompt names its own, no phrase the prompt already has, subject features only
+for the subjects the prompt shows, within a token budget (the ``artists`` rule's ``style_budget``).
 """
 
 from __future__ import annotations
@@ -67,9 +82,15 @@ class Rule:
 
 @dataclass
 class Artist:
+    """One artist and what its name stood for in SD1, in facets the engine can merge with other artists'."""
+
     name: str
     action: str
-    description: str
+    medium: str = ""
+    style: tuple[str, ...] = ()
+    light: str = ""
+    palette: str = ""
+    subject_features: tuple[tuple[str, str], ...] = ()  # (phrase, kind of subject it needs)
     aliases: tuple[str, ...] = ()
     fact: str = "F-ARTISTS"
     count: int = 0
@@ -77,6 +98,15 @@ class Artist:
     @property
     def rule_id(self) -> str:
         return "artist." + slug(self.name)
+
+    @property
+    def description(self) -> str:
+        """Every facet, comma-separated (what data building's describe-artists variants add)."""
+        return ", ".join(self.facets())
+
+    def facets(self) -> list[str]:
+        return [p for p in (self.medium, *self.style, self.light, self.palette, *(f for f, _ in self.subject_features))
+                if p]
 
 
 @dataclass
@@ -97,6 +127,8 @@ class KnowledgeBase:
     negatives: dict[str, NegativeDefault] = field(default_factory=dict)
     # a negative phrase (compared by its words, lower case) -> other words a prompt may ask for it in
     asked_as: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    media: dict[str, tuple[str, ...]] = field(default_factory=dict)  # family -> words that name a medium of it
+    subjects: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind of subject -> words that show it
     meta: dict[str, Any] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
 
@@ -106,6 +138,11 @@ class KnowledgeBase:
         kb._merge_file(Path(path), top=True)
         if user is not None:
             kb._merge_file(Path(user), top=True)
+        for artist in kb.artists.values():
+            unknown = {kind for _, kind in artist.subject_features} - kb.subjects.keys()
+            if unknown:
+                raise KnowledgeError(f"artist {artist.name!r}: subject {min(unknown)!r} is not a kind listed under "
+                                     f"[subjects] ({', '.join(kb.subjects) or 'none listed'})")
         return kb
 
     def _merge_file(self, path: Path, top: bool = False) -> None:
@@ -131,6 +168,14 @@ class KnowledgeBase:
             if not isinstance(others, list) or not all(isinstance(o, str) and o.strip() for o in others):
                 raise KnowledgeError(f"{path}: asked_as.{phrase!r} must be a list of non-empty phrases, got {others!r}")
             self.asked_as[" ".join(phrase.lower().split())] = tuple(o.strip().lower() for o in others)
+        for table in ("media", "subjects"):
+            lists = data.get(table, {})
+            if not isinstance(lists, dict):
+                raise KnowledgeError(f"{path}: [{table}] must be a table of name = [words, ...]")
+            for name, words in lists.items():
+                if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+                    raise KnowledgeError(f"{path}: {table}.{name} must be a list of non-empty phrases, got {words!r}")
+                getattr(self, table)[name] = tuple(" ".join(w.lower().split()) for w in words)
 
     def enabled(self, disable: tuple[str, ...] = ()) -> list[Rule]:
         """The rules in order, without those whose id matches a ``disable`` pattern."""
@@ -192,11 +237,40 @@ def _artist_from(table: dict, where: str) -> Artist:
     action = table.get("action")
     if action not in ARTIST_ACTIONS:
         raise KnowledgeError(f"{where} ({name}): action must be one of {', '.join(ARTIST_ACTIONS)}, got {action!r}")
-    description = str(table.get("description", "")).strip()
-    if action != "keep" and not description:
-        raise KnowledgeError(f"{where} ({name}): action {action!r} needs a 'description'")
-    aliases = tuple(a.strip().lower() for a in table.get("aliases", []) if a.strip())
-    return Artist(name, action, description, aliases, table.get("fact", "F-ARTISTS"), int(table.get("count", 0)))
+    where = f"{where} ({name})"
+    medium, light, palette = (_phrase(table, key, where) for key in ("medium", "light", "palette"))
+    style = _phrases(table, "style", where)
+    description = table.get("description")
+    if description is not None:  # the older free-text form: its items become the style
+        style = (*style, *_phrases({"description": str(description).split(",")}, "description", where))
+    features = table.get("subject_features", [])
+    if not isinstance(features, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("phrase"), str) and f["phrase"].strip()
+            and isinstance(f.get("subject"), str) and f["subject"].strip() for f in features):
+        raise KnowledgeError(f"{where}: 'subject_features' must be a list of {{ phrase = \"...\", subject = \"people\" }}"
+                             f" tables, got {features!r}")
+    subject_features = tuple((" ".join(f["phrase"].split()), f["subject"].strip()) for f in features)
+    artist = Artist(name, action, medium, style, light, palette, subject_features,
+                    tuple(a.strip().lower() for a in table.get("aliases", []) if a.strip()),
+                    table.get("fact", "F-ARTISTS"), int(table.get("count", 0)))
+    if action != "keep" and not artist.facets():
+        raise KnowledgeError(f"{where}: action {action!r} needs facets to describe the style with "
+                             "(medium, style, light, palette or subject_features)")
+    return artist
+
+
+def _phrase(table: dict, key: str, where: str) -> str:
+    value = table.get(key, "")
+    if not isinstance(value, str):
+        raise KnowledgeError(f"{where}: '{key}' must be a phrase (a string), got {value!r}")
+    return " ".join(value.split())
+
+
+def _phrases(table: dict, key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise KnowledgeError(f"{where}: '{key}' must be a list of phrases, got {value!r}")
+    return tuple(p for p in (" ".join(v.split()) for v in value) if p)
 
 
 def _negative_from(table: dict, where: str) -> NegativeDefault:

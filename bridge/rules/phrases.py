@@ -125,7 +125,7 @@ _SEPARATOR_MARKS = str.maketrans("-_", "  ")
 
 def variant_key(text: str) -> str:
     """The form magic words are looked up in, so that spellings of one tag meet: lower case, hyphens and underscores
-    as spaces, whitespace collapsed, sentence punctuation and quotes at the ends stripped, and the spaces DiffusionDB
+    as spaces, whitespace collapsed, sentence punctuation and quotes (straight or curly) at the ends stripped, and the spaces DiffusionDB
     and hurried typing put inside numbers and units removed (``"8 K."``, ``"8k"`` → ``"8k"``; ``"3 5 mm"`` →
     ``"35mm"``; ``"hyper-detailed"`` → ``"hyper detailed"``). Misspellings and version suffixes are listed in the
     knowledge file instead."""
@@ -134,7 +134,7 @@ def variant_key(text: str) -> str:
 
 @lru_cache(maxsize=1 << 16)
 def _variant_key(text: str) -> str:
-    key = " ".join(text.translate(_SEPARATOR_MARKS).split()).lower().strip(" .!?;:'\"")
+    key = " ".join(text.translate(_SEPARATOR_MARKS).split()).lower().strip(" .!?;:'\"\u201c\u201d\u2018\u2019")
     return _SPACED_NUMBER.sub("", key) if " " in key else key
 
 

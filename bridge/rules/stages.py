@@ -17,23 +17,25 @@ import math
 import re
 from typing import TYPE_CHECKING
 
+from bridge.rules.artists import compose_style
 from bridge.rules.phrases import (
     DROP,
     KEEP,
     Item,
     Phrase,
+    PhraseSet,
+    Words,
     containers,
     edit_phrases,
-    items_text,
+    fold_accents,
     normalize,
     variant_key,
 )
-from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
+from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, escape, format_weight, parse, render
 
 if TYPE_CHECKING:
-    from bridge.rules.artists import ArtistEdit
     from bridge.rules.engine import Work
-    from bridge.rules.knowledge import Rule
+    from bridge.rules.knowledge import Artist, Rule
 
 __all__ = ["target_size"]
 
@@ -138,51 +140,262 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
 # --------------------------------------------------------------------------------------------------------------------
 # phrase: magic words and artists
 
+STYLE_SLOT = "\x00style\x00"  # where the artists' one style phrase goes, until it is composed
+# Where prompters end one phrase and start the next without a comma: sentence punctuation, and " | " or " + "
+# between words (outside brackets: the phrase stage sees the plain text of one bracket level at a time).
+_SENTENCE_BREAK = re.compile(r"[.;!?]+(?=\s)|\s[|+](?=\s)")
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "jr", "sr", "vs", "no", "vol", "ft", "fig", "inc",
+                            "ltd", "co", "feat", "ca", "approx", "ver"})
+_WORD_BEFORE = re.compile(r"(\S?)\s*(\w+)$")
 
-def phrases(work: Work, rules: list[Rule]) -> None:
-    index, artists, unchanged = work.plan.phrase_index, work.plan.artists, work.plan.unchanged_phrases
-    # Phrases the prompt already says: a replacement that would repeat one ("octane render, unreal engine" both
-    # becoming "3d render") is dropped instead. Worked out on the first replacement only.
-    present: set[str] | None = None
 
-    def edit(phrase: Phrase) -> list[Item] | None:
-        nonlocal present
+def _sentences(text: str) -> list[str]:
+    """``text`` cut where a sentence or a ``|``/``+`` list goes on to the next phrase: pieces and the separators
+    between them, alternately (``"a. b"`` → ``["a", ".", " b"]``). An abbreviation's or an initial's full stop
+    ("dr. seuss", "h.r. giger") does not cut."""
+    pieces: list[str] = []
+    last = 0
+    for m in _SENTENCE_BREAK.finditer(text):
+        if m.group() == ".":
+            before = _WORD_BEFORE.search(text, 0, m.start())
+            if before is not None:
+                word = before.group(2).lower()
+                if word in _ABBREVIATIONS or (len(word) == 1 and not before.group(1).isdigit()):
+                    continue
+        pieces += [text[last:m.start()], m.group()]
+        last = m.end()
+    pieces.append(text[last:])
+    return pieces
+
+
+def _rejoin(pieces: list[str], dropped: set[int]) -> str:
+    """The pieces of :func:`_sentences` without the dropped ones (even indexes), each dropped piece taking the
+    separator after it, or before it when it is the last one kept."""
+    keep = [True] * len(pieces)
+    for i in sorted(dropped):
+        keep[i] = False
+        if i + 1 < len(pieces):
+            keep[i + 1] = False
+        elif i > 0:
+            j = i - 1
+            while j > 0 and not keep[j - 1]:
+                j -= 2
+            keep[j] = False
+    text = "".join(p for p, k in zip(pieces, keep) if k)
+    return text.lstrip() if dropped and 0 in dropped else text
+
+
+class _Phrases:
+    """One run of the phrase stage over a prompt: magic words and artist names, each phrase in turn."""
+
+    def __init__(self, work: Work, rules: list[Rule], *, grow: bool):
+        self.work, self.plan, self.grow = work, work.plan, grow
+        self.artist_rule = next((r for r in rules if r.kind == "artist"), None)
+        self.present: set[str] | None = None  # the prompt's comma phrases, on the first replacement
+        self.other_media: list[str] | None = None
+        self.named: dict[str, Artist] = {}  # every artist the prompt names, in order (by name)
+        self.described: dict[str, Artist] = {}  # those whose style is described
+        self.slot_placed = False
+        self.grew = False  # a replacement or the style slot added words
+
+    def edit(self, phrase: Phrase) -> list[Item] | None:
         core = phrase.core
-        text = core[0] if len(core) == 1 and type(core[0]) is str else None
+        if len(core) == 1 and type(core[0]) is str and "\\" not in core[0]:
+            text = core[0]
+            if _SENTENCE_BREAK.search(text) is None:
+                new = self.piece(text)
+                return KEEP if new is None else (DROP if new == "" else [escape(new)])
+            return self.sentences(text)
         plain = phrase.plain
         if plain is None:
             return KEEP
-        rule = index.get(variant_key(plain))
+        rule = self.plan.phrase_index.get(variant_key(plain))
         if rule is not None:
-            action = rule.params["action"]
-            if action == "drop":
-                work.record(rule, phrase.text, "")
-                return DROP
-            if action == "replace":
-                before = phrase.text
-                replacement = rule.params["replacement"]
-                if present is None:
-                    present = {normalize(p) for p in str(work.prompt).split(",")}
-                if normalize(replacement) in present:
-                    work.record(rule, before, "", f"{rule.reason} (the prompt already has {replacement!r})")
-                    return DROP
-                present.add(normalize(replacement))
-                new = phrase.replaced(replacement)
-                work.record(rule, before, items_text(new))
-                return new
+            new = self.magic(rule, phrase.text, plain)
+            return KEEP if new is None else (DROP if new == "" else phrase.replaced(new))
+        group = phrase.innermost
+        if group is None or not self.plan.artists or not all(type(c) is Text for c in group.children):
             return KEEP
-        new = artists.rewrite(phrase, record_artist) if artists else None
-        if new is None and text is not None:
-            unchanged.remember(text)
-        return new
+        text = "".join(c.text for c in group.children)
+        if "\\" in text:
+            return KEEP
+        new = self.artists(text)
+        if new is None:
+            return KEEP
+        if not new:
+            return DROP
+        group.children = [Text(escape(new))]
+        return list(core)
 
-    def record_artist(edit: ArtistEdit) -> None:
-        work.record(edit.artist.rule_id, edit.written, edit.after, edit.reason, edit.artist.fact)
+    def sentences(self, text: str) -> list[Item] | None:
+        pieces = _sentences(text)
+        dropped: set[int] = set()
+        changed = False
+        for i in range(0, len(pieces), 2):
+            piece = pieces[i]
+            core = piece.strip()
+            if not core:
+                continue
+            new = self.piece(core)
+            if new is None:
+                continue
+            changed = True
+            if new == "":
+                dropped.add(i)
+            else:
+                start = piece.index(core[0])
+                pieces[i] = piece[:start] + new + piece[start + len(core):]
+        if not changed:
+            return KEEP
+        new_text = _rejoin(pieces, dropped).strip()
+        return [escape(new_text)] if new_text.strip(" .;!?|+") else DROP
 
+    def piece(self, text: str) -> str | None:
+        """The new text of one plain phrase (escapes aside): None to keep it, "" to drop it."""
+        rule = self.plan.phrase_index.get(variant_key(text))
+        if rule is not None:
+            return self.magic(rule, text, normalize(text))
+        if not self.plan.artists or text in self.plan.unchanged_phrases:
+            return None
+        return self.artists(text, remember=True)
+
+    def magic(self, rule: Rule, before: str, plain: str) -> str | None:
+        action = rule.params["action"]
+        work = self.work
+        if action == "drop":
+            work.record(rule, before, "")
+            return ""
+        if action != "replace":
+            return None
+        replacement = rule.params["replacement"]
+        if self.present is None:
+            self.present = {normalize(p) for p in str(work.prompt).split(",")}
+        if normalize(replacement) in self.present:
+            work.record(rule, before, "", f"{rule.reason} (the prompt already has {replacement!r})")
+            return ""
+        clash = self.medium_clash(replacement, plain)
+        if clash is not None:
+            work.record(rule, before, "", f"{rule.reason} (dropped, not replaced: {replacement!r} names a medium and "
+                                          f"the prompt asks for another, {clash!r})")
+            return ""
+        if not self.grow and _count_tokens(replacement) > _count_tokens(plain):
+            work.record(rule, before, "", f"{rule.reason} (dropped, not replaced: {replacement!r} would make A1111 "
+                                          "split a prompt that fitted its 75-token chunks)")
+            return ""
+        self.present.add(normalize(replacement))
+        self.grew = True
+        work.record(rule, before, replacement)
+        return replacement
+
+    def medium_clash(self, replacement: str, plain: str) -> str | None:
+        """A medium word of the prompt (outside this phrase) that the replacement's medium would fight, if any."""
+        media = self.plan.media
+        theirs = media.find(replacement.lower())
+        if not theirs:
+            return None
+        if self.other_media is None:
+            _, words = self.work.user_words()
+            self.other_media = media.find(words)
+        mine = list(self.other_media)
+        for found in media.find(plain):
+            if found in mine:
+                mine.remove(found)
+        families = {self.plan.medium_family[m] for m in theirs}
+        return next((m for m in mine if self.plan.medium_family[m] not in families), None)
+
+    def artists(self, text: str, remember: bool = False) -> str | None:
+        rewrite = self.plan.artists.rewrite_text(text)
+        for artist in rewrite.named:
+            self.named.setdefault(artist.name, artist)
+        if rewrite.text is None:
+            if remember and not rewrite.named:
+                self.plan.unchanged_phrases.remember(text)
+            return None
+        for edit in rewrite.edits:
+            self.described.setdefault(edit.artist.name, edit.artist)
+            self.work.record(edit.artist.rule_id, edit.written, edit.after, edit.reason, edit.artist.fact)
+        new = rewrite.text
+        rule = self.plan.phrase_index.get(variant_key(new)) if new else None
+        if rule is not None:  # what is left is a magic word: "trending on artstation by X" -> "trending on artstation"
+            magic = self.magic(rule, new, normalize(new))
+            new = new if magic is None else magic
+        if not rewrite.edits or self.slot_placed:
+            return new
+        self.slot_placed = self.grew = True
+        return new + ", " + STYLE_SLOT if new else STYLE_SLOT
+
+
+def phrases(work: Work, rules: list[Rule]) -> None:
+    before, changes = str(work.prompt), len(work.changes)
+    run = _phrase_pass(work, rules, grow=True)
+    if run.grew and _spills(work):
+        # Even with no style phrase, the replacements make A1111 split a prompt that fitted: do it again, dropping
+        # the tags whose replacement is longer.
+        work.prompt, work.changes[changes:] = parse(before), []
+        run = _phrase_pass(work, rules, grow=False)
+    work.artist_media = [a.medium for a in run.named.values() if a.medium]
+
+
+def _phrase_pass(work: Work, rules: list[Rule], *, grow: bool) -> _Phrases:
+    run = _Phrases(work, rules, grow=grow)
     # plain text already seen to need no change is skipped: libraries repeat their phrases
-    touched = {id(container) for container in containers(work.prompt) if edit_phrases(container, edit, unchanged)}
+    touched = {id(container) for container in containers(work.prompt) if edit_phrases(container, run.edit)}
     touched.difference_update(id(clause.children) for clause in work.prompt.clauses)
     _prune_emptied_groups(work.prompt, touched)
+    if run.slot_placed:
+        _fill_style_slot(work, run)
+    return run
+
+
+def _fill_style_slot(work: Work, run: _Phrases) -> None:
+    """Compose the one style phrase and put it where the first described artist was, as long as it fits: trimmed
+    item by item (lowest priority first) while the prompt would need more 75-token chunks than the user's."""
+    plan = work.plan
+    text = str(work.prompt)
+    words = PhraseSet.words(fold_accents(text.replace(STYLE_SLOT, ",")).lower())
+    style = compose_style(run.described.values(), words, media=plan.media, subjects=plan.subjects,
+                          budget=plan.style_budget, count=_count_tokens)
+    items = list(style.items)
+    while True:
+        candidate = _with_style(text, ", ".join(items))
+        if not items or not _spills(work, candidate):
+            break
+        style.left_out.append((items.pop(), "A1111 would have to split a prompt that fitted its 75-token chunks"))
+    work.prompt = parse(candidate)
+    names = ", ".join(run.described)
+    left_out = "; ".join(f"{item!r}: {why}" for item, why in style.left_out)
+    reason = (f"one style phrase for {names}: what their names stood for in SD1, merged"
+              + (f" (left out: {left_out})" if left_out else ""))
+    rule = run.artist_rule
+    work.record(rule.id if rule else "artists", "", ", ".join(items), reason, rule.fact if rule else "F-ARTISTS")
+
+
+def _with_style(text: str, style: str) -> str:
+    """``text`` with the style slot filled, or taken out with its separator when there is no style."""
+    if style:
+        return text.replace(STYLE_SLOT, escape(style), 1)
+    at = text.index(STYLE_SLOT)
+    after = re.compile(r"[ \t]*[,.;!?|+][ \t]*").match(text, at + len(STYLE_SLOT))
+    if after is not None:
+        return text[:at] + text[after.end():]
+    before = re.search(r"[ \t]*[,.;!?|+]?[ \t]*$", text[:at])
+    return text[: before.start()] + text[at + len(STYLE_SLOT):]
+
+
+def _count_tokens(text: str) -> int:
+    from bridge.tokens import count_tokens
+
+    return count_tokens(text)
+
+
+def _spills(work: Work, text: str | None = None) -> bool:
+    """Whether the prompt (or ``text``) needs more of A1111's 75-token chunks than the user's prompt did."""
+    from bridge.tokens import chunk_count
+
+    try:
+        return chunk_count(str(work.prompt) if text is None else text) > chunk_count(work.recipe.prompt)
+    except PromptSyntaxError:
+        return False
 
 
 def _prune_emptied_groups(prompt: Prompt, touched: set[int]) -> None:
@@ -297,8 +510,12 @@ def weak(work: Work, rules: list[Rule]) -> None:
 
 
 def negative(work: Work, rules: list[Rule]) -> None:
+    """The default negative for the kind of image the user asked for: chosen from the user's own words and the media
+    of the artists they named, never from words the bridge inserted."""
     rule = rules[-1]
-    _, words = work.prompt_words()
+    _, words = work.user_words()
+    if work.artist_media:
+        words = Words([*words, ",", *PhraseSet.words(", ".join(work.artist_media))])
     chosen = None
     if not work.plan.negative_starts.isdisjoint(words.set):
         chosen = next((n for n in work.plan.negatives if n.detect.search(words)), None)
@@ -306,22 +523,51 @@ def negative(work: Work, rules: list[Rule]) -> None:
         chosen = next((n for n in work.plan.negatives if n.spec.kind == "default"), None)
         if chosen is None:
             return
+    spec = chosen.spec
     before = str(work.negative)
     present = {phrase_key(p) for p in before.split(",") if p.strip()} if before.strip() else set()
-    # A default phrase the prompt itself asks for ("3d render" for a 3d render, "b&w" for a black and white photo) is
-    # left out: they would cancel out.
-    asked = {key for found in chosen.finder.find(words) for key in chosen.asked_as[found]}
-    if present or asked:
-        added = ", ".join(p for p, key in chosen.phrases if key not in present and key not in asked)
-    else:
+    # A default phrase the prompt asks for ("3d render" for a 3d render, "b&w" for a black and white photo, "text" for
+    # a sign) is left out, whether the user wrote it or the bridge did: the two would cancel out.
+    asked: dict[str, str] = {}  # phrase key -> the wording that asks for it
+    for found in (*chosen.finder.find(words), *chosen.finder.find(work.prompt_words()[1])):
+        for key in chosen.asked_as[found]:
+            asked.setdefault(key, found)
+    if not present and not asked:
         added = chosen.joined  # the common case: an SD1 prompt without a negative
+    else:
+        for phrase, key in chosen.phrases:
+            if key in asked and key not in present:
+                work.record("negative." + spec.kind, phrase, "",
+                            f"left out of the default negative: the prompt asks for it ({asked[key]!r})", spec.fact)
+        added = ", ".join(p for p, key in chosen.phrases if key not in present and key not in asked)
     if not added:
         return
-    after = before.rstrip().rstrip(",") + (", " if before.strip() else "") + added
+    after = _merged_negative(before, added)
+    if after is None:
+        return
     work.negative = parse(after)
-    spec = chosen.spec
     work.record("negative." + spec.kind, before, after,
                 (spec.reason or rule.reason) + f" (default negative for a {spec.kind} image)", spec.fact)
+
+
+def _merged_negative(before: str, added: str) -> str | None:
+    """The user's negative with the default phrases added after it, as many as fit in the 75-token chunks the user's
+    negative already takes: the bridge never makes A1111 split a negative prompt. None when none fits."""
+    head = before.rstrip().rstrip(",") + (", " if before.strip() else "")
+    after = head + added
+    if not before.strip():
+        return after
+    from bridge.tokens import chunk_count
+
+    try:
+        limit = max(1, chunk_count(before))
+        phrases = added.split(", ")
+        while phrases and chunk_count(after) > limit:
+            phrases.pop()
+            after = head + ", ".join(phrases)
+    except PromptSyntaxError:
+        return after
+    return after if phrases else None
 
 
 def phrase_key(phrase: str) -> str:
