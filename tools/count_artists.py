@@ -25,14 +25,16 @@ contain one of the rule's `names` (word-bounded, like artists) or match one of i
 re.IGNORECASE, searched in the prompt as written), and contain none of its `unless` phrases (word-bounded).
 `--celebrities` instead counts the candidate list CELEBRITIES below (famous real people of the photographic era:
 actors, musicians, politicians, business people, athletes, internet figures; no fictional characters and no one
-whose name is in artists.txt, since sd1_artists.toml handles those); with `--json` it prints rows to paste.
-`--examples N` prints up to N matching prompts per rule; `--corpus parti` runs any mode on PartiPrompts instead.
+whose name is in artists.txt, since sd1_artists.toml handles those); a phrase of NOT_CELEBRITIES ("rick grimes")
+is read as one name that is no candidate's, so it never counts for the candidate inside it ("grimes"). With
+`--json` it prints rows to paste. `--examples N` prints up to N matching prompts per rule (per candidate with
+`--celebrities`); `--corpus parti` runs any mode on PartiPrompts instead.
 
 Examples:
     python tools/count_artists.py artists --top 150
     python tools/count_artists.py artists --check bridge/rules/knowledge/sd1_artists.toml
     python tools/count_artists.py magic --check bridge/rules/knowledge/sd1_magic_words.toml
-    python tools/count_artists.py weak --celebrities --min 3
+    python tools/count_artists.py weak --celebrities --min 2 --examples 3
     python tools/count_artists.py weak --check bridge/rules/knowledge/sd2_weak_concepts.toml
     python tools/count_artists.py weak --corpus parti --examples 5
 """
@@ -139,7 +141,10 @@ ALIASES: Mapping[str, tuple[str, ...]] = {
 # weak mode, --celebrities: famous real people SD1 users named as subjects, written from general knowledge.
 # "a|b" lists spellings of one person (the first is the canonical name). Only full names and stage names: no bare
 # first names and no surnames on their own. Fictional characters are not people here, nor is anyone known only from
-# paintings. A spelling with a hyphen also matches DiffusionDB's spaced form ("kim jong - un").
+# paintings. A spelling with a hyphen also matches DiffusionDB's spaced form ("kim jong - un"). A stage name that is
+# also a common word or phrase is listed only in forms that say it is the person ("rapper bad bunny"); the one-word
+# stage names that are mostly something else in prompts are not listed at all: madonna (the religious image), prince,
+# drake, cher, pink, seal, sting, queen, usher, common, future, ice cube.
 # fmt: off
 CELEBRITIES = (
     # politicians, royals, public figures
@@ -234,7 +239,8 @@ CELEBRITIES = (
     "grimes", "elvis presley", "michael jackson", "freddie mercury", "david bowie", "john lennon", "paul mccartney",
     "ringo starr", "george harrison", "mick jagger", "keith richards", "jimi hendrix", "kurt cobain",
     "jim morrison", "bob dylan", "bob marley", "johnny cash", "dolly parton", "frank sinatra", "ozzy osbourne",
-    "marilyn manson", "snoop dogg", "eminem", "travis scott", "post malone", "the weeknd", "bad bunny",
+    "marilyn manson", "snoop dogg", "eminem", "travis scott", "post malone", "the weeknd",
+    "rapper bad bunny|singer bad bunny",
     "harry styles", "justin bieber", "ed sheeran", "shawn mendes", "bruno mars", "elton john", "stevie wonder",
     "ray charles", "tupac shakur|2pac", "jay-z|jay z", "kendrick lamar", "lil nas x", "kylie minogue",
     "debbie harry", "grace jones", "tina turner", "whitney houston", "amy winehouse", "janis joplin",
@@ -253,6 +259,15 @@ CELEBRITIES = (
     "neil gaiman", "friedrich nietzsche", "karl marx", "jean-paul sartre",
 )
 # fmt: on
+
+# Phrases that hold a candidate's spelling but name someone or something else: read as one name that counts for no
+# one, so "walter white face to face with rick grimes" is not a prompt naming the musician Grimes.
+NOT_CELEBRITIES = (
+    "rick grimes",  # The Walking Dead
+    "adele bloch-bauer", "adele bloch bauer",  # Klimt's portrait
+    "audre lorde",  # the poet, not the singer Lorde
+    "king charles spaniel", "king charles spaniels", "cavalier king charles",  # the dog
+)
 
 
 def fold(text: str) -> str:
@@ -356,7 +371,8 @@ def load_parti(data: Path) -> list[str]:
 
 
 def celebrity_groups(data: Path) -> dict[str, list[str]]:
-    """canonical name -> spellings, from CELEBRITIES, leaving out anyone whose spelling is an artists.txt name."""
+    """canonical name -> spellings, from CELEBRITIES, leaving out anyone whose spelling is an artists.txt name.
+    NOT_CELEBRITIES is not among them: `count_celebrities` reads those phrases, so that they hide what they hold."""
     artist_spellings = {s for spellings in artist_groups(data).values() for s in spellings}
     groups: dict[str, list[str]] = {}
     for entry in CELEBRITIES:
@@ -365,6 +381,18 @@ def celebrity_groups(data: Path) -> dict[str, list[str]]:
         if artist_spellings.isdisjoint(spellings):
             groups[spellings[0]] = spellings
     return groups
+
+
+def count_celebrities(prompts: Iterable[str], groups: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """canonical name -> the prompts naming that person, a NOT_CELEBRITIES phrase hiding the candidate inside it."""
+    hidden = "\0not a celebrity"
+    matcher = PhraseMatcher({**groups, hidden: [*NOT_CELEBRITIES, *(s.replace("-", " - ") for s in NOT_CELEBRITIES
+                                                                    if "-" in s)]})
+    found: dict[str, list[str]] = {}
+    for prompt in prompts:
+        for name in matcher.groups_in(fold(prompt)) - {hidden}:
+            found.setdefault(name, []).append(prompt)
+    return found
 
 
 class WeakRule:
@@ -425,7 +453,8 @@ def run_magic(args: argparse.Namespace, prompts: list[str]) -> int:
 def run_weak(args: argparse.Namespace, prompts: list[str]) -> int:
     if args.celebrities:
         groups = celebrity_groups(args.data)
-        counts = count_groups(prompts, groups)
+        found = count_celebrities(prompts, groups)
+        counts = {name: len(hits) for name, hits in found.items()}
         top = [(n, k) for n, k in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if k >= args.min]
         print(f"{len(groups)} candidates, {len(top)} with count >= {args.min}", file=sys.stderr)
         if args.json:
@@ -433,6 +462,8 @@ def run_weak(args: argparse.Namespace, prompts: list[str]) -> int:
         else:
             for name, count in top[: args.top]:
                 print(f"{count:6d}  {' | '.join(groups[name])}")
+                for prompt in found[name][: args.examples]:
+                    print(f"          {' '.join(prompt.split())[:200]}")
         return 0
     path = args.check or KNOWLEDGE_DIR / "sd2_weak_concepts.toml"
     entries = load_knowledge(path)["rule"]
@@ -469,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", choices=corpora, default="diffusiondb", help="SD1 user prompts or PartiPrompts")
     parser.add_argument("--celebrities", action="store_true", help="weak mode: count the CELEBRITIES candidates")
     parser.add_argument("--min", type=int, default=1, help="weak --celebrities: leave out names counted fewer times")
-    parser.add_argument("--examples", type=int, default=0, help="weak mode: print this many matching prompts per rule")
+    parser.add_argument("--examples", type=int, default=0, help="weak mode: print this many matching prompts per rule (or candidate)")
     args = parser.parse_args(argv)
     prompts = load_parti(args.data) if args.corpus == "parti" else load_prompts(args.data)
     print(f"{len(prompts)} prompts", file=sys.stderr)

@@ -19,19 +19,33 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bridge.rules.knowledge import Artist
-from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, normalize
+from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, contains_words, normalize, says
 
-__all__ = ["ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style"]
+__all__ = ["ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style", "name_key"]
 
-_MARKER = re.compile(r"(?<!\S)(?:in the style of|style of|inspired by|by)\s+", re.IGNORECASE)
-_CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*&\s*", re.IGNORECASE)
+_MARKER = re.compile(r"(?<!\S)(?:(?:in the style of|style of|inspired by|by)\s+)+", re.IGNORECASE)
+_ONE_MARKER = re.compile(r"(?:in the style of|style of|inspired by|by)$", re.IGNORECASE)
+_NAME_WORD = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
+_CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*[&+]\s*", re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
 # Words before a marker that only announce the artist ("art by X"): they go with the marker when nothing else is
 # before it. A medium ("oil painting by X", "concept art by X") is the user's head noun and stays.
 _ANNOUNCING = frozenset({"art", "artwork", "artworks", "work", "works", "made", "done", "created", "drawn", "painted",
-                         "illustrated", "in the style of", "style"})
+                         "illustrated", "in the style of", "style", "and", "&", "with", ""})
+_LEADING_CONNECTOR = re.compile(r"(?:and|&)\s+", re.IGNORECASE)
 _STYLE_SUFFIX = re.compile(r"\s*(?:-|\s)(?:art\s+)?style$", re.IGNORECASE)
+_END_MARKS = " .!?;:'\"\u201c\u201d\u2018\u2019"  # closing punctuation and quotes after a name
+# What a removed name can leave at either end of a phrase: "josan gonzales and", "and natalie shau", "artwork of"
+_LOOSE_ENDS = re.compile(r"^(?:(?:and|&|x|\+)\s+)+|(?:\s+(?:and|&|x|\+|by|of|with|in the style of|style of|inspired by))+$",
+                         re.IGNORECASE)
+_NOT_IN_NAMES = str.maketrans({c: " " for c in ",&+|()[]-" + _END_MARKS.replace(".", "")})
 MAX_UNKNOWN_NAME_WORDS = 4  # "by the sea and the mountains" is not a list of names
-_END_MARKS = ".!?;:"
+
+
+def name_key(name: str) -> str:
+    """How names are compared: lower case, hyphens as spaces ("william - adolphe bouguereau" = "william-adolphe
+    bouguereau" = "william adolphe bouguereau")."""
+    return normalize(name.replace("-", " "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +86,13 @@ class ArtistIndex:
     MAX_REMEMBERED = 1 << 14
 
     def __init__(self, artists: list[Artist]):
-        self.by_name: dict[str, Artist] = {}
+        self.by_name: dict[str, Artist] = {}  # by name_key
         for artist in artists:
-            self.by_name[artist.name] = artist
+            self.by_name[name_key(artist.name)] = artist
             for alias in artist.aliases:
-                self.by_name.setdefault(alias, artist)
+                self.by_name.setdefault(name_key(alias), artist)
         # The first word of every name: a phrase with none of them names no artist, and is rejected cheaply.
-        self.first_words = {name.split()[0] for name in self.by_name if name.split()}
+        self.first_words = {name.split()[0].rstrip(".") for name in self.by_name if name.split()}
         self.longest = max((len(name.split()) for name in self.by_name), default=0)
         # rewrites already worked out, by text: libraries name the same artists the same way over and over
         self._rewritten: dict[str, Rewrite] = {}
@@ -88,7 +102,7 @@ class ArtistIndex:
 
     def rewrite_text(self, text: str) -> Rewrite:
         """``text`` (one phrase, plain) with its artists rewritten."""
-        if self.first_words.isdisjoint(text.lower().replace(",", " ").replace("&", " ").split()):
+        if self.first_words.isdisjoint(word.rstrip(".") for word in text.lower().translate(_NOT_IN_NAMES).split()):
             return _NOTHING  # no word (between spaces, commas and ampersands) starts a known name
         done = self._rewritten.get(text)
         if done is None:
@@ -107,7 +121,7 @@ class ArtistIndex:
         for n in range(len(words), 0, -1):
             end = start + words[n - 1].end()
             written = text[start:end]
-            artist = self.by_name.get(normalize(written)) or self.by_name.get(normalize(written.rstrip(_END_MARKS)))
+            artist = self.by_name.get(name_key(written)) or self.by_name.get(name_key(written.rstrip(_END_MARKS)))
             if artist is not None:
                 return artist, end
         return None
@@ -134,7 +148,13 @@ class ArtistIndex:
                 names.append((written, None))
                 end = stop
             connector = _CONNECTOR.match(text, end)
-            if connector is None or connector.end() == len(text):
+            if connector is None:
+                # names one after the other with only a space between ("by brian froud jessica rossier"): both known
+                space = _SPACE.match(text, end)
+                if found is None or space is None or self._name_at(text, space.end()) is None:
+                    break
+                connector = space
+            if connector.end() == len(text):
                 break
             at = connector.end()
         if whole and text[end:].strip():
@@ -142,36 +162,75 @@ class ArtistIndex:
         return names, end
 
     def _rewrite(self, text: str) -> Rewrite:
-        body = text.rstrip(_END_MARKS + " ")
+        body = text.rstrip(_END_MARKS)
         end_marks = text[len(body):]
-        head = tail = marker = ""
-        names: list[tuple[str, Artist | None]] = []
-        for m in _MARKER.finditer(body):
-            found, end = self._names(body, m.end(), whole=False)
-            if any(a is not None for _, a in found):
-                head, marker, names, tail = body[: m.start()], m.group(0).strip(), found, body[end:]
-                break
-        suffix = ""
-        if not names:  # a phrase made of names, or "X style"
-            found = _STYLE_SUFFIX.search(body)
-            suffix = found.group(0) if found else ""
-            names, _ = self._names(body[: len(body) - len(suffix)], 0, whole=True)
-            if not names or not all(a is not None for _, a in names):
-                return _NOTHING
-        named = tuple(a for _, a in names if a is not None)
-        if all(a is None or a.action == "keep" for _, a in names):
+        spans = self._marked(body) or self._listed(body) or self._anywhere(body)
+        if not spans:
+            return _NOTHING
+        named = tuple(a for span in spans for _, a in span.names if a is not None)
+        if all(a is None or a.action == "keep" for span in spans for _, a in span.names):
             return Rewrite(None, named, ())
-        kept = [written for written, a in names if a is None or a.action != "replace"]
-        edits = tuple(ArtistEdit(a, written) for written, a in names if a is not None and a.action != "keep")
-        head = head.rstrip()
-        if kept:
-            middle = (marker + " " if marker else "") + " and ".join(kept) + suffix
-        else:
-            middle = ""
-            if normalize(head) in _ANNOUNCING:
-                head = ""  # "art by X": nothing of the user's phrase is left
-        new = " ".join(part for part in (head, middle, tail.strip()) if part)
-        return Rewrite(new + end_marks if new else "", named, edits)
+        pieces: list[str] = []
+        last = 0
+        for span in spans:
+            head = body[last:span.start].strip()
+            kept = [written for written, a in span.names if a is None or a.action != "replace"]
+            if kept:
+                pieces += [head, (span.marker + " " if span.marker else "") + " and ".join(kept) + span.suffix]
+            else:  # nothing of the span is left, nor of a head that only led up to it ("art by", "and by")
+                pieces.append("" if normalize(head) in _ANNOUNCING else head)
+            last = span.end
+        pieces.append(body[last:].strip())
+        new = _LOOSE_ENDS.sub("", " ".join(piece for piece in pieces if piece))
+        edits = tuple(ArtistEdit(a, written) for span in spans for written, a in span.names
+                      if a is not None and a.action != "keep")
+        return Rewrite(new + end_marks if new else end_marks.strip(" .;:!?"), named, edits)
+
+    def _marked(self, body: str) -> list[_Span]:
+        """Names after markers: "by X and Y", "art by X by Y", "in the style of X"."""
+        spans: list[_Span] = []
+        for m in _MARKER.finditer(body):
+            if spans and m.start() < spans[-1].end:
+                continue
+            names, end = self._names(body, m.end(), whole=False)
+            if any(a is not None for _, a in names):
+                marker = _ONE_MARKER.search(m.group(0).rstrip()).group(0)  # "by by X" is written "by X"
+                spans.append(_Span(m.start(), end, marker, names))
+        return spans
+
+    def _listed(self, body: str) -> list[_Span]:
+        """A phrase made only of known names: "X and Y", "and Z" ending a list, "X style"."""
+        found = _STYLE_SUFFIX.search(body)
+        suffix = found.group(0) if found else ""
+        found = _LEADING_CONNECTOR.match(body)
+        start = found.end() if found else 0
+        names, _ = self._names(body[: len(body) - len(suffix)], start, whole=True)
+        if not names or not all(a is not None for _, a in names):
+            return []
+        return [_Span(0, len(body), "", names, suffix)]
+
+    def _anywhere(self, body: str) -> list[_Span]:
+        """The names the bridge replaces, wherever they stand in run-on text ("cinematic beeple", "kilian eng vibrant
+        colors"): a name SD2 does not know is no help anywhere."""
+        spans: list[_Span] = []
+        for word in _NAME_WORD.finditer(body):
+            if spans and word.start() < spans[-1].end:
+                continue
+            found = self._name_at(body, word.start())
+            if found is not None and found[0].action == "replace":
+                spans.append(_Span(word.start(), found[1], "", [(body[word.start():found[1]], found[0])]))
+        return spans
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """Where names stand in a phrase: from ``start`` (the marker, if any) to ``end``."""
+
+    start: int
+    end: int
+    marker: str  # as written, "" when there is none
+    names: list[tuple[str, Artist | None]]
+    suffix: str = ""  # " style" after the names
 
 
 @dataclass
@@ -186,20 +245,37 @@ class Style:
         return ", ".join(self.items)
 
 
-def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: PhraseSet, subjects: dict[str, PhraseSet],
-                  budget: int, count: Callable[[str], int]) -> Style:
+def compose_style(artists: Iterable[Artist], prompt_words: Words, *, prompt_phrases: Iterable[tuple[str, ...]] = (),
+                  media: PhraseSet, families: dict[str, str], subjects: dict[str, PhraseSet], budget: int,
+                  count: Callable[[str], int]) -> Style:
     """Merge the facets of ``artists`` (in the order the prompt named them) into one style phrase.
 
     Candidates come in this priority: the first artist's medium, each artist's first style, one light, one palette,
     the subject features whose subject the prompt shows, then the remaining styles. A candidate is left out when the
-    prompt (``prompt_words``) already says it, when it names a medium and the prompt or the phrase already has one,
-    when it repeats a chosen item, or when it would take the phrase past ``budget`` CLIP tokens (``count``).
+    prompt already says it (its words are in ``prompt_words``, or it holds a whole phrase of the prompt:
+    ``prompt_phrases``, each as words), when it names a medium and the prompt or the phrase already has one, when it
+    repeats a chosen item or its head word ("ethereal fantasy" after "epic fantasy"), or when it would take the
+    phrase past ``budget`` CLIP tokens (``count``). An
+    artist whose medium is of another family than every medium the prompt names (a painter in a photo prompt) gives
+    no style, only light and palette: brushwork does not belong in a photograph. ``families`` maps what ``media``
+    finds to its family.
     """
     artists = list({a.name: a for a in artists}.values())
     prompt_media = media.find(prompt_words)
+    prompt_families = {families[m] for m in prompt_media}
+    style = Style()
+    prompt_phrases = [p for p in prompt_phrases if p]
     candidates: list[tuple[str, str]] = []  # (item, facet)
     candidates += [(a.medium, "medium") for a in artists if a.medium][:1]
-    candidates += [(a.style[0], "style") for a in artists if a.style]
+    styled = []
+    for artist in artists:
+        medium = media.found_as(artist.medium) if artist.medium else None
+        if prompt_families and medium is not None and families[medium] not in prompt_families:
+            style.left_out += [(s, f"the prompt asks for {prompt_media[0]!r}, not {artist.medium!r}")
+                               for s in artist.style]
+        else:
+            styled.append(artist)
+    candidates += [(a.style[0], "style") for a in styled if a.style]
     candidates += [(a.light, "light") for a in artists if a.light]
     candidates += [(a.palette, "palette") for a in artists if a.palette]
     for artist in artists:
@@ -207,18 +283,17 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
             shows = subjects.get(kind)
             if shows is not None and shows.search(prompt_words) is not None:
                 candidates.append((phrase, "subject"))
-    candidates += [(s, "style") for a in artists for s in a.style[1:]]
+    candidates += [(s, "style") for a in styled for s in a.style[1:]]
 
-    style = Style()
     chosen_words: list[tuple[str, ...]] = []
     has_medium = bool(prompt_media)
     facets_taken: set[str] = set()
     for item, facet in candidates:
         words = tuple(PhraseSet.words(item))
         why = None
-        if _contains(prompt_words, words):
+        if contains_words(prompt_words, words) or says(prompt_phrases, words):
             why = "the prompt already says it"
-        elif any(_contains(w, words) or _contains(words, w) for w in chosen_words):
+        elif says(chosen_words, words) or any(w[-1:] == words[-1:] for w in chosen_words):
             why = "the style phrase already says it"
         elif facet in ("light", "palette") and facet in facets_taken:
             why = f"one {facet} is enough"
@@ -235,12 +310,3 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
         facets_taken.add(facet)
         has_medium = has_medium or media.search(list(words)) is not None
     return style
-
-
-def _contains(words: list[str] | tuple[str, ...], part: tuple[str, ...]) -> bool:
-    """Whether ``part`` occurs in ``words`` as a run of whole words."""
-    n = len(part)
-    if not n or n > len(words):
-        return False
-    first = part[0]
-    return any(words[i] == first and tuple(words[i:i + n]) == part for i in range(len(words) - n + 1))

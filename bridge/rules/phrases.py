@@ -1,23 +1,26 @@
 """Phrase-level editing of a parsed prompt: the unit SD1 prompters think in.
 
-An SD1 prompt is mostly a list of comma-separated phrases ("a castle, highly detailed, by greg rutkowski, 8k").
-:func:`edit_phrases` splits one node list (a clause, or the inside of a bracket group) into phrases at commas and
-``BREAK``, hands each phrase to a callback, and rebuilds the list: a dropped phrase takes one neighbouring comma with
-it, a replaced phrase keeps its surrounding whitespace, ``BREAK`` is never removed, and every phrase the callback left
-alone renders byte-identical.
+An SD1 prompt is mostly a list of comma-separated phrases ("a castle, highly detailed, by greg rutkowski, 8k"), and
+sometimes sentences ("a dark forest. art by X. 8k.") or lists joined with ``|`` or ``+``. :func:`edit_phrases` splits
+one node list (a clause, or the inside of a bracket group) into phrases at commas, sentence punctuation (``.`` ``;``
+``!`` ``?`` before a space or the end; not the full stop of an initial or an abbreviation, "h.r. giger", "dr. seuss"),
+a ``|`` or ``+`` between spaces, and ``BREAK``; hands each phrase to a callback, and rebuilds the list: a dropped
+phrase takes one neighbouring separator with it, a replaced phrase keeps its surrounding whitespace, ``BREAK`` is never
+removed, and every phrase the callback left alone renders byte-identical.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
-__all__ = ["DROP", "KEEP", "Phrase", "PhraseSet", "Words", "containers", "edit_phrases", "fold_accents", "items_text",
-           "normalize", "variant_key"]
+__all__ = ["DROP", "KEEP", "Phrase", "PhraseSet", "Words", "containers", "contains_words", "edit_phrases",
+           "fold_accents", "items_text", "normalize", "says", "variant_key"]
 
 Item = str | Node
 KEEP = None  # callback result: leave the phrase as it is
@@ -95,6 +98,27 @@ class Words(list):
     @cached_property
     def set(self) -> frozenset[str]:
         return frozenset(self)
+
+
+def contains_words(words: Sequence[str], part: Sequence[str]) -> bool:
+    """Whether ``part`` occurs in ``words`` as a run of whole words."""
+    n = len(part)
+    if not n or n > len(words):
+        return False
+    first, part = part[0], tuple(part)
+    return any(words[i] == first and tuple(words[i:i + n]) == part for i in range(len(words) - n + 1))
+
+
+def says(phrases: Iterable[Sequence[str]], words: Sequence[str]) -> bool:
+    """Whether a prompt's ``phrases`` (each as its words) already say what ``words`` would add: a phrase holds them,
+    they hold a whole phrase ("epic fantasy" when the prompt says "fantasy"), or the two share two words in a row
+    ("french science fiction" beside "science fiction poster")."""
+    pairs = set(itertools.pairwise(words))
+    for phrase in phrases:
+        if phrase and (contains_words(phrase, words) or contains_words(words, phrase)
+                       or (pairs and not pairs.isdisjoint(itertools.pairwise(phrase)))):
+            return True
+    return False
 
 
 def fold_accents(text: str) -> str:
@@ -195,19 +219,59 @@ class Phrase:
         return [escape(new_text)]
 
 
+_SENTENCE_BREAK = re.compile(r"[.;!?]+(?=\s|$)|(?<=\s)[.;!?]+(?=[^\W\d_])|(?:(?<=\s)|^)[|+](?=\s|$)")
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "jr", "sr", "vs", "no", "vol", "ft", "fig", "inc",
+                            "ltd", "co", "feat", "ca", "approx", "ver"})
+_WORD_BEFORE = re.compile(r"(\S?)\s*(\w+)$")
+
+
+def _cut(text: str) -> tuple[list[str], list[str]]:
+    """The pieces of one run of text between separators, and the separators."""
+    if _SENTENCE_BREAK.search(text) is None:
+        pieces = text.split(",")
+        return pieces, [","] * (len(pieces) - 1)
+    pieces, seps = [], []
+    last = 0
+    for part in text.split(","):
+        if seps or pieces:
+            seps.append(",")
+        start = last
+        for m in _SENTENCE_BREAK.finditer(text, start, start + len(part)):
+            if m.group() == "." and _initial_or_abbreviation(text, m.start()):
+                continue
+            pieces.append(text[start:m.start()])
+            seps.append(m.group())
+            start = m.end()
+        pieces.append(text[start:last + len(part)])
+        last += len(part) + 1
+    return pieces, seps
+
+
+def _initial_or_abbreviation(text: str, at: int) -> bool:
+    """Whether the full stop at ``at`` ends an initial ("h.r.", "j. c.") or an abbreviation ("dr.", "st."), or is
+    a decimal point DiffusionDB spaced out ("f 1. 8")."""
+    before = _WORD_BEFORE.search(text, 0, at)
+    if before is None:
+        return False
+    word = before.group(2).lower()
+    if word.isdigit():
+        return text[at + 1:at + 3].lstrip()[:1].isdigit()
+    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha() and not before.group(1).isdigit())
+
+
 def _split(container: list[Node]) -> tuple[list[list[Item]], list[Item]]:
-    """Raw phrases (lists of items) and the separators between them ("," strings or Break nodes)."""
+    """Raw phrases (lists of items) and the separators between them (strings such as "," or ".", or Break nodes)."""
     if len(container) == 1 and type(container[0]) is Text:  # plain text: the same, built in one go
-        pieces = container[0].text.split(",")
-        return [[piece] if piece else [] for piece in pieces], [","] * (len(pieces) - 1)
+        pieces, seps = _cut(container[0].text)
+        return [[piece] if piece else [] for piece in pieces], seps
     phrases: list[list[Item]] = [[]]
     seps: list[Item] = []
     for node in container:
         if isinstance(node, Text):
-            pieces = node.text.split(",")
+            pieces, cut_at = _cut(node.text)
             for i, piece in enumerate(pieces):
                 if i:
-                    seps.append(",")
+                    seps.append(cut_at[i - 1])
                     phrases.append([])
                 if piece:
                     phrases[-1].append(piece)
@@ -272,12 +336,16 @@ def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | No
         after, before = at + 1, at - 1
         next_to_break = (after < len(seq) and isinstance(seq[after], Break)) or (
             before >= 0 and isinstance(seq[before], Break))
-        if after < len(seq) and seq[after] == ",":
+        last_before_empty_end = after == len(seq) - 2 and not _has_words(seq[after + 1])
+        if after < len(seq) and isinstance(seq[after], str) and not last_before_empty_end:
             seq[after] = None
         else:
             _drop_comma_before(seq, before)
         if next_to_break and 0 < at < len(seq) - 1:
             seq[at] = [" "]  # keep BREAK a separate word
+    last = raw_phrases[-1]
+    if results[-1] == [] and last and isinstance(last[-1], str) and last[-1][-1:].isspace():
+        seq.append([last[-1][len(last[-1].rstrip()):]])  # the space before what follows (" AND ...") stays
     rebuilt = _rebuild(seq)
     first_was_dropped = results[0] == [] and not (raw_phrases[0] and isinstance(raw_phrases[0][0], str)
                                                   and raw_phrases[0][0][:1].isspace())
@@ -290,10 +358,15 @@ def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | No
     return True
 
 
+def _has_words(part: list[Item] | None) -> bool:
+    return bool(part) and any(not isinstance(i, str) or i.strip() for i in part)
+
+
 def _drop_comma_before(seq: list, j: int) -> None:
-    """Remove the nearest comma to the left, across phrases already dropped (whose commas went before them)."""
+    """Remove the nearest separator to the left, across phrases already dropped (whose separators went before them).
+    """
     while j >= 0:
-        if seq[j] == ",":
+        if isinstance(seq[j], str):
             seq[j] = None
             return
         if isinstance(seq[j], Break) or (isinstance(seq[j], list) and seq[j]):

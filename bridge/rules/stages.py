@@ -26,15 +26,17 @@ from bridge.rules.phrases import (
     PhraseSet,
     Words,
     containers,
+    contains_words,
     edit_phrases,
     fold_accents,
     normalize,
+    says,
     variant_key,
 )
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, escape, format_weight, parse, render
 
 if TYPE_CHECKING:
-    from bridge.rules.engine import Work
+    from bridge.rules.engine import Work, _Negative
     from bridge.rules.knowledge import Artist, Rule
 
 __all__ = ["target_size"]
@@ -141,48 +143,7 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
 # phrase: magic words and artists
 
 STYLE_SLOT = "\x00style\x00"  # where the artists' one style phrase goes, until it is composed
-# Where prompters end one phrase and start the next without a comma: sentence punctuation, and " | " or " + "
-# between words (outside brackets: the phrase stage sees the plain text of one bracket level at a time).
-_SENTENCE_BREAK = re.compile(r"[.;!?]+(?=\s)|\s[|+](?=\s)")
-_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "jr", "sr", "vs", "no", "vol", "ft", "fig", "inc",
-                            "ltd", "co", "feat", "ca", "approx", "ver"})
-_WORD_BEFORE = re.compile(r"(\S?)\s*(\w+)$")
-
-
-def _sentences(text: str) -> list[str]:
-    """``text`` cut where a sentence or a ``|``/``+`` list goes on to the next phrase: pieces and the separators
-    between them, alternately (``"a. b"`` → ``["a", ".", " b"]``). An abbreviation's or an initial's full stop
-    ("dr. seuss", "h.r. giger") does not cut."""
-    pieces: list[str] = []
-    last = 0
-    for m in _SENTENCE_BREAK.finditer(text):
-        if m.group() == ".":
-            before = _WORD_BEFORE.search(text, 0, m.start())
-            if before is not None:
-                word = before.group(2).lower()
-                if word in _ABBREVIATIONS or (len(word) == 1 and not before.group(1).isdigit()):
-                    continue
-        pieces += [text[last:m.start()], m.group()]
-        last = m.end()
-    pieces.append(text[last:])
-    return pieces
-
-
-def _rejoin(pieces: list[str], dropped: set[int]) -> str:
-    """The pieces of :func:`_sentences` without the dropped ones (even indexes), each dropped piece taking the
-    separator after it, or before it when it is the last one kept."""
-    keep = [True] * len(pieces)
-    for i in sorted(dropped):
-        keep[i] = False
-        if i + 1 < len(pieces):
-            keep[i + 1] = False
-        elif i > 0:
-            j = i - 1
-            while j > 0 and not keep[j - 1]:
-                j -= 2
-            keep[j] = False
-    text = "".join(p for p, k in zip(pieces, keep) if k)
-    return text.lstrip() if dropped and 0 in dropped else text
+_QUOTES_AND_MARKS = " .!?;:'\"\u201c\u201d\u2018\u2019"
 
 
 class _Phrases:
@@ -191,7 +152,7 @@ class _Phrases:
     def __init__(self, work: Work, rules: list[Rule], *, grow: bool):
         self.work, self.plan, self.grow = work, work.plan, grow
         self.artist_rule = next((r for r in rules if r.kind == "artist"), None)
-        self.present: set[str] | None = None  # the prompt's comma phrases, on the first replacement
+        self.present: list[tuple[str, ...]] | None = None  # the phrases said (as words), on the first replacement
         self.other_media: list[str] | None = None
         self.named: dict[str, Artist] = {}  # every artist the prompt names, in order (by name)
         self.described: dict[str, Artist] = {}  # those whose style is described
@@ -201,11 +162,8 @@ class _Phrases:
     def edit(self, phrase: Phrase) -> list[Item] | None:
         core = phrase.core
         if len(core) == 1 and type(core[0]) is str and "\\" not in core[0]:
-            text = core[0]
-            if _SENTENCE_BREAK.search(text) is None:
-                new = self.piece(text)
-                return KEEP if new is None else (DROP if new == "" else [escape(new)])
-            return self.sentences(text)
+            new = self.piece(core[0])
+            return KEEP if new is None else (DROP if new == "" else [escape(new)])
         plain = phrase.plain
         if plain is None:
             return KEEP
@@ -213,42 +171,7 @@ class _Phrases:
         if rule is not None:
             new = self.magic(rule, phrase.text, plain)
             return KEEP if new is None else (DROP if new == "" else phrase.replaced(new))
-        group = phrase.innermost
-        if group is None or not self.plan.artists or not all(type(c) is Text for c in group.children):
-            return KEEP
-        text = "".join(c.text for c in group.children)
-        if "\\" in text:
-            return KEEP
-        new = self.artists(text)
-        if new is None:
-            return KEEP
-        if not new:
-            return DROP
-        group.children = [Text(escape(new))]
-        return list(core)
-
-    def sentences(self, text: str) -> list[Item] | None:
-        pieces = _sentences(text)
-        dropped: set[int] = set()
-        changed = False
-        for i in range(0, len(pieces), 2):
-            piece = pieces[i]
-            core = piece.strip()
-            if not core:
-                continue
-            new = self.piece(core)
-            if new is None:
-                continue
-            changed = True
-            if new == "":
-                dropped.add(i)
-            else:
-                start = piece.index(core[0])
-                pieces[i] = piece[:start] + new + piece[start + len(core):]
-        if not changed:
-            return KEEP
-        new_text = _rejoin(pieces, dropped).strip()
-        return [escape(new_text)] if new_text.strip(" .;!?|+") else DROP
+        return KEEP  # names inside brackets are rewritten when the phrase stage visits the bracket's own phrases
 
     def piece(self, text: str) -> str | None:
         """The new text of one plain phrase (escapes aside): None to keep it, "" to drop it."""
@@ -268,10 +191,11 @@ class _Phrases:
         if action != "replace":
             return None
         replacement = rule.params["replacement"]
-        if self.present is None:
-            self.present = {normalize(p) for p in str(work.prompt).split(",")}
-        if normalize(replacement) in self.present:
-            work.record(rule, before, "", f"{rule.reason} (the prompt already has {replacement!r})")
+        if self.present is None:  # the user's phrases, as words, by variant key
+            self.present = [tuple(PhraseSet.words(p)) for p in _ANY_SEPARATOR.split(fold_accents(work.recipe.prompt).lower())]
+        own, words = tuple(PhraseSet.words(plain)), tuple(PhraseSet.words(replacement.lower()))
+        if says((w for w in self.present if not contains_words(w, own)), words):
+            work.record(rule, before, "", f"{rule.reason} (the prompt already says {replacement!r})")
             return ""
         clash = self.medium_clash(replacement, plain)
         if clash is not None:
@@ -282,7 +206,7 @@ class _Phrases:
             work.record(rule, before, "", f"{rule.reason} (dropped, not replaced: {replacement!r} would make A1111 "
                                           "split a prompt that fitted its 75-token chunks)")
             return ""
-        self.present.add(normalize(replacement))
+        self.present.append(words)
         self.grew = True
         work.record(rule, before, replacement)
         return replacement
@@ -322,7 +246,9 @@ class _Phrases:
         if not rewrite.edits or self.slot_placed:
             return new
         self.slot_placed = self.grew = True
-        return new + ", " + STYLE_SLOT if new else STYLE_SLOT
+        if not new.strip(_QUOTES_AND_MARKS):
+            return STYLE_SLOT + new  # only a closing quote or full stop is left: "by X.”" -> "<style>.”"
+        return new + ", " + STYLE_SLOT
 
 
 def phrases(work: Work, rules: list[Rule]) -> None:
@@ -352,8 +278,10 @@ def _fill_style_slot(work: Work, run: _Phrases) -> None:
     item by item (lowest priority first) while the prompt would need more 75-token chunks than the user's."""
     plan = work.plan
     text = str(work.prompt)
-    words = PhraseSet.words(fold_accents(text.replace(STYLE_SLOT, ",")).lower())
-    style = compose_style(run.described.values(), words, media=plan.media, subjects=plan.subjects,
+    folded = fold_accents(text.replace(STYLE_SLOT, ",")).lower()
+    phrases = {tuple(PhraseSet.words(p)) for p in _ANY_SEPARATOR.split(folded)}
+    style = compose_style(run.described.values(), PhraseSet.words(folded), prompt_phrases=phrases,
+                          media=plan.media, families=plan.medium_family, subjects=plan.subjects,
                           budget=plan.style_budget, count=_count_tokens)
     items = list(style.items)
     while True:
@@ -374,12 +302,24 @@ def _with_style(text: str, style: str) -> str:
     """``text`` with the style slot filled, or taken out with its separator when there is no style."""
     if style:
         return text.replace(STYLE_SLOT, escape(style), 1)
-    at = text.index(STYLE_SLOT)
-    after = re.compile(r"[ \t]*[,.;!?|+][ \t]*").match(text, at + len(STYLE_SLOT))
+    at, end = text.index(STYLE_SLOT), text.index(STYLE_SLOT) + len(STYLE_SLOT)
+    while True:  # brackets around nothing but the slot go with it: "(by X:1.2)" leaves no "()"
+        before, after = _OPEN_BEFORE.search(text, 0, at), _CLOSE_AFTER.match(text, end)
+        if before is None or after is None:
+            break
+        at, end = before.start(), after.end()
+    after = _SEPARATOR_AFTER.match(text, end)
     if after is not None:
         return text[:at] + text[after.end():]
-    before = re.search(r"[ \t]*[,.;!?|+]?[ \t]*$", text[:at])
-    return text[: before.start()] + text[at + len(STYLE_SLOT):]
+    before = _SEPARATOR_BEFORE.search(text, 0, at)
+    return text[: before.start()] + text[end:]
+
+
+_ANY_SEPARATOR = re.compile(r"[,.;!?|+()\[\]]")
+_OPEN_BEFORE = re.compile(r"(?<!\\)[(\[][ \t]*$")
+_CLOSE_AFTER = re.compile(r"[ \t]*(?::[ \t]*[\d.]+[ \t]*)?[)\]]")
+_SEPARATOR_AFTER = re.compile(r"[ \t]*[,.;!?|+][ \t]*")
+_SEPARATOR_BEFORE = re.compile(r"[ \t]*[,.;!?|+]?[ \t]*$")
 
 
 def _count_tokens(text: str) -> int:
@@ -399,17 +339,55 @@ def _spills(work: Work, text: str | None = None) -> bool:
 
 
 def _prune_emptied_groups(prompt: Prompt, touched: set[int]) -> None:
-    """A group whose every phrase was dropped ("(8k, 4k)") goes too, with its comma; groups that were empty in the
-    user's prompt stay. ``touched``: the ids of the groups' child lists that the phrase edits changed."""
-    def edit(phrase: Phrase) -> list[Item] | None:
-        group = phrase.emphasis
-        if group is not None and id(group.children) in touched and not render(group.children).strip():
-            return DROP
-        return KEEP
+    """A group the phrase edits emptied ("(8k, 4k)", "(( (wlop) ))") goes too, and a phrase left with nothing else
+    goes with its comma; groups that were empty in the user's prompt stay. ``touched``: the ids of the groups' child
+    lists that the phrase edits changed."""
+    if not touched:
+        return
+    emptied: set[int] = set()
 
-    if touched:
-        for container in containers(prompt):
-            edit_phrases(container, edit)
+    def empty(group: Emphasis) -> bool:  # post-order: inner groups first
+        inner = [empty(c) for c in group.children if isinstance(c, Emphasis)]
+        blank = all(isinstance(c, Emphasis) and id(c) in emptied or isinstance(c, Text) and not c.text.strip()
+                    for c in group.children)
+        if blank and (id(group.children) in touched or any(inner)):
+            emptied.add(id(group))
+            return True
+        return False
+
+    for container in containers(prompt):
+        for node in container:
+            if isinstance(node, Emphasis):
+                empty(node)
+    if not emptied:
+        return
+
+    def edit(phrase: Phrase) -> list[Item] | None:
+        kept: list[Item] = []
+        for item in phrase.core:
+            if id(item) in emptied:
+                continue
+            if isinstance(item, str) and kept and isinstance(kept[-1], str):
+                kept[-1] += item
+            else:
+                kept.append(item)
+        if len(kept) == len(phrase.core):
+            return KEEP
+        # "X and (Y) and (Z)" with Y and Z gone: no "and and", no "and" left at either end
+        kept = [_DOUBLED_AND.sub("", i) if isinstance(i, str) else i for i in kept]
+        if kept and isinstance(kept[-1], str):
+            kept[-1] = _TRAILING_AND.sub("", kept[-1])
+        if kept and isinstance(kept[0], str):
+            kept[0] = _LEADING_AND.sub("", kept[0])
+        return _tidy(kept) if _has_content(kept) else DROP
+
+    for container in containers(prompt):
+        edit_phrases(container, edit)
+
+
+_DOUBLED_AND = re.compile(r"(?<!\S)(?:and|&)\s+(?=(?:and|&)(?!\S))", re.IGNORECASE)
+_TRAILING_AND = re.compile(r"\s*(?<!\S)(?:and|&)\s*$", re.IGNORECASE)
+_LEADING_AND = re.compile(r"^\s*(?:and|&)(?!\S)\s*", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -514,11 +492,13 @@ def negative(work: Work, rules: list[Rule]) -> None:
     of the artists they named, never from words the bridge inserted."""
     rule = rules[-1]
     _, words = work.user_words()
-    if work.artist_media:
-        words = Words([*words, ",", *PhraseSet.words(", ".join(work.artist_media))])
-    chosen = None
-    if not work.plan.negative_starts.isdisjoint(words.set):
-        chosen = next((n for n in work.plan.negatives if n.detect.search(words)), None)
+    chosen = _negative_kind(work, words)
+    if chosen is None and work.artist_media:
+        # Only when the user's words say nothing: the media of the artists they named, as written and as their
+        # family ("poster art" is an illustration)
+        family = work.plan.medium_family
+        media = [f"{m}, {family.get(work.plan.media.found_as(m) or '', '')}" for m in work.artist_media]
+        chosen = _negative_kind(work, PhraseSet.words(", ".join(media)))
     if chosen is None:
         chosen = next((n for n in work.plan.negatives if n.spec.kind == "default"), None)
         if chosen is None:
@@ -548,6 +528,13 @@ def negative(work: Work, rules: list[Rule]) -> None:
     work.negative = parse(after)
     work.record("negative." + spec.kind, before, after,
                 (spec.reason or rule.reason) + f" (default negative for a {spec.kind} image)", spec.fact)
+
+
+def _negative_kind(work: Work, words: Words) -> _Negative | None:
+    """The first kind of default negative whose words ``words`` holds, if any."""
+    if work.plan.negative_starts.isdisjoint(words.set):
+        return None
+    return next((n for n in work.plan.negatives if n.detect.search(words)), None)
 
 
 def _merged_negative(before: str, added: str) -> str | None:
