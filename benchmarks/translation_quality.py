@@ -47,8 +47,9 @@ weights are blanked first, so ``((x))`` -> ``(x:1.21)`` inserts nothing).
   asks for: text for a neon/street sign, logo, lettering, "saying", speech bubble, newspaper, movie poster...;
   ugly/deformed/disfigured for horror, monster, creature, zombie, demon, eldritch, goblin...; photo for a photo, film
   still, dslr, mm lens, camera brand, daguerreotype; b&w for ink, noir, monochrome, pencil, charcoal; 3d render/cgi for
-  render, octane, unreal engine; painting/illustration/drawing/cartoon/anime for those; blurry for bokeh, blur, depth
-  of field, tilt shift, long exposure; grainy for film grain; lowres for pixel art; jpeg artifacts for glitch;
+  render, octane, unreal engine; painting/illustration/drawing/cartoon/anime for those; blurry for blur, motion
+  blur, soft focus, long exposure (not for bokeh or depth of field: they blur the background, and a negative
+  "blurry" is what keeps the subject sharp); grainy for film grain; lowres for pixel art; jpeg artifacts for glitch;
   picture frame for a framed picture; extra limbs/heads/eyes for many arms/heads/eyes; dark for night/noir; nude for
   nude; realistic for realism.
 * negative kind from own words: the added negative keeps photos out (it has photo/photograph: a painting-like or
@@ -343,9 +344,8 @@ NEGATIVE_CLASHES: tuple[tuple[re.Pattern, re.Pattern], ...] = tuple(
          ("drawings?", "drawn", "sketch(?:es|ed|y)?", "pencil", "charcoal", "line ?art", "ink")),
         ("cartoon|cartoonish|comic", ("cartoons?", "cartoonish", "comics?", "pixar", "disney")),
         ("anime|manga", ("anime", "manga", "waifu", "ghibli", "pixiv")),
-        ("blurry|blur|blurred|out of focus|depth of field|bokeh",
-         ("bokeh", "blur", "blurry", "blurred", "motion blur", "depth of field", "out of focus", "soft focus",
-          "long exposure", "tilt[ -]?shift", "dof")),
+        ("blurry|blur|blurred|out of focus",  # not bokeh or depth of field: they blur only the background
+         ("blur", "blurry", "blurred", "motion blur", "out of focus", "soft focus", "long exposure")),
         ("grainy|grain|noise|noisy|film grain", ("grain", "grainy", "film grain", "noise", "noisy")),
         ("lowres|low res|low resolution|pixelated", ("pixel art", "pixelated", "8-bit", "8 bit", "16-bit", "lowres")),
         ("jpeg artifacts|compression artifacts", ("jpeg", "glitch(?:ed)?", "datamosh(?:ing)?", "compression")),
@@ -404,14 +404,16 @@ class Artists:
     def find(self, text: str) -> frozenset[str]:
         found = self._found.get(text)
         if found is None:
-            ws = name_words(text)
-            names, covered = [], 0  # longest first at each word; a name inside a longer one is that one's
-            for i, w in enumerate(ws):
-                for n in sorted(self.lengths.get(w, ()), reverse=True):
-                    if i + n > covered and tuple(ws[i:i + n]) in self.names:
-                        names.append(" ".join(ws[i:i + n]))
-                        covered = i + n
-                        break
+            names = []
+            for part in phrases(text):  # a name never reaches across a delimiter ("william, adolphe bouguereau")
+                ws = name_words(part)
+                covered = 0  # longest first at each word; a name inside a longer one is that one's
+                for i, w in enumerate(ws):
+                    for n in sorted(self.lengths.get(w, ()), reverse=True):
+                        if i + n > covered and tuple(ws[i:i + n]) in self.names:
+                            names.append(" ".join(ws[i:i + n]))
+                            covered = i + n
+                            break
             found = frozenset(names)
             if len(self._found) > CACHE:
                 self._found.clear()

@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disable-rule", action="append", default=[], metavar="ID",
                         help="switch a rule off (repeatable; patterns allowed: 'artist.*')")
     parser.add_argument("--knowledge", metavar="FILE", help="your own knowledge file; its rules override ours")
+    parser.add_argument("--style-budget", type=_style_budget, metavar="N",
+                        help="CLIP tokens the one style phrase for the prompt's artists may take (default: the "
+                        "knowledge file's, 10; 0 adds no style); --explain says what was left out")
     parser.add_argument("--registry", metavar="FILE",
                         help="your own registry file (TOML, the layout of bridge/models.toml): adds models and "
                         "bridges, or replaces those with the same key/route")
@@ -313,8 +316,9 @@ def _load_translator(args: argparse.Namespace):
         if not Path(args.model).exists() and not is_hub_id(args.model):
             raise InputError(f"no learned bridge at {args.model!r}: give a folder written by training/train.py "
                              "or a hub id such as user/sd15-to-sd2")
-        if args.knowledge:
-            raise UsageError("--knowledge applies to the rules bridge, not to a learned one (--model)")
+        for flag, given in (("--knowledge", args.knowledge), ("--style-budget", args.style_budget)):
+            if given is not None:
+                raise UsageError(f"{flag} applies to the rules bridge, not to a learned one (--model)")
         try:
             translator = load_translator(args.model)
         except (OSError, ImportError) as exc:
@@ -338,7 +342,19 @@ def _options(args: argparse.Namespace):
         embeddings=_read_embeddings(args.embeddings) if args.embeddings else (),
         disable=tuple(args.disable_rule),
         knowledge=args.knowledge,
+        style_budget=args.style_budget,
     )
+
+
+def _style_budget(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: give a whole number of CLIP tokens, 0 or more "
+                                         "(e.g. --style-budget 10)")
+    return value
 
 
 def _read_text(path: str) -> str:

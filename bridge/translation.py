@@ -110,7 +110,7 @@ class TranslationOptions:
     disable: rule ids (or shell patterns such as ``artist.*``) to switch off.
     knowledge: a user knowledge file whose rules override the shipped ones with the same id.
     style_budget: the CLIP tokens the rules bridge's one style phrase (what the prompt's artists stood for) may take;
-        None takes the knowledge file's (12 in the shipped ones); 0 adds no style.
+        None takes the knowledge file's (10 in the shipped ones); 0 adds no style.
     """
 
     networks: str = "remove"
@@ -170,6 +170,7 @@ def translate(
     embeddings: Iterable[str] = (),
     disable: Iterable[str] = (),
     knowledge: str | os.PathLike | None = None,
+    style_budget: int | None = None,
     **settings: Any,
 ) -> Translation:
     """Translate one SD1.x prompt (or a whole :class:`Recipe`) with the embedded rules bridge.
@@ -180,7 +181,8 @@ def translate(
     >>> translate("portrait of a woman, (masterpiece:1.2), 8k", target="sd21").recipe.width
     768
     """
-    options = TranslationOptions(networks, dict(network_map or {}), tuple(embeddings), tuple(disable), knowledge)
+    options = TranslationOptions(networks, dict(network_map or {}), tuple(embeddings), tuple(disable), knowledge,
+                                 style_budget)
     stamp = None
     if knowledge is not None:
         try:

@@ -314,3 +314,12 @@ def test_large_library_in_worker_processes_gives_the_same_output(tmp_path):
     assert serial.out == parallel.out == auto.out
     assert serial.out.count("\n") == 2500
     assert run("--jobs", "x", "a cat").code == 2
+
+
+def test_style_budget_flag():
+    none = run("--style-budget", "0", "a castle, by greg rutkowski")
+    assert none.code == 0 and none.out.strip() == "a castle"
+    explained = run("--style-budget", "4", "--explain", "a castle, by greg rutkowski and artgerm")
+    assert "over the style budget of 4 tokens" in explained.out
+    bad = run("--style-budget", "-3", "a castle")
+    assert bad.code == 2 and "'-3'" in bad.err and "whole number" in bad.err

@@ -36,8 +36,9 @@ _LEADING_CONNECTOR = re.compile(r"(?:and|&)\s+", re.IGNORECASE)
 _STYLE_SUFFIX = re.compile(r"\s*(?:-|\s)(?:art\s+)?style$", re.IGNORECASE)
 _END_MARKS = " .!?;:'\"\u201c\u201d\u2018\u2019"  # closing punctuation and quotes after a name
 # What a removed name can leave at either end of a phrase: "josan gonzales and", "and natalie shau", "artwork of"
-_LOOSE_ENDS = re.compile(r"^(?:(?:and|&|x|\+)\s+)+|(?:\s+(?:and|&|x|\+|by|of|with|in the style of|style of|inspired by))+$",
+_LOOSE_ENDS = re.compile(r"^(?:(?:and|&|x|\+)\s+)+|(?:(?:^|\s+)(?:and|&|x|\+|by|of|with|in the style of|style of|inspired by))+$",
                          re.IGNORECASE)
+_DOUBLED = re.compile(r"(?<!\S)(and|&)(?:\s+(?:and|&))+(?!\S)", re.IGNORECASE)  # "X and and Y" once Z is gone
 _NOT_IN_NAMES = str.maketrans({c: " " for c in ",&+|()[]-" + _END_MARKS.replace(".", "")})
 MAX_UNKNOWN_NAME_WORDS = 4  # "by the sea and the mountains" is not a list of names
 
@@ -131,7 +132,8 @@ class ArtistIndex:
         name counts only where a known one follows it in the list, or it ends the text and is short; with
         ``whole``, the list must run to the end of the text or the result is empty."""
         names: list[tuple[str, Artist | None]] = []
-        at = end = start
+        leading = _LEADING_CONNECTOR.match(text, start)  # "in the style of and X"
+        at = end = leading.end() if leading else start
         while True:
             found = self._name_at(text, at)
             if found is not None:
@@ -142,8 +144,10 @@ class ArtistIndex:
                 connector = _CONNECTOR.search(text, at)
                 stop = connector.start() if connector else len(text)
                 written = text[at:stop].strip()
+                if not written or _MARKER.search(written) or _ONE_MARKER.search(written):
+                    break  # "by by X" or "X and by Y": a marker is no name
                 later = connector is not None and self._names(text, connector.end(), whole=False)[0]
-                if not written or not (later or (stop == len(text) and len(written.split()) <= MAX_UNKNOWN_NAME_WORDS)):
+                if not (later or (stop == len(text) and len(written.split()) <= MAX_UNKNOWN_NAME_WORDS)):
                     break
                 names.append((written, None))
                 end = stop
@@ -164,7 +168,8 @@ class ArtistIndex:
     def _rewrite(self, text: str) -> Rewrite:
         body = text.rstrip(_END_MARKS)
         end_marks = text[len(body):]
-        spans = self._marked(body) or self._listed(body) or self._anywhere(body)
+        spans = self._marked(body) or self._listed(body)
+        spans = sorted(spans + self._anywhere(body, outside=spans), key=lambda span: span.start)
         if not spans:
             return _NOTHING
         named = tuple(a for span in spans for _, a in span.names if a is not None)
@@ -181,7 +186,7 @@ class ArtistIndex:
                 pieces.append("" if normalize(head) in _ANNOUNCING else head)
             last = span.end
         pieces.append(body[last:].strip())
-        new = _LOOSE_ENDS.sub("", " ".join(piece for piece in pieces if piece))
+        new = _LOOSE_ENDS.sub("", _DOUBLED.sub(r"\1", " ".join(piece for piece in pieces if piece)))
         edits = tuple(ArtistEdit(a, written) for span in spans for written, a in span.names
                       if a is not None and a.action != "keep")
         return Rewrite(new + end_marks if new else end_marks.strip(" .;:!?"), named, edits)
@@ -209,12 +214,12 @@ class ArtistIndex:
             return []
         return [_Span(0, len(body), "", names, suffix)]
 
-    def _anywhere(self, body: str) -> list[_Span]:
+    def _anywhere(self, body: str, outside: list[_Span]) -> list[_Span]:
         """The names the bridge replaces, wherever they stand in run-on text ("cinematic beeple", "kilian eng vibrant
-        colors"): a name SD2 does not know is no help anywhere."""
+        colors") outside the spans already found: a name SD2 does not know is no help anywhere."""
         spans: list[_Span] = []
         for word in _NAME_WORD.finditer(body):
-            if spans and word.start() < spans[-1].end:
+            if (spans and word.start() < spans[-1].end) or any(o.start <= word.start() < o.end for o in outside):
                 continue
             found = self._name_at(body, word.start())
             if found is not None and found[0].action == "replace":

@@ -207,7 +207,7 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
                 literals, weak_starts, negative_starts, weak_unfiltered, media, medium_family, subjects, style_budget)
 
 
-DEFAULT_STYLE_BUDGET = 12  # CLIP tokens: about three short facets, so several artists never bury the subject
+DEFAULT_STYLE_BUDGET = 10  # CLIP tokens: about three short facets, so several artists never bury the subject
 
 
 _UNESCAPED_UPPER = re.compile(r"(?<!\\)[A-Z]")

@@ -291,7 +291,10 @@ def _fill_style_slot(work: Work, run: _Phrases) -> None:
         style.left_out.append((items.pop(), "A1111 would have to split a prompt that fitted its 75-token chunks"))
     work.prompt = parse(candidate)
     names = ", ".join(run.described)
-    left_out = "; ".join(f"{item!r}: {why}" for item, why in style.left_out)
+    by_why: dict[str, list[str]] = {}
+    for item, why in style.left_out:
+        by_why.setdefault(why, []).append(repr(item))
+    left_out = "; ".join(f"{', '.join(left)} ({why})" for why, left in by_why.items())
     reason = (f"one style phrase for {names}: what their names stood for in SD1, merged"
               + (f" (left out: {left_out})" if left_out else ""))
     rule = run.artist_rule
