@@ -28,6 +28,7 @@ _ONE_MARKER = re.compile(r"(?:in the style of|style of|inspired by|by)$", re.IGN
 _NAME_WORD = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
 _CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*[&+]\s*", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
+_CONNECTOR_BEFORE = re.compile(r"(?:\s*,|\s+(?:and|&|x|\+)|\s*[&+])\s*$", re.IGNORECASE)
 # Words before a marker that only announce the artist ("art by X"): they go with the marker when nothing else is
 # before it. A medium ("oil painting by X", "concept art by X") is the user's head noun and stays.
 _ANNOUNCING = frozenset({"art", "artwork", "artworks", "work", "works", "made", "done", "created", "drawn", "painted",
@@ -113,6 +114,22 @@ class ArtistIndex:
                     self._rewritten.clear()
                 self._rewritten[text] = done
         return done
+
+    def strip_replaced(self, text: str) -> tuple[str, tuple[ArtistEdit, ...]] | None:
+        """``text``, a run of plain text in a phrase that also holds brackets or tags ("and X and Y" in "by (Z) and
+        X and Y"), without the names the bridge replaces: each goes with the connector before it, or the one after
+        it when there is none before. None when it has none."""
+        if self.first_words.isdisjoint(word.rstrip(".") for word in text.lower().translate(_NOT_IN_NAMES).split()):
+            return None
+        spans = self._anywhere(text, outside=[])
+        if not spans:
+            return None
+        for span in reversed(spans):
+            before = _CONNECTOR_BEFORE.search(text, 0, span.start)
+            start, end = (before.start(), span.end) if before else (span.start, span.end)
+            after = None if before else _CONNECTOR.match(text, end)
+            text = text[:start] + text[after.end() if after else end:]
+        return text, tuple(ArtistEdit(a, written) for span in spans for written, a in span.names if a is not None)
 
     def _name_at(self, text: str, start: int) -> tuple[Artist, int] | None:
         """The longest known name that starts at ``start`` and ends at a word's end, and where it ends."""

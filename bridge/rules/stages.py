@@ -166,12 +166,37 @@ class _Phrases:
             return KEEP if new is None else (DROP if new == "" else [escape(new)])
         plain = phrase.plain
         if plain is None:
-            return KEEP
+            return self.mixed(phrase)
         rule = self.plan.phrase_index.get(variant_key(plain))
         if rule is not None:
             new = self.magic(rule, phrase.text, plain)
             return KEEP if new is None else (DROP if new == "" else phrase.replaced(new))
-        return KEEP  # names inside brackets are rewritten when the phrase stage visits the bracket's own phrases
+        return self.mixed(phrase)
+
+    def mixed(self, phrase: Phrase) -> list[Item] | None:
+        """A phrase of text and brackets or tags ("by (X) and Y and Z"): the names inside brackets are rewritten when
+        the stage visits the brackets' own phrases; the names the bridge replaces go from the text around them."""
+        if not self.plan.artists:
+            return KEEP
+        core, changed = list(phrase.core), False
+        for i, item in enumerate(core):
+            if type(item) is not str or "\\" in item:
+                continue
+            stripped = self.plan.artists.strip_replaced(item)
+            if stripped is None:
+                continue
+            core[i], edits = stripped
+            changed = True
+            for edit in edits:
+                self.named.setdefault(edit.artist.name, edit.artist)
+                self.described.setdefault(edit.artist.name, edit.artist)
+                self.work.record(edit.artist.rule_id, edit.written, edit.after, edit.reason, edit.artist.fact)
+        if not changed:
+            return KEEP
+        if not self.slot_placed:
+            self.slot_placed = self.grew = True
+            core.append(", " + STYLE_SLOT)
+        return _tidy(core) if _has_content(core) else DROP
 
     def piece(self, text: str) -> str | None:
         """The new text of one plain phrase (escapes aside): None to keep it, "" to drop it."""
@@ -243,10 +268,11 @@ class _Phrases:
         if rule is not None:  # what is left is a magic word: "trending on artstation by X" -> "trending on artstation"
             magic = self.magic(rule, new, normalize(new))
             new = new if magic is None else magic
+        only_marks = not new.strip(_QUOTES_AND_MARKS)
         if not rewrite.edits or self.slot_placed:
-            return new
+            return "" if only_marks else new  # nothing but a closing quote left: the phrase goes
         self.slot_placed = self.grew = True
-        if not new.strip(_QUOTES_AND_MARKS):
+        if only_marks:
             return STYLE_SLOT + new  # only a closing quote or full stop is left: "by X.”" -> "<style>.”"
         return new + ", " + STYLE_SLOT
 
