@@ -140,7 +140,9 @@ def test_negative_clash():
     assert "'ugly', 'deformed'" in quality.detect_negative_clash("an eldritch monster", "an eldritch monster", "",
                                                                  negative)
     assert "'photo'" in quality.detect_negative_clash("a knight, film still", "a knight, film still", "", negative)
-    assert "'blurry'" in quality.detect_negative_clash("a cat, bokeh", "a cat, bokeh", "", negative)
+    assert "'blurry'" in quality.detect_negative_clash("a cat, motion blur", "a cat, motion blur", "", negative)
+    # bokeh blurs the background: a negative "blurry" keeps the subject sharp and is no clash
+    assert quality.detect_negative_clash("a cat, bokeh", "a cat, bokeh", "", negative) is None
     assert "'b&w'" in quality.detect_negative_clash("a noir detective", "a noir detective", "", negative)
     # nothing asked for (a "plus sign" has no text, four eyes are no limbs); the user's own term; nothing added
     assert quality.detect_negative_clash("an icon with a plus sign", "an icon with a plus sign", "", negative) is None

@@ -14,17 +14,19 @@ a token budget. A phrase that is not about artists ("by the sea") is left alone.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from bridge.rules.knowledge import Artist
-from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, contains_words, normalize, says
+from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Said, Words, normalize
 
 __all__ = ["ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style", "name_key"]
 
 _MARKER = re.compile(r"(?<!\S)(?:(?:in the style of|style of|inspired by|by)\s+)+", re.IGNORECASE)
 _ONE_MARKER = re.compile(r"(?:in the style of|style of|inspired by|by)$", re.IGNORECASE)
+_WORD = re.compile(r"[^\s,&]+")
 _NAME_WORD = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
 _CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*[&+]\s*", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
@@ -40,7 +42,7 @@ _END_MARKS = " .!?;:'\"\u201c\u201d\u2018\u2019"  # closing punctuation and quot
 _LOOSE_ENDS = re.compile(r"^(?:(?:and|&|x|\+)\s+)+|(?:(?:^|\s+)(?:and|&|x|\+|by|of|with|in the style of|style of|inspired by))+$",
                          re.IGNORECASE)
 _DOUBLED = re.compile(r"(?<!\S)(and|&)(?:\s+(?:and|&))+(?!\S)", re.IGNORECASE)  # "X and and Y" once Z is gone
-_NOT_IN_NAMES = str.maketrans({c: " " for c in ",&+|()[]-" + _END_MARKS.replace(".", "")})
+_NAME_WORDS = re.compile(r"[^\s,&+|()\[\]\-.!?;:'\"\u201c\u201d\u2018\u2019]+")  # "h.r. giger" is looked for as "h"
 MAX_UNKNOWN_NAME_WORDS = 4  # "by the sea and the mountains" is not a list of names
 
 
@@ -94,7 +96,7 @@ class ArtistIndex:
             for alias in artist.aliases:
                 self.by_name.setdefault(name_key(alias), artist)
         # The first word of every name: a phrase with none of them names no artist, and is rejected cheaply.
-        self.first_words = {name.split()[0].rstrip(".") for name in self.by_name if name.split()}
+        self.first_words = {_NAME_WORDS.findall(name)[0] for name in self.by_name if _NAME_WORDS.search(name)}
         self.longest = max((len(name.split()) for name in self.by_name), default=0)
         # rewrites already worked out, by text: libraries name the same artists the same way over and over
         self._rewritten: dict[str, Rewrite] = {}
@@ -104,7 +106,7 @@ class ArtistIndex:
 
     def rewrite_text(self, text: str) -> Rewrite:
         """``text`` (one phrase, plain) with its artists rewritten."""
-        if self.first_words.isdisjoint(word.rstrip(".") for word in text.lower().translate(_NOT_IN_NAMES).split()):
+        if self.first_words.isdisjoint(_NAME_WORDS.findall(text.lower())):
             return _NOTHING  # no word (between spaces, commas and ampersands) starts a known name
         done = self._rewritten.get(text)
         if done is None:
@@ -119,7 +121,7 @@ class ArtistIndex:
         """``text``, a run of plain text in a phrase that also holds brackets or tags ("and X and Y" in "by (Z) and
         X and Y"), without the names the bridge replaces: each goes with the connector before it, or the one after
         it when there is none before. None when it has none."""
-        if self.first_words.isdisjoint(word.rstrip(".") for word in text.lower().translate(_NOT_IN_NAMES).split()):
+        if self.first_words.isdisjoint(_NAME_WORDS.findall(text.lower())):
             return None
         spans = self._anywhere(text, outside=[])
         if not spans:
@@ -133,11 +135,14 @@ class ArtistIndex:
 
     def _name_at(self, text: str, start: int) -> tuple[Artist, int] | None:
         """The longest known name that starts at ``start`` and ends at a word's end, and where it ends."""
-        words = list(re.finditer(r"[^\s,&]+", text[start:]))[: self.longest]
-        if not words or words[0].start() != 0:
+        first = _NAME_WORDS.match(text, start)
+        if first is None or first.group().lower() not in self.first_words:
+            return None  # most words start no name: decided before the words after it are cut
+        words = list(itertools.islice(_WORD.finditer(text, start), self.longest))
+        if not words or words[0].start() != start:
             return None
         for n in range(len(words), 0, -1):
-            end = start + words[n - 1].end()
+            end = words[n - 1].end()
             written = text[start:end]
             artist = self.by_name.get(name_key(written)) or self.by_name.get(name_key(written.rstrip(_END_MARKS)))
             if artist is not None:
@@ -269,24 +274,29 @@ class Style:
 
 def compose_style(artists: Iterable[Artist], prompt_words: Words, *, prompt_phrases: Iterable[tuple[str, ...]] = (),
                   media: PhraseSet, families: dict[str, str], subjects: dict[str, PhraseSet], budget: int,
-                  count: Callable[[str], int]) -> Style:
+                  count: Callable[[str], int], own_palette: PhraseSet | None = None,
+                  own_look: PhraseSet | None = None) -> Style:
     """Merge the facets of ``artists`` (in the order the prompt named them) into one style phrase.
 
     Candidates come in this priority: the first artist's medium, each artist's first style, one light, one palette,
     the subject features whose subject the prompt shows, then the remaining styles. A candidate is left out when the
-    prompt already says it (its words are in ``prompt_words``, or it holds a whole phrase of the prompt:
-    ``prompt_phrases``, each as words), when it names a medium and the prompt or the phrase already has one, when it
+    prompt already says it (:class:`Said`, over ``prompt_phrases``, each as words), when it names a medium and the
+    prompt or the phrase already has one, when it
     repeats a chosen item or its head word ("ethereal fantasy" after "epic fantasy"), or when it would take the
     phrase past ``budget`` CLIP tokens (``count``). An
     artist whose medium is of another family than every medium the prompt names (a painter in a photo prompt) gives
     no style, only light and palette: brushwork does not belong in a photograph. ``families`` maps what ``media``
-    finds to its family.
+    finds to its family. A prompt with a word of ``own_palette`` ("saturated colors") gets no palette, and one with a
+    word of ``own_look`` ("photorealistic") no medium: the user already chose them.
     """
     artists = list({a.name: a for a in artists}.values())
     prompt_media = media.find(prompt_words)
     prompt_families = {families[m] for m in prompt_media}
     style = Style()
-    prompt_phrases = [p for p in prompt_phrases if p]
+    said, chosen, heads = Said(prompt_phrases), Said(), set()
+    length = 0  # CLIP tokens of the items chosen, with the commas between them
+    palette_said = own_palette.search(prompt_words) if own_palette else None
+    look_said = own_look.search(prompt_words) if own_look else None
     candidates: list[tuple[str, str]] = []  # (item, facet)
     candidates += [(a.medium, "medium") for a in artists if a.medium][:1]
     styled = []
@@ -307,28 +317,37 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, prompt_phra
                 candidates.append((phrase, "subject"))
     candidates += [(s, "style") for a in styled for s in a.style[1:]]
 
-    chosen_words: list[tuple[str, ...]] = []
     has_medium = bool(prompt_media)
     facets_taken: set[str] = set()
     for item, facet in candidates:
-        words = tuple(PhraseSet.words(item))
+        cost = bool(style.items) + count(item)  # counts add up at ", " (bridge/tokens.py)
+        if length + cost > budget:  # checked first: the cheapest test, and most candidates of a long list fail it
+            style.left_out.append((item, f"over the style budget of {budget} tokens"))
+            continue
+        words = PhraseSet.fixed_words(item)
         why = None
-        if contains_words(prompt_words, words) or says(prompt_phrases, words):
+        if said.says(words):
             why = "the prompt already says it"
-        elif says(chosen_words, words) or any(w[-1:] == words[-1:] for w in chosen_words):
+        elif chosen.says(words) or words[-1:] in heads:
             why = "the style phrase already says it"
         elif facet in ("light", "palette") and facet in facets_taken:
             why = f"one {facet} is enough"
-        elif media.search(list(words)) is not None and has_medium:
-            why = (f"the prompt names its own medium ({prompt_media[0]!r})" if prompt_media
-                   else "the style phrase already has a medium")
-        elif count(", ".join([*style.items, item])) > budget:
-            why = f"over the style budget of {budget} tokens"
+        elif facet == "palette" and palette_said:
+            why = f"the prompt names its own colours ({palette_said!r})"
+        elif facet == "medium" and look_said:
+            why = f"the prompt asks for a {look_said} look"
+        else:
+            names_medium = media.search(words) is not None
+            if names_medium and has_medium:
+                why = (f"the prompt names its own medium ({prompt_media[0]!r})" if prompt_media
+                       else "the style phrase already has a medium")
         if why is not None:
             style.left_out.append((item, why))
             continue
+        length += cost
         style.items.append(item)
-        chosen_words.append(words)
+        chosen.add(words)
+        heads.add(words[-1:])
         facets_taken.add(facet)
-        has_medium = has_medium or media.search(list(words)) is not None
+        has_medium = has_medium or names_medium
     return style

@@ -24,12 +24,15 @@ from bridge.recipe import Recipe
 from bridge.rules import stages
 from bridge.rules.artists import ArtistIndex
 from bridge.rules.knowledge import RULES_DIR, KnowledgeBase, NegativeDefault, Rule, is_disabled
-from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, fold_accents, variant_key
+from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, fold_accents, normalize, variant_key
 from bridge.rules.stages import phrase_key
 from bridge.syntax import Prompt, PromptSyntaxError, attention, parse
 from bridge.translation import Change, Translation, TranslationOptions
 
 __all__ = ["EmptyPromptError", "RulesTranslator", "Work"]
+
+
+_VARIANT_MARKS = re.compile(r"[\d\-_.!?;:'\"\u201c\u201d\u2018\u2019]")
 
 
 class EmptyPromptError(ValueError):
@@ -146,7 +149,17 @@ class Plan:
     medium_family: dict[str, str]  # each of them (as media.find gives it) -> its family ("photo", "painting", ...)
     subjects: dict[str, PhraseSet]  # kind of subject -> the words that show it
     style_budget: int  # CLIP tokens the artists' style phrase may take
+    own_palette: PhraseSet  # words with which a prompt names its own colours: no artist palette then
+    own_look: PhraseSet  # words with which a prompt asks for a realistic look: no artist medium then
     unchanged_phrases: Memo = field(default_factory=Memo)  # plain phrases the phrase stage leaves alone
+
+    def magic(self, phrase: str) -> Rule | None:
+        """The magic-word rule a phrase is, if any: looked up as written (lower case), then by its variant key when
+        it holds what the key changes (digits, hyphens, punctuation, quotes)."""
+        rule = self.phrase_index.get(normalize(phrase))
+        if rule is None and _VARIANT_MARKS.search(phrase) is not None:
+            rule = self.phrase_index.get(variant_key(phrase))
+        return rule
 
 
 def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
@@ -155,7 +168,12 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
     plan_stages = [(s, rules) for s, rules in plan_stages if rules]
     kinds = {r.kind for r in enabled}
 
-    phrase_index = {variant_key(m): r for r in enabled if r.kind == "phrase" for m in r.params["match"]}
+    phrase_index = {}  # each match phrase, lower case and by its variant key
+    for rule in (r for r in enabled if r.kind == "phrase"):
+        for match in rule.params["match"]:
+            phrase_index.setdefault(variant_key(match), rule)
+    phrase_index.update({normalize(m): r for r in enabled if r.kind == "phrase" for m in r.params["match"]
+                         if normalize(m) not in phrase_index})
     artists = ArtistIndex([a for a in kb.artists.values() if "artist" in kinds
                            and not is_disabled(a.rule_id, options.disable)])
 
@@ -199,12 +217,13 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
         for word in words:
             medium_family.setdefault(media.found_as(word), family)
     subjects = {kind: PhraseSet(words) for kind, words in kb.subjects.items()}
+    artist_params = next((r.params for r in enabled if r.kind == "artist"), {})
     style_budget = options.style_budget
     if style_budget is None:
-        style_budget = next((int(r.params.get("style_budget", DEFAULT_STYLE_BUDGET)) for r in enabled
-                             if r.kind == "artist"), DEFAULT_STYLE_BUDGET)
+        style_budget = int(artist_params.get("style_budget", DEFAULT_STYLE_BUDGET))
     return Plan(plan_stages, phrase_index, artists, embedding_pattern, tuple(sorted(names)), mapping, negatives, weak,
-                literals, weak_starts, negative_starts, weak_unfiltered, media, medium_family, subjects, style_budget)
+                literals, weak_starts, negative_starts, weak_unfiltered, media, medium_family, subjects, style_budget,
+                PhraseSet(artist_params.get("own_palette", [])), PhraseSet(artist_params.get("own_look", [])))
 
 
 DEFAULT_STYLE_BUDGET = 10  # CLIP tokens: about three short facets, so several artists never bury the subject
@@ -360,6 +379,16 @@ class Work:
     def _user_words(self) -> tuple[str, Words]:
         folded = fold_accents(self.recipe.prompt).lower()
         return folded, PhraseSet.words(folded)
+
+    @cached_property
+    def user_chunks(self) -> int | None:
+        """How many 75-token chunks A1111 encodes the user's prompt in (None when A1111 would reject it)."""
+        from bridge.tokens import chunk_count
+
+        try:
+            return chunk_count(self.recipe.prompt)
+        except PromptSyntaxError:
+            return None
 
     def user_words(self) -> tuple[str, Words]:
         """The user's positive prompt as written (before any stage), matched like :meth:`prompt_words`: what the

@@ -19,8 +19,8 @@ from functools import cached_property, lru_cache
 
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
-__all__ = ["DROP", "KEEP", "Phrase", "PhraseSet", "Words", "containers", "contains_words", "edit_phrases",
-           "fold_accents", "items_text", "normalize", "says", "variant_key"]
+__all__ = ["DROP", "KEEP", "Phrase", "PhraseSet", "Said", "Words", "containers", "edit_phrases", "fold_accents",
+           "items_text", "normalize", "phrase_words", "variant_key"]
 
 Item = str | Node
 KEEP = None  # callback result: leave the phrase as it is
@@ -55,6 +55,12 @@ class PhraseSet:
     def words(text: str) -> Words:
         """``text`` cut into the words phrases are matched on; pass the result to ``find``/``search`` to cut once."""
         return Words(_WORD_TOKEN.findall(text.lower()))
+
+    @staticmethod
+    @lru_cache(maxsize=1 << 12)
+    def fixed_words(text: str) -> tuple[str, ...]:
+        """``words`` of a text that comes back again and again (a knowledge phrase), remembered."""
+        return tuple(_WORD_TOKEN.findall(text.lower()))
 
     def find(self, text: str | list[str]) -> list[str]:
         """The phrases present in ``text`` (as given to the constructor), longest match first at each position;
@@ -92,6 +98,21 @@ class PhraseSet:
         return found[0] if found else None
 
 
+_SEPARATOR_WORDS = frozenset(",.;!?|+()[]")
+
+
+def phrase_words(words: list[str]) -> list[tuple[str, ...]]:
+    """The words of ``PhraseSet.words`` cut into phrases at separators (``, . ; ! ? | +`` and brackets)."""
+    phrases: list[tuple[str, ...]] = []
+    start = 0
+    for i, word in enumerate(words):
+        if word in _SEPARATOR_WORDS:
+            phrases.append(tuple(words[start:i]))
+            start = i + 1
+    phrases.append(tuple(words[start:]))
+    return phrases
+
+
 class Words(list):
     """The words of a text (``PhraseSet.words``), searched by several phrase sets: the set of them is made once."""
 
@@ -100,25 +121,35 @@ class Words(list):
         return frozenset(self)
 
 
-def contains_words(words: Sequence[str], part: Sequence[str]) -> bool:
-    """Whether ``part`` occurs in ``words`` as a run of whole words."""
-    n = len(part)
-    if not n or n > len(words):
-        return False
-    first, part = part[0], tuple(part)
-    return any(words[i] == first and tuple(words[i:i + n]) == part for i in range(len(words) - n + 1))
+class Said:
+    """What a prompt already says, phrase by phrase (each as its words): new words repeat it when a phrase holds
+    them, when they hold a whole phrase ("epic fantasy" where the prompt says "fantasy"), or when they share two
+    words in a row with a phrase ("french science fiction" beside "science fiction poster")."""
 
+    def __init__(self, phrases: Iterable[Sequence[str]] = ()):
+        self.keys: set[str] = set()  # " word word " per phrase
+        self.pairs: set[tuple[str, str]] = set()
+        self._joined: str | None = None
+        for phrase in phrases:
+            self.add(phrase)
 
-def says(phrases: Iterable[Sequence[str]], words: Sequence[str]) -> bool:
-    """Whether a prompt's ``phrases`` (each as its words) already say what ``words`` would add: a phrase holds them,
-    they hold a whole phrase ("epic fantasy" when the prompt says "fantasy"), or the two share two words in a row
-    ("french science fiction" beside "science fiction poster")."""
-    pairs = set(itertools.pairwise(words))
-    for phrase in phrases:
-        if phrase and (contains_words(phrase, words) or contains_words(words, phrase)
-                       or (pairs and not pairs.isdisjoint(itertools.pairwise(phrase)))):
+    def add(self, words: Sequence[str]) -> None:
+        if words:
+            self.keys.add(" " + " ".join(words) + " ")
+            self.pairs.update(itertools.pairwise(words))
+            self._joined = None
+
+    def says(self, words: Sequence[str]) -> bool:
+        if not words:
+            return False
+        if not self.pairs.isdisjoint(itertools.pairwise(words)):
             return True
-    return False
+        if self._joined is None:
+            self._joined = "\n".join(self.keys)
+        if " " + " ".join(words) + " " in self._joined:
+            return True
+        n = len(words)
+        return any(" " + " ".join(words[i:j]) + " " in self.keys for i in range(n) for j in range(i + 1, n + 1))
 
 
 def fold_accents(text: str) -> str:

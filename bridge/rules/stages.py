@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from bridge.rules.artists import compose_style
@@ -24,14 +25,13 @@ from bridge.rules.phrases import (
     Item,
     Phrase,
     PhraseSet,
+    Said,
     Words,
     containers,
-    contains_words,
     edit_phrases,
     fold_accents,
     normalize,
-    says,
-    variant_key,
+    phrase_words,
 )
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, escape, format_weight, parse, render
 
@@ -167,7 +167,7 @@ class _Phrases:
         plain = phrase.plain
         if plain is None:
             return self.mixed(phrase)
-        rule = self.plan.phrase_index.get(variant_key(plain))
+        rule = self.plan.magic(plain)
         if rule is not None:
             new = self.magic(rule, phrase.text, plain)
             return KEEP if new is None else (DROP if new == "" else phrase.replaced(new))
@@ -200,10 +200,10 @@ class _Phrases:
 
     def piece(self, text: str) -> str | None:
         """The new text of one plain phrase (escapes aside): None to keep it, "" to drop it."""
-        rule = self.plan.phrase_index.get(variant_key(text))
+        rule = self.plan.magic(text)
         if rule is not None:
             return self.magic(rule, text, normalize(text))
-        if not self.plan.artists or text in self.plan.unchanged_phrases:
+        if not self.plan.artists:
             return None
         return self.artists(text, remember=True)
 
@@ -216,10 +216,11 @@ class _Phrases:
         if action != "replace":
             return None
         replacement = rule.params["replacement"]
-        if self.present is None:  # the user's phrases, as words, by variant key
-            self.present = [tuple(PhraseSet.words(p)) for p in _ANY_SEPARATOR.split(fold_accents(work.recipe.prompt).lower())]
-        own, words = tuple(PhraseSet.words(plain)), tuple(PhraseSet.words(replacement.lower()))
-        if says((w for w in self.present if not contains_words(w, own)), words):
+        if self.present is None:  # the user's phrases, as words
+            self.present = phrase_words(work.user_words()[1])
+        own, words = " " + " ".join(PhraseSet.words(plain)) + " ", PhraseSet.fixed_words(replacement)
+        # the phrase being replaced says the replacement itself ("trending on artstation" -> "artstation")
+        if Said(w for w in self.present if own not in " " + " ".join(w) + " ").says(words):
             work.record(rule, before, "", f"{rule.reason} (the prompt already says {replacement!r})")
             return ""
         clash = self.medium_clash(replacement, plain)
@@ -264,7 +265,7 @@ class _Phrases:
             self.described.setdefault(edit.artist.name, edit.artist)
             self.work.record(edit.artist.rule_id, edit.written, edit.after, edit.reason, edit.artist.fact)
         new = rewrite.text
-        rule = self.plan.phrase_index.get(variant_key(new)) if new else None
+        rule = self.plan.magic(new) if new else None
         if rule is not None:  # what is left is a magic word: "trending on artstation by X" -> "trending on artstation"
             magic = self.magic(rule, new, normalize(new))
             new = new if magic is None else magic
@@ -291,7 +292,8 @@ def phrases(work: Work, rules: list[Rule]) -> None:
 def _phrase_pass(work: Work, rules: list[Rule], *, grow: bool) -> _Phrases:
     run = _Phrases(work, rules, grow=grow)
     # plain text already seen to need no change is skipped: libraries repeat their phrases
-    touched = {id(container) for container in containers(work.prompt) if edit_phrases(container, run.edit)}
+    touched = {id(container) for container in containers(work.prompt)
+               if edit_phrases(container, run.edit, work.plan.unchanged_phrases)}
     touched.difference_update(id(clause.children) for clause in work.prompt.clauses)
     _prune_emptied_groups(work.prompt, touched)
     if run.slot_placed:
@@ -305,9 +307,10 @@ def _fill_style_slot(work: Work, run: _Phrases) -> None:
     plan = work.plan
     text = str(work.prompt)
     folded = fold_accents(text.replace(STYLE_SLOT, ",")).lower()
-    phrases = {tuple(PhraseSet.words(p)) for p in _ANY_SEPARATOR.split(folded)}
-    style = compose_style(run.described.values(), PhraseSet.words(folded), prompt_phrases=phrases,
+    words = PhraseSet.words(folded)
+    style = compose_style(run.described.values(), words, prompt_phrases=phrase_words(words),
                           media=plan.media, families=plan.medium_family, subjects=plan.subjects,
+                          own_palette=plan.own_palette, own_look=plan.own_look,
                           budget=plan.style_budget, count=_count_tokens)
     items = list(style.items)
     while True:
@@ -344,13 +347,13 @@ def _with_style(text: str, style: str) -> str:
     return text[: before.start()] + text[end:]
 
 
-_ANY_SEPARATOR = re.compile(r"[,.;!?|+()\[\]]")
 _OPEN_BEFORE = re.compile(r"(?<!\\)[(\[][ \t]*$")
 _CLOSE_AFTER = re.compile(r"[ \t]*(?::[ \t]*[\d.]+[ \t]*)?[)\]]")
 _SEPARATOR_AFTER = re.compile(r"[ \t]*[,.;!?|+][ \t]*")
 _SEPARATOR_BEFORE = re.compile(r"[ \t]*[,.;!?|+]?[ \t]*$")
 
 
+@lru_cache(maxsize=1 << 12)  # the knowledge's facets and replacements come back prompt after prompt
 def _count_tokens(text: str) -> int:
     from bridge.tokens import count_tokens
 
@@ -359,10 +362,13 @@ def _count_tokens(text: str) -> int:
 
 def _spills(work: Work, text: str | None = None) -> bool:
     """Whether the prompt (or ``text``) needs more of A1111's 75-token chunks than the user's prompt did."""
-    from bridge.tokens import chunk_count
+    from bridge.tokens import chunk_count, overflows
 
+    text = str(work.prompt) if text is None else text
     try:
-        return chunk_count(str(work.prompt) if text is None else text) > chunk_count(work.recipe.prompt)
+        if not overflows(text):  # every run fits in one chunk (the tokens stage asks the same of the final prompt)
+            return False
+        return work.user_chunks is not None and chunk_count(text) > work.user_chunks
     except PromptSyntaxError:
         return False
 
