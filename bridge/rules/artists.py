@@ -18,6 +18,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from bridge.rules.knowledge import Artist
 from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Said, Words, normalize
@@ -27,6 +28,7 @@ __all__ = ["ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style", "na
 _MARKER = re.compile(r"(?<!\S)(?:(?:in the style of|style of|inspired by|by)\s+)+", re.IGNORECASE)
 _ONE_MARKER = re.compile(r"(?:in the style of|style of|inspired by|by)$", re.IGNORECASE)
 _WORD = re.compile(r"[^\s,&]+")
+_PUNCTUATION = re.compile(r"[^\w\s]")
 _NAME_WORD = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
 _CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*[&+]\s*", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
@@ -106,10 +108,12 @@ class ArtistIndex:
 
     def rewrite_text(self, text: str) -> Rewrite:
         """``text`` (one phrase, plain) with its artists rewritten."""
-        if self.first_words.isdisjoint(_NAME_WORDS.findall(text.lower())):
-            return _NOTHING  # no word (between spaces, commas and ampersands) starts a known name
         done = self._rewritten.get(text)
         if done is None:
+            lowered = text.lower()
+            if self.first_words.isdisjoint(lowered.split()) and (
+                    _PUNCTUATION.search(lowered) is None or self.first_words.isdisjoint(_NAME_WORDS.findall(lowered))):
+                return _NOTHING  # no word starts a known name (words cut at spaces, then at punctuation if any)
             done = self._rewrite(text)
             if len(text) <= LONGEST_REMEMBERED:
                 if len(self._rewritten) >= self.MAX_REMEMBERED:
@@ -272,16 +276,15 @@ class Style:
         return ", ".join(self.items)
 
 
-def compose_style(artists: Iterable[Artist], prompt_words: Words, *, prompt_phrases: Iterable[tuple[str, ...]] = (),
-                  media: PhraseSet, families: dict[str, str], subjects: dict[str, PhraseSet], budget: int,
+def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: PhraseSet, families: dict[str, str], subjects: dict[str, PhraseSet], budget: int,
                   count: Callable[[str], int], own_palette: PhraseSet | None = None,
                   own_look: PhraseSet | None = None) -> Style:
     """Merge the facets of ``artists`` (in the order the prompt named them) into one style phrase.
 
     Candidates come in this priority: the first artist's medium, each artist's first style, one light, one palette,
     the subject features whose subject the prompt shows, then the remaining styles. A candidate is left out when the
-    prompt already says it (:class:`Said`, over ``prompt_phrases``, each as words), when it names a medium and the
-    prompt or the phrase already has one, when it
+    prompt already says it (:class:`Said`), when it names a medium and the prompt or the phrase already has one, when
+    it
     repeats a chosen item or its head word ("ethereal fantasy" after "epic fantasy"), or when it would take the
     phrase past ``budget`` CLIP tokens (``count``). An
     artist whose medium is of another family than every medium the prompt names (a painter in a photo prompt) gives
@@ -293,7 +296,7 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, prompt_phra
     prompt_media = media.find(prompt_words)
     prompt_families = {families[m] for m in prompt_media}
     style = Style()
-    said, chosen, heads = Said(prompt_phrases), Said(), set()
+    said, chosen, heads = Said(prompt_words), Said(), set()
     length = 0  # CLIP tokens of the items chosen, with the commas between them
     palette_said = own_palette.search(prompt_words) if own_palette else None
     look_said = own_look.search(prompt_words) if own_look else None
@@ -310,10 +313,13 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, prompt_phra
     candidates += [(a.style[0], "style") for a in styled if a.style]
     candidates += [(a.light, "light") for a in artists if a.light]
     candidates += [(a.palette, "palette") for a in artists if a.palette]
+    shown: dict[str, bool] = {}  # kind of subject -> whether the prompt shows one
     for artist in artists:
         for phrase, kind in artist.subject_features:
-            shows = subjects.get(kind)
-            if shows is not None and shows.search(prompt_words) is not None:
+            if kind not in shown:
+                shows = subjects.get(kind)
+                shown[kind] = shows is not None and shows.search(prompt_words) is not None
+            if shown[kind]:
                 candidates.append((phrase, "subject"))
     candidates += [(s, "style") for a in styled for s in a.style[1:]]
 
@@ -337,7 +343,7 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, prompt_phra
         elif facet == "medium" and look_said:
             why = f"the prompt asks for a {look_said} look"
         else:
-            names_medium = media.search(words) is not None
+            names_medium = _names_medium(media, words)
             if names_medium and has_medium:
                 why = (f"the prompt names its own medium ({prompt_media[0]!r})" if prompt_media
                        else "the style phrase already has a medium")
@@ -351,3 +357,8 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, prompt_phra
         facets_taken.add(facet)
         has_medium = has_medium or names_medium
     return style
+
+
+@lru_cache(maxsize=1 << 12)  # the same facets, with the plan's same media, prompt after prompt
+def _names_medium(media: PhraseSet, words: tuple[str, ...]) -> bool:
+    return media.search(list(words)) is not None

@@ -377,6 +377,8 @@ class Work:
 
     @cached_property
     def _user_words(self) -> tuple[str, Words]:
+        if self.recipe.prompt == str(self.prompt):  # nothing changed (yet): the words are the prompt's own
+            return self.prompt_words()
         folded = fold_accents(self.recipe.prompt).lower()
         return folded, PhraseSet.words(folded)
 

@@ -122,34 +122,32 @@ class Words(list):
 
 
 class Said:
-    """What a prompt already says, phrase by phrase (each as its words): new words repeat it when a phrase holds
-    them, when they hold a whole phrase ("epic fantasy" where the prompt says "fantasy"), or when they share two
-    words in a row with a phrase ("french science fiction" beside "science fiction poster")."""
+    """What a prompt already says, for asking whether new words would repeat it: a phrase of it holds them, they hold
+    a whole phrase of it ("epic fantasy" where the prompt says "fantasy"), or they share two words in a row with it
+    ("french science fiction" beside "science fiction poster"). Made from the prompt's words as ``PhraseSet.words``
+    cuts them (separators are words of their own); what a question needs is worked out on the first question."""
 
-    def __init__(self, phrases: Iterable[Sequence[str]] = ()):
-        self.keys: set[str] = set()  # " word word " per phrase
-        self.pairs: set[tuple[str, str]] = set()
-        self._joined: str | None = None
-        for phrase in phrases:
-            self.add(phrase)
+    def __init__(self, words: Iterable[str] = ()):
+        self.words = list(words)
+        self._pairs: set[tuple[str, str]] | None = None
+        self._joined = self._keys = None
 
     def add(self, words: Sequence[str]) -> None:
-        if words:
-            self.keys.add(" " + " ".join(words) + " ")
-            self.pairs.update(itertools.pairwise(words))
-            self._joined = None
+        self.words += [",", *words]
+        self._pairs = self._joined = self._keys = None
 
     def says(self, words: Sequence[str]) -> bool:
         if not words:
             return False
-        if not self.pairs.isdisjoint(itertools.pairwise(words)):
+        if self._pairs is None:
+            self._pairs = set(itertools.pairwise(self.words))
+            self._joined = " " + " ".join(self.words) + " "
+        if not self._pairs.isdisjoint(itertools.pairwise(words)) or " " + " ".join(words) + " " in self._joined:
             return True
-        if self._joined is None:
-            self._joined = "\n".join(self.keys)
-        if " " + " ".join(words) + " " in self._joined:
-            return True
+        if self._keys is None:
+            self._keys = {" " + " ".join(p) + " " for p in phrase_words(self.words)}
         n = len(words)
-        return any(" " + " ".join(words[i:j]) + " " in self.keys for i in range(n) for j in range(i + 1, n + 1))
+        return any(" " + " ".join(words[i:j]) + " " in self._keys for i in range(n) for j in range(i + 1, n + 1))
 
 
 def fold_accents(text: str) -> str:
@@ -250,7 +248,7 @@ class Phrase:
         return [escape(new_text)]
 
 
-_SENTENCE_BREAK = re.compile(r"[.;!?]+(?=\s|$)|(?<=\s)[.;!?]+(?=[^\W\d_])|(?:(?<=\s)|^)[|+](?=\s|$)")
+_MARKS = re.compile(r",|[.;!?]+|[|+]")  # where a separator may be: each is checked by _is_break
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "jr", "sr", "vs", "no", "vol", "ft", "fig", "inc",
                             "ltd", "co", "feat", "ca", "approx", "ver"})
 _WORD_BEFORE = re.compile(r"(\S?)\s*(\w+)$")
@@ -258,24 +256,34 @@ _WORD_BEFORE = re.compile(r"(\S?)\s*(\w+)$")
 
 def _cut(text: str) -> tuple[list[str], list[str]]:
     """The pieces of one run of text between separators, and the separators."""
-    if _SENTENCE_BREAK.search(text) is None:
+    if _SENTENCE_MARKS.search(text) is None:  # commas only: the common case
         pieces = text.split(",")
         return pieces, [","] * (len(pieces) - 1)
     pieces, seps = [], []
     last = 0
-    for part in text.split(","):
-        if seps or pieces:
-            seps.append(",")
-        start = last
-        for m in _SENTENCE_BREAK.finditer(text, start, start + len(part)):
-            if m.group() == "." and _initial_or_abbreviation(text, m.start()):
-                continue
-            pieces.append(text[start:m.start()])
-            seps.append(m.group())
-            start = m.end()
-        pieces.append(text[start:last + len(part)])
-        last += len(part) + 1
+    for m in _MARKS.finditer(text):
+        if m.group() != "," and not _is_break(text, m.start(), m.end()):
+            continue
+        pieces.append(text[last:m.start()])
+        seps.append(m.group())
+        last = m.end()
+    pieces.append(text[last:])
     return pieces, seps
+
+
+_SENTENCE_MARKS = re.compile(r"[.;!?|+]")
+
+
+def _is_break(text: str, start: int, end: int) -> bool:
+    """Whether the marks ``text[start:end]`` end a phrase: sentence punctuation before a space or the end (or after a
+    space and before a word: "masterpiece .intricate"), a ``|`` or ``+`` between spaces; not the full stop of an
+    initial or an abbreviation, nor a decimal point DiffusionDB spaced out."""
+    before, after = text[start - 1:start], text[end:end + 1]
+    if text[start] in "|+":
+        return (not before or before.isspace()) and (not after or after.isspace())
+    if after and not after.isspace() and not (before.isspace() and after.isalpha()):
+        return False
+    return text[start:end] != "." or not _initial_or_abbreviation(text, start)
 
 
 def _initial_or_abbreviation(text: str, at: int) -> bool:

@@ -152,7 +152,7 @@ class _Phrases:
     def __init__(self, work: Work, rules: list[Rule], *, grow: bool):
         self.work, self.plan, self.grow = work, work.plan, grow
         self.artist_rule = next((r for r in rules if r.kind == "artist"), None)
-        self.present: list[tuple[str, ...]] | None = None  # the phrases said (as words), on the first replacement
+        self.present: Said | None = None  # what the prompt says, on the first replacement
         self.other_media: list[str] | None = None
         self.named: dict[str, Artist] = {}  # every artist the prompt names, in order (by name)
         self.described: dict[str, Artist] = {}  # those whose style is described
@@ -216,11 +216,10 @@ class _Phrases:
         if action != "replace":
             return None
         replacement = rule.params["replacement"]
-        if self.present is None:  # the user's phrases, as words
-            self.present = phrase_words(work.user_words()[1])
-        own, words = " " + " ".join(PhraseSet.words(plain)) + " ", PhraseSet.fixed_words(replacement)
-        # the phrase being replaced says the replacement itself ("trending on artstation" -> "artstation")
-        if Said(w for w in self.present if own not in " " + " ".join(w) + " ").says(words):
+        if self.present is None:  # the user's words
+            self.present = Said(work.user_words()[1])
+        words = PhraseSet.fixed_words(replacement)
+        if self.present.says(words) and self._others(plain).says(words):
             work.record(rule, before, "", f"{rule.reason} (the prompt already says {replacement!r})")
             return ""
         clash = self.medium_clash(replacement, plain)
@@ -232,10 +231,17 @@ class _Phrases:
             work.record(rule, before, "", f"{rule.reason} (dropped, not replaced: {replacement!r} would make A1111 "
                                           "split a prompt that fitted its 75-token chunks)")
             return ""
-        self.present.append(words)
+        self.present.add(words)
         self.grew = True
         work.record(rule, before, replacement)
         return replacement
+
+    def _others(self, plain: str) -> Said:
+        """What the prompt says besides the phrase being replaced, which may say the replacement itself ("trending on
+        artstation" -> "artstation")."""
+        own = " " + " ".join(PhraseSet.words(plain)) + " "
+        kept = [p for p in phrase_words(self.present.words) if own not in " " + " ".join(p) + " "]
+        return Said(word for phrase in kept for word in (*phrase, ","))
 
     def medium_clash(self, replacement: str, plain: str) -> str | None:
         """A medium word of the prompt (outside this phrase) that the replacement's medium would fight, if any."""
@@ -308,7 +314,7 @@ def _fill_style_slot(work: Work, run: _Phrases) -> None:
     text = str(work.prompt)
     folded = fold_accents(text.replace(STYLE_SLOT, ",")).lower()
     words = PhraseSet.words(folded)
-    style = compose_style(run.described.values(), words, prompt_phrases=phrase_words(words),
+    style = compose_style(run.described.values(), words,
                           media=plan.media, families=plan.medium_family, subjects=plan.subjects,
                           own_palette=plan.own_palette, own_look=plan.own_look,
                           budget=plan.style_budget, count=_count_tokens)
@@ -544,7 +550,8 @@ def negative(work: Work, rules: list[Rule]) -> None:
     # A default phrase the prompt asks for ("3d render" for a 3d render, "b&w" for a black and white photo, "text" for
     # a sign) is left out, whether the user wrote it or the bridge did: the two would cancel out.
     asked: dict[str, str] = {}  # phrase key -> the wording that asks for it
-    for found in (*chosen.finder.find(words), *chosen.finder.find(work.prompt_words()[1])):
+    final = work.prompt_words()[1]
+    for found in (*chosen.finder.find(words), *(chosen.finder.find(final) if final is not words else ())):
         for key in chosen.asked_as[found]:
             asked.setdefault(key, found)
     if not present and not asked:
