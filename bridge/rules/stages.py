@@ -368,15 +368,13 @@ def _count_tokens(text: str) -> int:
 
 def _spills(work: Work, text: str | None = None) -> bool:
     """Whether the prompt (or ``text``) needs more of A1111's 75-token chunks than the user's prompt did."""
-    from bridge.tokens import chunk_count, overflows
+    from bridge.tokens import chunk_count
 
-    text = str(work.prompt) if text is None else text
     try:
-        if not overflows(text):  # every run fits in one chunk (the tokens stage asks the same of the final prompt)
-            return False
-        return work.user_chunks is not None and chunk_count(text) > work.user_chunks
+        chunks = chunk_count(str(work.prompt) if text is None else text)
     except PromptSyntaxError:
         return False
+    return chunks > 1 and work.user_chunks is not None and chunks > work.user_chunks
 
 
 def _prune_emptied_groups(prompt: Prompt, touched: set[int]) -> None:
