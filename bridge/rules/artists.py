@@ -32,6 +32,7 @@ _PUNCTUATION = re.compile(r"[^\w\s]")
 _NAME_WORD = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
 _CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*[&+]\s*", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
+_MARKER_BEFORE = re.compile(r"\s*(?<!\S)(?:(?:art\s+)?by|in the style of|style of|inspired by)\s+$", re.IGNORECASE)
 _CONNECTOR_BEFORE = re.compile(r"(?:\s*,|\s+(?:and|&|x|\+)|\s*[&+])\s*$", re.IGNORECASE)
 # Words before a marker that only announce the artist ("art by X"): they go with the marker when nothing else is
 # before it. A medium ("oil painting by X", "concept art by X") is the user's head noun and stays.
@@ -132,9 +133,15 @@ class ArtistIndex:
             return None
         for span in reversed(spans):
             before = _CONNECTOR_BEFORE.search(text, 0, span.start)
-            start, end = (before.start(), span.end) if before else (span.start, span.end)
-            after = None if before else _CONNECTOR.match(text, end)
-            text = text[:start] + text[after.end() if after else end:]
+            after = _CONNECTOR.match(text, span.end)
+            if before is not None:  # "X and Y" -> "X"
+                start, end = before.start(), span.end
+            elif after is not None:  # "by Y and X" -> "by X"
+                start, end = span.start, after.end()
+            else:  # "tattoos by Y" -> "tattoos": a marker with nothing after it goes too
+                marker = _MARKER_BEFORE.search(text, 0, span.start)
+                start, end = (marker.start() if marker else span.start), span.end
+            text = text[:start] + text[end:]
         return text, tuple(ArtistEdit(a, written) for span in spans for written, a in span.names if a is not None)
 
     def _name_at(self, text: str, start: int) -> tuple[Artist, int] | None:
