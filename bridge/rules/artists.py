@@ -32,8 +32,6 @@ _PUNCTUATION = re.compile(r"[^\w\s]")
 _NAME_WORD = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
 _CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*[&+]\s*", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
-_MARKER_BEFORE = re.compile(r"\s*(?<!\S)(?:(?:art\s+)?by|in the style of|style of|inspired by)\s+$", re.IGNORECASE)
-_CONNECTOR_BEFORE = re.compile(r"(?:\s*,|\s+(?:and|&|x|\+)|\s*[&+])\s*$", re.IGNORECASE)
 # Words before a marker that only announce the artist ("art by X"): they go with the marker when nothing else is
 # before it. A medium ("oil painting by X", "concept art by X") is the user's head noun and stays.
 _ANNOUNCING = frozenset({"art", "artwork", "artworks", "work", "works", "made", "done", "created", "drawn", "painted",
@@ -125,21 +123,22 @@ class ArtistIndex:
     def strip_replaced(self, text: str) -> tuple[str, tuple[ArtistEdit, ...]] | None:
         """``text``, a run of plain text in a phrase that also holds brackets or tags ("and X and Y" in "by (Z) and
         X and Y"), without the names the bridge replaces: each goes with the connector before it, or the one after
-        it when there is none before. None when it has none."""
+        it when there is none before. None when it has none. (Rare: its patterns are compiled on first use.)"""
         if self.first_words.isdisjoint(_NAME_WORDS.findall(text.lower())):
             return None
         spans = self._anywhere(text, outside=[])
         if not spans:
             return None
         for span in reversed(spans):
-            before = _CONNECTOR_BEFORE.search(text, 0, span.start)
+            before = re.search(r"(?i)(?:\s*,|\s+(?:and|&|x|\+)|\s*[&+])\s*$", text[:span.start])
             after = _CONNECTOR.match(text, span.end)
             if before is not None:  # "X and Y" -> "X"
                 start, end = before.start(), span.end
             elif after is not None:  # "by Y and X" -> "by X"
                 start, end = span.start, after.end()
             else:  # "tattoos by Y" -> "tattoos": a marker with nothing after it goes too
-                marker = _MARKER_BEFORE.search(text, 0, span.start)
+                marker = re.search(r"(?i)\s*(?<!\S)(?:(?:art\s+)?by|in the style of|style of|inspired by)\s+$",
+                                   text[:span.start])
                 start, end = (marker.start() if marker else span.start), span.end
             text = text[:start] + text[end:]
         return text, tuple(ArtistEdit(a, written) for span in spans for written, a in span.names if a is not None)

@@ -340,23 +340,19 @@ def _with_style(text: str, style: str) -> str:
     """``text`` with the style slot filled, or taken out with its separator when there is no style."""
     if style:
         return text.replace(STYLE_SLOT, escape(style), 1)
+    # (rare: these patterns are compiled on first use, not at import)
     at, end = text.index(STYLE_SLOT), text.index(STYLE_SLOT) + len(STYLE_SLOT)
     while True:  # brackets around nothing but the slot go with it: "(by X:1.2)" leaves no "()"
-        before, after = _OPEN_BEFORE.search(text, 0, at), _CLOSE_AFTER.match(text, end)
+        before = re.search(r"(?<!\\)[(\[][ \t]*$", text[:at])
+        after = re.match(r"[ \t]*(?::[ \t]*[\d.]+[ \t]*)?[)\]]", text[end:])
         if before is None or after is None:
             break
-        at, end = before.start(), after.end()
-    after = _SEPARATOR_AFTER.match(text, end)
+        at, end = before.start(), end + after.end()
+    after = re.match(r"[ \t]*[,.;!?|+][ \t]*", text[end:])
     if after is not None:
-        return text[:at] + text[after.end():]
-    before = _SEPARATOR_BEFORE.search(text, 0, at)
+        return text[:at] + text[end + after.end():]
+    before = re.search(r"[ \t]*[,.;!?|+]?[ \t]*$", text[:at])
     return text[: before.start()] + text[end:]
-
-
-_OPEN_BEFORE = re.compile(r"(?<!\\)[(\[][ \t]*$")
-_CLOSE_AFTER = re.compile(r"[ \t]*(?::[ \t]*[\d.]+[ \t]*)?[)\]]")
-_SEPARATOR_AFTER = re.compile(r"[ \t]*[,.;!?|+][ \t]*")
-_SEPARATOR_BEFORE = re.compile(r"[ \t]*[,.;!?|+]?[ \t]*$")
 
 
 @lru_cache(maxsize=1 << 12)  # the knowledge's facets and replacements come back prompt after prompt
@@ -412,21 +408,19 @@ def _prune_emptied_groups(prompt: Prompt, touched: set[int]) -> None:
                 kept.append(item)
         if len(kept) == len(phrase.core):
             return KEEP
-        # "X and (Y) and (Z)" with Y and Z gone: no "and and", no "and" left at either end
-        kept = [_DOUBLED_AND.sub("", i) if isinstance(i, str) else i for i in kept]
+        # "X and (Y) and (Z)" with Y and Z gone: no "and and", no "and" left at either end (rare: the patterns are
+        # compiled on first use)
+        kept = [re.sub(r"(?i)(?<!\S)(?:and|&)\s+(?=(?:and|&)(?!\S))", "", i) if isinstance(i, str) else i for i in kept]
         if kept and isinstance(kept[-1], str):
-            kept[-1] = _TRAILING_AND.sub("", kept[-1])
+            kept[-1] = re.sub(r"(?i)\s*(?<!\S)(?:and|&)\s*$", "", kept[-1])
         if kept and isinstance(kept[0], str):
-            kept[0] = _LEADING_AND.sub("", kept[0])
+            kept[0] = re.sub(r"(?i)^\s*(?:and|&)(?!\S)\s*", "", kept[0])
         return _tidy(kept) if _has_content(kept) else DROP
 
     for container in containers(prompt):
         edit_phrases(container, edit)
 
 
-_DOUBLED_AND = re.compile(r"(?<!\S)(?:and|&)\s+(?=(?:and|&)(?!\S))", re.IGNORECASE)
-_TRAILING_AND = re.compile(r"\s*(?<!\S)(?:and|&)\s*$", re.IGNORECASE)
-_LEADING_AND = re.compile(r"^\s*(?:and|&)(?!\S)\s*", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------------------------
