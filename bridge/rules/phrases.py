@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -129,20 +130,33 @@ class Said:
 
     def __init__(self, words: Iterable[str] = ()):
         self.words = list(words)
-        self._pairs: set[tuple[str, str]] | None = None
-        self._joined = self._keys = None
+        self._runs: dict[int, Counter[tuple[str, ...]]] = {}  # n -> every run of n words (n-grams), counted
+        self._keys: set[str] | None = None
 
     def add(self, words: Sequence[str]) -> None:
+        start = len(self.words)
         self.words += [",", *words]
-        self._pairs = self._joined = self._keys = None
+        for n, runs in self._runs.items():  # the new runs only: adding stays linear
+            runs.update(zip(*(self.words[max(0, start - n + 1) + i:] for i in range(n))))
+        if self._keys is not None:
+            self._keys.add(" " + " ".join(words) + " ")
+
+    def count(self, words: tuple[str, ...]) -> int:
+        """How often ``words`` occur as a run."""
+        n = len(words)
+        runs = self._runs.get(n)
+        if runs is None:  # worked out once per length: a question costs the same however long the prompt is
+            runs = self._runs[n] = Counter(zip(*(self.words[i:] for i in range(n))))
+        return runs[words]
+
+    def _has_run(self, words: tuple[str, ...]) -> bool:
+        return self.count(words) > 0
 
     def says(self, words: Sequence[str]) -> bool:
+        words = tuple(words)
         if not words:
             return False
-        if self._pairs is None:
-            self._pairs = set(itertools.pairwise(self.words))
-            self._joined = " " + " ".join(self.words) + " "
-        if not self._pairs.isdisjoint(itertools.pairwise(words)) or " " + " ".join(words) + " " in self._joined:
+        if self._has_run(words) or (len(words) > 1 and any(self._has_run(pair) for pair in itertools.pairwise(words))):
             return True
         if self._keys is None:
             self._keys = {" " + " ".join(p) + " " for p in phrase_words(self.words)}
@@ -289,7 +303,7 @@ def _is_break(text: str, start: int, end: int) -> bool:
 def _initial_or_abbreviation(text: str, at: int) -> bool:
     """Whether the full stop at ``at`` ends an initial ("h.r.", "j. c.") or an abbreviation ("dr.", "st."), or is
     a decimal point DiffusionDB spaced out ("f 1. 8")."""
-    before = _WORD_BEFORE.search(text, 0, at)
+    before = _WORD_BEFORE.search(text, max(0, at - 40), at)  # a bounded look back: linear in the text
     if before is None:
         return False
     word = before.group(2).lower()

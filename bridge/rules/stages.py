@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,6 @@ from bridge.rules.phrases import (
     edit_phrases,
     fold_accents,
     normalize,
-    phrase_words,
 )
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, escape, format_weight, parse, render
 
@@ -153,7 +153,7 @@ class _Phrases:
         self.work, self.plan, self.grow = work, work.plan, grow
         self.artist_rule = next((r for r in rules if r.kind == "artist"), None)
         self.present: Said | None = None  # what the prompt says, on the first replacement
-        self.other_media: list[str] | None = None
+        self.other_media: Counter[str] | None = None
         self.named: dict[str, Artist] = {}  # every artist the prompt names, in order (by name)
         self.described: dict[str, Artist] = {}  # those whose style is described
         self.slot_placed = False
@@ -219,7 +219,11 @@ class _Phrases:
         if self.present is None:  # the user's words
             self.present = Said(work.user_words()[1])
         words = PhraseSet.fixed_words(replacement)
-        if self.present.says(words) and self._others(plain).says(words):
+        own = tuple(PhraseSet.words(plain))
+        inside = sum(own[i:i + len(words)] == words for i in range(len(own) - len(words) + 1))
+        # the phrase being replaced may say the replacement itself ("trending on artstation" -> "artstation"): then
+        # the question is whether the rest of the prompt says it too
+        if self.present.count(words) > inside if inside else self.present.says(words):
             work.record(rule, before, "", f"{rule.reason} (the prompt already says {replacement!r})")
             return ""
         clash = self.medium_clash(replacement, plain)
@@ -236,28 +240,18 @@ class _Phrases:
         work.record(rule, before, replacement)
         return replacement
 
-    def _others(self, plain: str) -> Said:
-        """What the prompt says besides the phrase being replaced, which may say the replacement itself ("trending on
-        artstation" -> "artstation")."""
-        own = " " + " ".join(PhraseSet.words(plain)) + " "
-        kept = [p for p in phrase_words(self.present.words) if own not in " " + " ".join(p) + " "]
-        return Said(word for phrase in kept for word in (*phrase, ","))
-
     def medium_clash(self, replacement: str, plain: str) -> str | None:
         """A medium word of the prompt (outside this phrase) that the replacement's medium would fight, if any."""
         media = self.plan.media
         theirs = media.find(replacement.lower())
         if not theirs:
             return None
-        if self.other_media is None:
-            _, words = self.work.user_words()
-            self.other_media = media.find(words)
-        mine = list(self.other_media)
-        for found in media.find(plain):
-            if found in mine:
-                mine.remove(found)
-        families = {self.plan.medium_family[m] for m in theirs}
-        return next((m for m in mine if self.plan.medium_family[m] not in families), None)
+        family = self.plan.medium_family
+        if self.other_media is None:  # how often the prompt names each medium word
+            self.other_media = Counter(media.find(self.work.user_words()[1]))
+        own = Counter(media.find(plain))
+        families = {family[m] for m in theirs}
+        return next((m for m, n in self.other_media.items() if n > own[m] and family[m] not in families), None)
 
     def artists(self, text: str, remember: bool = False) -> str | None:
         rewrite = self.plan.artists.rewrite_text(text)
@@ -380,20 +374,13 @@ def _prune_emptied_groups(prompt: Prompt, touched: set[int]) -> None:
     if not touched:
         return
     emptied: set[int] = set()
-
-    def empty(group: Emphasis) -> bool:  # post-order: inner groups first
-        inner = [empty(c) for c in group.children if isinstance(c, Emphasis)]
+    groups = [node for container in containers(prompt) for node in container if isinstance(node, Emphasis)]
+    for group in reversed(groups):  # inner groups come after outer ones: decided first (no recursion: 10,000 deep)
+        inner = [id(c) in emptied for c in group.children if isinstance(c, Emphasis)]
         blank = all(isinstance(c, Emphasis) and id(c) in emptied or isinstance(c, Text) and not c.text.strip()
                     for c in group.children)
         if blank and (id(group.children) in touched or any(inner)):
             emptied.add(id(group))
-            return True
-        return False
-
-    for container in containers(prompt):
-        for node in container:
-            if isinstance(node, Emphasis):
-                empty(node)
     if not emptied:
         return
 
