@@ -3,7 +3,8 @@
 Names are found after a marker ("by X", "art by X", "in the style of X", "inspired by X"), in lists ("by X, Y and Z":
 the later phrases hold only names), in a phrase made only of names ("X and Y"), and before "style" ("X style").
 A marker may sit in the middle of run-on text: "borderlands by X and Y radiating a glowing aura" keeps
-"borderlands" and "radiating a glowing aura".
+"borderlands" and "radiating a glowing aura". Names the bridge replaces are also taken out of run-on text where
+no marker leads to them ("cinematic beeple"), with the connector beside them.
 
 What happens to a name is the knowledge file's ``action``: ``keep`` (SD2 still knows it), ``replace`` (the name goes,
 its style is described) or ``keep_and_describe``. The descriptions of all the artists of a prompt are merged by
