@@ -552,16 +552,10 @@ def overflows(prompt: str, *, steps: int = 20) -> list[str]:
 
 @lru_cache(maxsize=1024)  # the same default negative prompt comes back for prompt after prompt
 def _overflows(prompt: str, steps: int) -> tuple[str, ...]:
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    parsed = parse(prompt)
-    scheduled = bool({"editing", "alternation"} & parsed.features())
+    clauses = _clause_texts(prompt, steps)
     messages: list[str] = []
-    for number, clause in enumerate(parsed.clauses, 1):
-        where = f"AND part {number}: " if len(parsed.clauses) > 1 else ""
-        first_step: dict[str, int] = {}  # each distinct text of the clause -> the first step that shows it
-        for step in range(1, steps + 1) if scheduled else (1,):
-            first_step.setdefault(clause.text_at(step, steps), step)
+    for number, first_step in enumerate(clauses, 1):
+        where = f"AND part {number}: " if len(clauses) > 1 else ""
         for text, step in first_step.items():
             if _fits(text):
                 continue
@@ -583,16 +577,24 @@ def chunk_count(prompt: str, *, steps: int = 20) -> int:
     >>> chunk_count("a castle AND " + "word " * 80)
     3
     """
+    return sum(max(len(_bounds(_runs(text), COMMA_BACKTRACK)) if not _fits(text) else _break_runs(text)
+                   for text in texts) for texts in _clause_texts(prompt, steps))
+
+
+def _clause_texts(prompt: str, steps: int) -> list[dict[str, int]]:
+    """Each ``AND`` part of ``prompt``: its distinct texts over ``steps`` sampling steps (prompt editing resolved),
+    each with the first step that shows it."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     parsed = parse(prompt)
     scheduled = bool({"editing", "alternation"} & parsed.features())
-    total = 0
+    clauses = []
     for clause in parsed.clauses:
-        texts = {clause.text_at(step, steps) for step in range(1, steps + 1)} if scheduled else {clause.text_at(1, 1)}
-        total += max(len(_bounds(_runs(text), COMMA_BACKTRACK)) if not _fits(text) else _break_runs(text)
-                     for text in texts)
-    return total
+        first_step: dict[str, int] = {}
+        for step in range(1, steps + 1) if scheduled else (1,):
+            first_step.setdefault(clause.text_at(step, steps), step)
+        clauses.append(first_step)
+    return clauses
 
 
 def _break_runs(text: str) -> int:
