@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from bridge.rules.knowledge import Artist
-from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Said, Words, normalize
+from bridge.rules.phrases import END_MARKS, LONGEST_REMEMBERED, PhraseSet, Said, Words, normalize
 
 __all__ = ["ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style", "name_key"]
 
@@ -30,7 +30,7 @@ _MARKER = re.compile(r"(?<!\S)(?:(?:in the style of|style of|inspired by|by)\s+)
 _ONE_MARKER = re.compile(r"(?:in the style of|style of|inspired by|by)$", re.IGNORECASE)
 _WORD = re.compile(r"[^\s,&]+")
 _PUNCTUATION = re.compile(r"[^\w\s]")
-_NAME_WORD = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
+_NAME_START = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
 _CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*[&+]\s*", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 # Words before a marker that only announce the artist ("art by X"): they go with the marker when nothing else is
@@ -39,7 +39,6 @@ _ANNOUNCING = frozenset({"art", "artwork", "artworks", "work", "works", "made", 
                          "illustrated", "in the style of", "style", "and", "&", "with", ""})
 _LEADING_CONNECTOR = re.compile(r"(?:and|&)\s+", re.IGNORECASE)
 _STYLE_SUFFIX = re.compile(r"\s*(?:-|\s)(?:art\s+)?style$", re.IGNORECASE)
-_END_MARKS = " .!?;:'\"\u201c\u201d\u2018\u2019"  # closing punctuation and quotes after a name
 # What a removed name can leave at either end of a phrase: "josan gonzales and", "and natalie shau", "artwork of"
 _LOOSE_ENDS = re.compile(r"^(?:(?:and|&|x|\+)\s+)+|(?:(?:^|\s+)(?:and|&|x|\+|by|of|with|in the style of|style of|inspired by))+$",
                          re.IGNORECASE)
@@ -110,10 +109,8 @@ class ArtistIndex:
         """``text`` (one phrase, plain) with its artists rewritten."""
         done = self._rewritten.get(text)
         if done is None:
-            lowered = text.lower()
-            if self.first_words.isdisjoint(lowered.split()) and (
-                    _PUNCTUATION.search(lowered) is None or self.first_words.isdisjoint(_NAME_WORDS.findall(lowered))):
-                return _NOTHING  # no word starts a known name (words cut at spaces, then at punctuation if any)
+            if not self._may_name(text):
+                return _NOTHING
             done = self._rewrite(text)
             if len(text) <= LONGEST_REMEMBERED:
                 if len(self._rewritten) >= self.MAX_REMEMBERED:
@@ -121,11 +118,18 @@ class ArtistIndex:
                 self._rewritten[text] = done
         return done
 
+    def _may_name(self, text: str) -> bool:
+        """Whether a word of ``text`` starts a known name (words cut at spaces, then at punctuation if there is any):
+        most phrases name no artist, and are rejected here."""
+        lowered = text.lower()
+        return not self.first_words.isdisjoint(lowered.split()) or (
+            _PUNCTUATION.search(lowered) is not None and not self.first_words.isdisjoint(_NAME_WORDS.findall(lowered)))
+
     def strip_replaced(self, text: str) -> tuple[str, tuple[ArtistEdit, ...]] | None:
         """``text``, a run of plain text in a phrase that also holds brackets or tags ("and X and Y" in "by (Z) and
         X and Y"), without the names the bridge replaces: each goes with the connector before it, or the one after
         it when there is none before. None when it has none. (Rare: its patterns are compiled on first use.)"""
-        if self.first_words.isdisjoint(_NAME_WORDS.findall(text.lower())):
+        if not self._may_name(text):
             return None
         spans = self._anywhere(text, outside=[])
         if not spans:
@@ -155,7 +159,7 @@ class ArtistIndex:
         for n in range(len(words), 0, -1):
             end = words[n - 1].end()
             written = text[start:end]
-            artist = self.by_name.get(name_key(written)) or self.by_name.get(name_key(written.rstrip(_END_MARKS)))
+            artist = self.by_name.get(name_key(written)) or self.by_name.get(name_key(written.rstrip(END_MARKS)))
             if artist is not None:
                 return artist, end
         return None
@@ -199,7 +203,7 @@ class ArtistIndex:
         return names, end
 
     def _rewrite(self, text: str) -> Rewrite:
-        body = text.rstrip(_END_MARKS)
+        body = text.rstrip(END_MARKS)
         end_marks = text[len(body):]
         spans = self._marked(body) or self._listed(body)
         spans = sorted(spans + self._anywhere(body, outside=spans), key=lambda span: span.start)
@@ -240,9 +244,7 @@ class ArtistIndex:
         """A phrase made only of known names: "X and Y", "and Z" ending a list, "X style"."""
         found = _STYLE_SUFFIX.search(body)
         suffix = found.group(0) if found else ""
-        found = _LEADING_CONNECTOR.match(body)
-        start = found.end() if found else 0
-        names, _ = self._names(body[: len(body) - len(suffix)], start, whole=True)
+        names, _ = self._names(body[: len(body) - len(suffix)], 0, whole=True)  # it skips a leading "and"
         if not names or not all(a is not None for _, a in names):
             return []
         return [_Span(0, len(body), "", names, suffix)]
@@ -251,7 +253,7 @@ class ArtistIndex:
         """The names the bridge replaces, wherever they stand in run-on text ("cinematic beeple", "kilian eng vibrant
         colors") outside the spans already found: a name SD2 does not know is no help anywhere."""
         spans: list[_Span] = []
-        for word in _NAME_WORD.finditer(body):
+        for word in _NAME_START.finditer(body):
             if (spans and word.start() < spans[-1].end) or any(o.start <= word.start() < o.end for o in outside):
                 continue
             found = self._name_at(body, word.start())

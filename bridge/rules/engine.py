@@ -376,7 +376,9 @@ class Work:
     _words: tuple[str, str, Words] | None = field(default=None, repr=False)
 
     @cached_property
-    def _user_words(self) -> tuple[str, Words]:
+    def user_words(self) -> tuple[str, Words]:
+        """The user's positive prompt as written (before any stage), matched like :meth:`prompt_words`: what the
+        user asked for, without the words the bridge inserted."""
         if self.recipe.prompt == str(self.prompt):  # nothing changed (yet): the words are the prompt's own
             return self.prompt_words()
         folded = fold_accents(self.recipe.prompt).lower()
@@ -391,11 +393,6 @@ class Work:
             return chunk_count(self.recipe.prompt)
         except PromptSyntaxError:
             return None
-
-    def user_words(self) -> tuple[str, Words]:
-        """The user's positive prompt as written (before any stage), matched like :meth:`prompt_words`: what the
-        user asked for, without the words the bridge inserted."""
-        return self._user_words
 
     def prompt_words(self) -> tuple[str, Words]:
         """The positive prompt as it is now, lower-cased with accents folded (how knowledge phrases and patterns are

@@ -20,7 +20,7 @@ from functools import cached_property, lru_cache
 
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
-__all__ = ["DROP", "KEEP", "Phrase", "PhraseSet", "Said", "Words", "containers", "edit_phrases", "fold_accents",
+__all__ = ["DROP", "END_MARKS", "KEEP", "Phrase", "PhraseSet", "Said", "Words", "containers", "edit_phrases", "fold_accents",
            "items_text", "normalize", "phrase_words", "variant_key"]
 
 Item = str | Node
@@ -188,20 +188,16 @@ def _normalized(text: str) -> str:
 
 _SPACED_NUMBER = re.compile(r"(?<=\d) (?=\d|(?:k|mm|p)\b)")
 _SEPARATOR_MARKS = str.maketrans("-_", "  ")
+END_MARKS = " .!?;:'\"\u201c\u201d\u2018\u2019"  # what may close a phrase after its words: punctuation and quotes
 
 
 def variant_key(text: str) -> str:
     """The form magic words are looked up in, so that spellings of one tag meet: lower case, hyphens and underscores
-    as spaces, whitespace collapsed, sentence punctuation and quotes (straight or curly) at the ends stripped, and the spaces DiffusionDB
-    and hurried typing put inside numbers and units removed (``"8 K."``, ``"8k"`` → ``"8k"``; ``"3 5 mm"`` →
+    as spaces, whitespace collapsed, sentence punctuation and quotes (straight or curly) at the ends stripped, and the
+    spaces DiffusionDB and hurried typing put inside numbers and units removed (``"8 K."``, ``"8k"`` → ``"8k"``; ``"3 5 mm"`` →
     ``"35mm"``; ``"hyper-detailed"`` → ``"hyper detailed"``). Misspellings and version suffixes are listed in the
-    knowledge file instead."""
-    return _variant_key(text) if len(text) <= LONGEST_REMEMBERED else _variant_key.__wrapped__(text)
-
-
-@lru_cache(maxsize=1 << 16)
-def _variant_key(text: str) -> str:
-    key = " ".join(text.translate(_SEPARATOR_MARKS).split()).lower().strip(" .!?;:'\"\u201c\u201d\u2018\u2019")
+    knowledge file instead. (Not remembered: only phrases holding digits or punctuation need it, Plan.magic.)"""
+    key = " ".join(text.translate(_SEPARATOR_MARKS).split()).lower().strip(END_MARKS)
     return _SPACED_NUMBER.sub("", key) if " " in key else key
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from bridge.rules.artists import compose_style
 from bridge.rules.phrases import (
     DROP,
+    END_MARKS,
     KEEP,
     Item,
     Phrase,
@@ -143,7 +144,6 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
 # phrase: magic words and artists
 
 STYLE_SLOT = "\x00style\x00"  # where the artists' one style phrase goes, until it is composed
-_QUOTES_AND_MARKS = " .!?;:'\"\u201c\u201d\u2018\u2019"
 
 
 class _Phrases:
@@ -217,7 +217,7 @@ class _Phrases:
             return None
         replacement = rule.params["replacement"]
         if self.present is None:  # the user's words
-            self.present = Said(work.user_words()[1])
+            self.present = Said(work.user_words[1])
         words = PhraseSet.fixed_words(replacement)
         own = tuple(PhraseSet.words(plain))
         inside = sum(own[i:i + len(words)] == words for i in range(len(own) - len(words) + 1))
@@ -248,7 +248,7 @@ class _Phrases:
             return None
         family = self.plan.medium_family
         if self.other_media is None:  # how often the prompt names each medium word
-            self.other_media = Counter(media.find(self.work.user_words()[1]))
+            self.other_media = Counter(media.find(self.work.user_words[1]))
         own = Counter(media.find(plain))
         families = {family[m] for m in theirs}
         return next((m for m, n in self.other_media.items() if n > own[m] and family[m] not in families), None)
@@ -269,7 +269,7 @@ class _Phrases:
         if rule is not None:  # what is left is a magic word: "trending on artstation by X" -> "trending on artstation"
             magic = self.magic(rule, new, normalize(new))
             new = new if magic is None else magic
-        only_marks = not new.strip(_QUOTES_AND_MARKS)
+        only_marks = not new.strip(END_MARKS)
         if not rewrite.edits or self.slot_placed:
             return "" if only_marks else new  # nothing but a closing quote left: the phrase goes
         self.slot_placed = self.grew = True
@@ -511,7 +511,7 @@ def negative(work: Work, rules: list[Rule]) -> None:
     """The default negative for the kind of image the user asked for: chosen from the user's own words and the media
     of the artists they named, never from words the bridge inserted."""
     rule = rules[-1]
-    _, words = work.user_words()
+    _, words = work.user_words
     chosen = _negative_kind(work, words)
     if chosen is None and work.artist_media:
         # Only when the user's words say nothing: the media of the artists they named, as written and as their
