@@ -669,13 +669,18 @@ PAIR_DETECTORS: dict[str, Callable[..., str | None]] = {
 def detect_missed_artists(pairs: list[tuple[str, str]], artists: Artists | None = None) -> dict[int, str]:
     """Index -> why, for each (original, translation) pair keeping a name the bridge removes in another pair."""
     artists = artists if artists is not None else default_artists()
-    found = [(artists.find(o), artists.find(t)) for o, t in pairs]
+    return _kept_here_removed_elsewhere([(artists.find(o), artists.find(t)) for o, t in pairs])
+
+
+def _kept_here_removed_elsewhere(found: list[tuple[frozenset[str], frozenset[str]]]) -> dict[int, str]:
+    """Index -> why, for each (in the original, in the translation) pair of sets keeping an item that another pair's
+    translation lost."""
     removed = set().union(*(before - after for before, after in found))
     out = {}
     for i, (before, after) in enumerate(found):
-        missed = sorted(before & after & removed)
-        if missed:
-            out[i] = f"{_quote(missed)} kept here, removed elsewhere"
+        kept = sorted(before & after & removed)
+        if kept:
+            out[i] = f"{_quote(kept)} kept here, removed elsewhere"
     return out
 
 
@@ -688,14 +693,7 @@ def phrase_forms(text: str) -> frozenset[str]:
 
 def detect_leftover_variants(pairs: list[tuple[str, str]]) -> dict[int, str]:
     """Index -> why, for each pair keeping a whole phrase that the bridge removes as a whole phrase elsewhere."""
-    forms = [(phrase_forms(o), phrase_forms(t)) for o, t in pairs]
-    removed = set().union(*(before - after for before, after in forms))
-    out = {}
-    for i, (before, after) in enumerate(forms):
-        kept = sorted(before & after & removed)
-        if kept:
-            out[i] = f"{_quote(kept)} kept here, removed elsewhere"
-    return out
+    return _kept_here_removed_elsewhere([(phrase_forms(o), phrase_forms(t)) for o, t in pairs])
 
 
 # --------------------------------------------------------------------------------------------------------------------
