@@ -67,14 +67,13 @@ def rate(fn, prompts: list[str]) -> float:
 
 
 def forget_everything() -> None:
-    """What a fresh process has not worked out yet: the per-word and per-phrase memories and the CLIP vocabulary."""
-    import bridge.rules.phrases
-    import bridge.tokens
-
-    for module in (bridge.tokens, bridge.rules.phrases):
-        for value in vars(module).values():
-            if callable(getattr(value, "cache_clear", None)):
-                value.cache_clear()
+    """What a fresh process has not worked out yet: every remembered word, phrase and count in the package's modules
+    (the CLIP vocabulary among them)."""
+    for name, module in list(sys.modules.items()):
+        if name == "bridge" or name.startswith("bridge."):
+            for value in list(vars(module).values()):
+                if callable(getattr(value, "cache_clear", None)):
+                    value.cache_clear()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,20 +126,28 @@ class Said:
     """What a prompt already says, for asking whether new words would repeat it: a phrase of it holds them, they hold
     a whole phrase of it ("epic fantasy" where the prompt says "fantasy"), or they share two words in a row with it
     ("french science fiction" beside "science fiction poster"). Made from the prompt's words as ``PhraseSet.words``
-    cuts them (separators are words of their own); what a question needs is worked out on the first question."""
+    cuts them (separators are words of their own).
+
+    Those three tests come to three sets, made once: words of two or more share a pair of words in a row with the
+    prompt whenever a phrase of it holds them or they hold a phrase of it of two or more words, so what is left to
+    ask is whether one of them is a whole phrase of the prompt on its own."""
 
     def __init__(self, words: Iterable[str] = ()):
         self.words = list(words)
         self._runs: dict[int, Counter[tuple[str, ...]]] = {}  # n -> every run of n words (n-grams), counted
-        self._keys: set[str] | None = None
+        self._sets: tuple[set[str], set[tuple[str, str]], set[str]] | None = None  # words, pairs, one-word phrases
 
     def add(self, words: Sequence[str]) -> None:
         start = len(self.words)
         self.words += [",", *words]
         for n, runs in self._runs.items():  # the new runs only: adding stays linear
             runs.update(zip(*(self.words[max(0, start - n + 1) + i:] for i in range(n))))
-        if self._keys is not None:
-            self._keys.add(" " + " ".join(words) + " ")
+        if self._sets is not None:
+            singles, pairs, alone = self._sets
+            singles.update(self.words[start:])
+            pairs.update(itertools.pairwise(self.words[max(0, start - 1):]))
+            if len(words) == 1:
+                alone.add(words[0])
 
     def count(self, words: tuple[str, ...]) -> int:
         """How often ``words`` occur as a run."""
@@ -149,19 +157,14 @@ class Said:
             runs = self._runs[n] = Counter(zip(*(self.words[i:] for i in range(n))))
         return runs[words]
 
-    def _has_run(self, words: tuple[str, ...]) -> bool:
-        return self.count(words) > 0
-
     def says(self, words: Sequence[str]) -> bool:
-        words = tuple(words)
-        if not words:
-            return False
-        if self._has_run(words) or (len(words) > 1 and any(self._has_run(pair) for pair in itertools.pairwise(words))):
-            return True
-        if self._keys is None:
-            self._keys = {" " + " ".join(p) + " " for p in phrase_words(self.words)}
-        n = len(words)
-        return any(" " + " ".join(words[i:j]) + " " in self._keys for i in range(n) for j in range(i + 1, n + 1))
+        if self._sets is None:
+            self._sets = (set(self.words), set(itertools.pairwise(self.words)),
+                          {p[0] for p in phrase_words(self.words) if len(p) == 1})
+        singles, pairs, alone = self._sets
+        if len(words) < 2:
+            return bool(words) and words[0] in singles
+        return any(pair in pairs for pair in itertools.pairwise(words)) or any(w in alone for w in words)
 
 
 def fold_accents(text: str) -> str:

@@ -158,6 +158,7 @@ class _Phrases:
         self.described: dict[str, Artist] = {}  # those whose style is described
         self.slot_placed = False
         self.grew = False  # a replacement or the style slot added words
+        self.spills: bool | None = None  # whether the prompt with its style phrase spills, once it is filled
 
     def edit(self, phrase: Phrase) -> list[Item] | None:
         core = phrase.core
@@ -281,7 +282,7 @@ class _Phrases:
 def phrases(work: Work, rules: list[Rule]) -> None:
     before, changes = str(work.prompt), len(work.changes)
     run = _phrase_pass(work, rules, grow=True)
-    if run.grew and _spills(work):
+    if run.spills if run.spills is not None else run.grew and _spills(work):
         # Even with no style phrase, the replacements make A1111 split a prompt that fitted: do it again, dropping
         # the tags whose replacement is longer.
         work.prompt, work.changes[changes:] = parse(before), []
@@ -297,13 +298,14 @@ def _phrase_pass(work: Work, rules: list[Rule], *, grow: bool) -> _Phrases:
     touched.difference_update(id(clause.children) for clause in work.prompt.clauses)
     _prune_emptied_groups(work.prompt, touched)
     if run.slot_placed:
-        _fill_style_slot(work, run)
+        run.spills = _fill_style_slot(work, run)
     return run
 
 
-def _fill_style_slot(work: Work, run: _Phrases) -> None:
+def _fill_style_slot(work: Work, run: _Phrases) -> bool:
     """Compose the one style phrase and put it where the first described artist was, as long as it fits: trimmed
-    item by item (lowest priority first) while the prompt would need more 75-token chunks than the user's."""
+    item by item (lowest priority first) while the prompt would need more 75-token chunks than the user's. Returns
+    whether the prompt still does with no style phrase at all (the replacements' doing)."""
     plan = work.plan
     text = str(work.prompt)
     folded = fold_accents(text.replace(STYLE_SLOT, ",")).lower()
@@ -315,7 +317,8 @@ def _fill_style_slot(work: Work, run: _Phrases) -> None:
     items = list(style.items)
     while True:
         candidate = _with_style(text, ", ".join(items))
-        if not items or not _spills(work, candidate):
+        spills = _spills(work, candidate)
+        if not spills or not items:
             break
         style.left_out.append((items.pop(), "A1111 would have to split a prompt that fitted its 75-token chunks"))
     work.prompt = parse(candidate)
@@ -328,6 +331,7 @@ def _fill_style_slot(work: Work, run: _Phrases) -> None:
               + (f" (left out: {left_out})" if left_out else ""))
     rule = run.artist_rule
     work.record(rule.id if rule else "artists", "", ", ".join(items), reason, rule.fact if rule else "F-ARTISTS")
+    return spills
 
 
 def _with_style(text: str, style: str) -> str:
