@@ -48,6 +48,7 @@ class PhraseSet:
         for words in self.phrases:
             lengths.setdefault(words[0], set()).add(len(words))
         self.lengths = {first: sorted(ns, reverse=True) for first, ns in lengths.items()}
+        self.firsts = frozenset(self.lengths)  # set against set: C walks the smaller of the two
 
     def __bool__(self) -> bool:
         return bool(self.phrases)
@@ -67,9 +68,9 @@ class PhraseSet:
         """The phrases present in ``text`` (as given to the constructor), longest match first at each position;
         ``text`` may be already cut with ``PhraseSet.words``."""
         words = text if isinstance(text, Words) else Words(self.words(text) if isinstance(text, str) else text)
-        if self.lengths.keys().isdisjoint(words.set):
+        firsts = self.firsts & words.set
+        if not firsts:
             return []  # the common case, decided in C
-        firsts = self.lengths.keys() & words.set
         starts: list[int] = []
         for first in firsts:  # visit only the places where a phrase could start
             i = -1
