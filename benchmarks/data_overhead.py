@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bridge.render import RenderRequest, RenderResult
-from bridge.score import CombinedScorer, ScoreBreakdown, ScoreConfig
+from bridge.imaging.render import RenderRequest, RenderResult
+from bridge.imaging.score import CombinedScorer, ScoreBreakdown, ScoreConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

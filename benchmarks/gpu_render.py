@@ -7,14 +7,14 @@ What it measures, on one GPU:
   25 steps, CFG 7, a negative prompt, bf16, at batch sizes 1, 4 and 16.
 - baseline: ``StableDiffusionPipeline.__call__`` with a list of per-image generators, default SDPA attention, no
   compile, the same scheduler (DPM++ 2M Karras) and dtype.
-- ours: ``bridge.render.Renderer`` on the same pipeline (A1111 emphasis and chunking, one seed per image), with
+- ours: ``bridge.imaging.render.Renderer`` on the same pipeline (A1111 emphasis and chunking, one seed per image), with
   ``--compile [MODE]`` / ``--channels-last`` when given. The baseline runs first, since those flags change the
   modules. Without flags the two do the same work, so expect a ratio near 1; the speed-up comes from the flags.
 - images/s for each, their ratio, and the share of the physical limit: FLOPs per image counted with
   ``torch.utils.flop_counter.FlopCounterMode`` (text encoder on prompt + negative, UNet x steps on the CFG batch of 2,
   VAE decode) against the GPU's dense bf16 peak: H100 SXM 989 TFLOP/s, H100 PCIe 756, H100 NVL 835, H200 989,
   detected from the device name (printed), or ``--peak-tflops``.
-- ViT-H-14 scoring images/s through ``bridge.score.Scorer`` (open_clip, random weights, bf16, 512 px PIL images in,
+- ViT-H-14 scoring images/s through ``bridge.imaging.score.Scorer`` (open_clip, random weights, bf16, 512 px PIL images in,
   preprocessing included).
 
 Run on a GPU (about 5 minutes, most of it building the models and warming up)::
@@ -107,7 +107,7 @@ NEGATIVE = "blurry, low quality, watermark"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="gpu_render.py",
-        description="Images/s of bridge.render.Renderer vs StableDiffusionPipeline.__call__, and of ViT-H-14 scoring.",
+        description="Images/s of bridge.imaging.render.Renderer vs StableDiffusionPipeline.__call__, and of ViT-H-14 scoring.",
         epilog="example: python benchmarks/gpu_render.py --batches 1 4 16  |  smoke test: --tiny",
     )
     parser.add_argument("--tiny", action="store_true", help="tiny random models on the CPU (a smoke test)")
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from bridge.render import Renderer, RenderRequest, make_scheduler
-    from bridge.score import Scorer
+    from bridge.imaging.render import Renderer, RenderRequest, make_scheduler
+    from bridge.imaging.score import Scorer
     from bridge.testing import tiny_open_clip, tiny_sd_pipeline
 
     if args.tiny:
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     compiled = f"compile {args.compile}" if isinstance(args.compile, str) else "compile"
     flags = ", ".join(f for f, on in ((compiled, args.compile), ("channels-last", args.channels_last)) if on)
-    print(f"ours: bridge.render.Renderer ({flags or 'no compile, default memory format'}); "
+    print(f"ours: bridge.imaging.render.Renderer ({flags or 'no compile, default memory format'}); "
           "baseline: StableDiffusionPipeline.__call__")
     for batch in args.batches:
         ours_ips = images_per_second(ours, batch, args.repeats, synchronize)
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         model, preprocess, tokenizer = tiny_open_clip()
         scorer, scorer_name = Scorer(model, preprocess, tokenizer, device=device, batch_size=args.score_batch), "tiny"
     else:
-        precision = "bf16" if device.startswith("cuda") else "fp32"  # bridge.score: half precision on accelerators
+        precision = "bf16" if device.startswith("cuda") else "fp32"  # bridge.imaging.score: half precision on accelerators
         scorer = Scorer.from_pretrained("ViT-H-14", None, device=device, precision=precision, batch_size=args.score_batch)
         scorer_name = "ViT-H-14"
     from PIL import Image

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CLIP tokens the one style phrase for the prompt's artists may take (default: the "
                         "knowledge file's, 10; 0 adds no style); --explain says what was left out")
     parser.add_argument("--registry", metavar="FILE",
-                        help="your own registry file (TOML, the layout of bridge/models.toml): adds models and "
+                        help="your own registry file (TOML, the layout of bridge/data/models.toml): adds models and "
                         "bridges, or replaces those with the same key/route")
     parser.add_argument("--model", metavar="PATH",
                         help="use a learned bridge (a folder written by training/train.py, or a hub id) instead of "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bridge.datafiles import read_toml
 
-DEFAULT_REGISTRY_PATH = Path(__file__).with_name("models.toml")
+DEFAULT_REGISTRY_PATH = Path(__file__).parent / "data" / "models.toml"
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 CLIP_LAYERS = ("last", "penultimate")
@@ -74,7 +74,7 @@ class ModelSpec:
     `text_encoder_id` names the encoder open_clip-style ("ViT-H-14/laion2b_s32b_b79k"; "+" joins two encoders).
     `chunk_tokens` is what one 77-token chunk holds between its start and end tokens. `checkpoint_names` are file
     stems A1111 users have; `checkpoint_hashes` are A1111 short hashes. `facts` are ids of sections in
-    bridge/rules/NOTES.md that back the entry. Steps, CFG scale and sampler are conventional defaults.
+    bridge/rules/data/NOTES.md that back the entry. Steps, CFG scale and sampler are conventional defaults.
     """
 
     key: str

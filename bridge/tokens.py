@@ -35,7 +35,7 @@ How this matches the reference tokenizer (open_clip's ``SimpleTokenizer``, which
   no ftfy either: ``&amp;`` and curly quotes can count differently there.
 * Textual-inversion embedding names count as the words they are spelled with (A1111 swaps in their vectors).
 
-The merges are read from ``rules/clip_bpe_vocab.txt.gz`` (OpenAI CLIP's vocabulary, see ``rules/CLIP_BPE_LICENSE``)
+The merges are read from ``data/clip_bpe_vocab.txt.gz`` (OpenAI CLIP's vocabulary, see ``data/CLIP_BPE_LICENSE``)
 on the first count, never at import: that costs 10-15 ms once, and about 8 ms more for the set of whole-word tokens
 once a few hundred words have been counted (no cache needed; ``benchmarks/token_count.py``). Words, phrases and their counts are remembered as they are met
 (bounded caches), so a prompt library tokenizes each of its repeated phrases once.
@@ -58,7 +58,7 @@ from bridge.syntax import attention, parse
 
 __all__ = ["CHUNK_TOKENS", "COMMA_BACKTRACK", "Chunk", "chunk", "chunk_count", "count_tokens", "overflows", "tokenize"]
 
-VOCAB_PATH = Path(__file__).parent / "rules" / "clip_bpe_vocab.txt.gz"
+VOCAB_PATH = Path(__file__).parent / "data" / "clip_bpe_vocab.txt.gz"
 MERGE_COUNT = 49152 - 256 - 2  # CLIP's rule: the first 48,894 merges (49,408 tokens = 2 x 256 bytes + merges + 2)
 CHUNK_TOKENS = 75  # 77-token window minus the start and end tokens
 COMMA_BACKTRACK = 20  # A1111's option "comma_padding_backtrack" (default 20; 0 switches it off)
@@ -602,7 +602,7 @@ def _break_runs(text: str) -> int:
     return 1 + sum(piece == "BREAK" and weight == -1 for piece, weight in _attention(text))
 
 
-COMMON_WORDS_PATH = Path(__file__).resolve().parent / "rules" / "common_words.txt"
+COMMON_WORDS_PATH = Path(__file__).resolve().parent / "data" / "common_words.txt"
 
 
 @lru_cache(maxsize=1)

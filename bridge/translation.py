@@ -239,7 +239,7 @@ def load_translator(
         return RulesTranslator.from_file(path, source=source, target=target, knowledge=knowledge)
     if (path / "bridge.json").is_file() or (not path.exists() and is_hub_id(text)):
         try:
-            from bridge.seq2seq import Seq2SeqTranslator  # type: ignore[import-not-found]
+            from bridge.learned.seq2seq import Seq2SeqTranslator  # type: ignore[import-not-found]
         except ImportError as exc:
             raise ValueError(f"cannot load learned bridge {text!r}: {exc}") from None
         return Seq2SeqTranslator.from_pretrained(text)

@@ -2,9 +2,9 @@
 
 For every source prompt: candidate SD2 prompts (the identity, i.e. the prompt unchanged, always; variants of the rules
 bridge; samples from a learned bridge with --model; your own with --candidates), each rendered by the target model
-with the same seeds, each image scored against the *source* prompt (bridge.score: OpenAI CLIP ViT-L/14 by default,
+with the same seeds, each image scored against the *source* prompt (bridge.imaging.score: OpenAI CLIP ViT-L/14 by default,
 plus the SD1.5 image when --sd1-weights is given), and the best mean score kept when it beats the identity by more
-than --margin. Every candidate's scores are recorded. The parts live in bridge/pairs.py; see data/README.md.
+than --margin. Every candidate's scores are recorded. The parts live in bridge/workflows/pairs.py; see data/README.md.
 
 One GPU (SD 2.1-base at 512 px, 2 seeds; about 6 images/s on an H100):
 
@@ -27,11 +27,11 @@ Then train on it: accelerate launch training/train.py --data runs/pairs --out ru
 
 Prompts: --corpus parti|diffusiondb (data/corpora), a library file or folder (any format bridge.library reads), or
 --hf-dataset NAME_OR_PATH --hf-column COL; whitespace normalised, duplicates dropped, then filtered (--min-chars,
---max-chars, and unless --no-require-sd1-style, bridge.corpora.looks_sd1: a tag list of 3+ comma-separated phrases,
+--max-chars, and unless --no-require-sd1-style, bridge.workflows.corpora.looks_sd1: a tag list of 3+ comma-separated phrases,
 emphasis or network syntax, or an SD1 artist or magic word), then --limit drawn with --sample-seed.
 
 Output (--out DIR): data/pairs-NNNNN-of-MMMMM.parquet (one row per source prompt, schema in data/README.md and
-bridge.pairs.COLUMNS; load with datasets.load_dataset("parquet", data_files="DIR/data/*.parquet")), config.json
+bridge.workflows.pairs.COLUMNS; load with datasets.load_dataset("parquet", data_files="DIR/data/*.parquet")), config.json
 (this build's settings and their hash), index.json (prompt id -> shard), index/rank-N.jsonl (which process wrote
 which shard), README.md (dataset card: counts, score statistics), images/ with --save-images (WebP, named by render
 key as in each row's candidates JSON).
@@ -53,11 +53,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge import corpora, pairs, workflow
-from bridge.corpora import CorpusError, SourcePrompt
+from bridge.workflows import common as workflow, corpora, pairs
+from bridge.workflows.corpora import CorpusError, SourcePrompt
 from bridge.models import get_model
 from bridge.recipe import Recipe
-from bridge.score import ScoreConfig
+from bridge.imaging.score import ScoreConfig
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -92,7 +92,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--min-chars", type=int, default=8, help="shortest prompt kept")
     g.add_argument("--max-chars", type=int, default=1000, help="longest prompt kept")
     g.add_argument("--require-sd1-style", action=argparse.BooleanOptionalAction, default=True,
-                   help="keep only prompts that look written for SD 1.x (bridge.corpora.looks_sd1)")
+                   help="keep only prompts that look written for SD 1.x (bridge.workflows.corpora.looks_sd1)")
     g = p.add_argument_group("candidates")
     g.add_argument("--variants", nargs="+", default=list(pairs.RULES_VARIANTS), metavar="NAME",
                    help=f"rules-bridge variants ('none' for none): {', '.join(pairs.RULES_VARIANTS)}")
@@ -104,7 +104,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                         "(optional target_negative, name)")
     g.add_argument("--seed", type=int, default=0, help="seed of the learned bridge's sampling")
     g = p.add_argument_group("render and score")
-    g.add_argument("--registry", metavar="FILE", help="your own registry file (the layout of bridge/models.toml): "
+    g.add_argument("--registry", metavar="FILE", help="your own registry file (the layout of bridge/data/models.toml): "
                                                       "models and bridges --source and --target may name")
     g.add_argument("--source", default="sd15", help="model key the prompts were written for")
     g.add_argument("--target", default="sd21-base", help="model key to render with")
@@ -112,7 +112,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                             "with --tiny, a small local pipeline to render with instead of a random "
                                             "one)")
     g.add_argument("--sd1-weights", help="SD 1.x weights: render each source prompt with them too, for the score's "
-                                         "image-image signal (bridge.score)")
+                                         "image-image signal (bridge.imaging.score)")
     g.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="render seeds, the same for every candidate")
     g.add_argument("--size", type=int, help="width and height of every render (default: the target's native size)")
     g.add_argument("--steps", type=int, help="sampling steps (default: the target's)")
@@ -135,7 +135,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--tiny", action="store_true", help="random tiny models on CPU (32 px, 2 steps; the renderer "
                                                           "from --target-weights when given): a smoke test")
-    mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.simulated (no torch)")
+    mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.workflows.simulated (no torch)")
     args = p.parse_args(argv)
     check_args(args)
     return args
@@ -185,7 +185,7 @@ class Plan:
 
 
 def load_source_prompts(args: argparse.Namespace) -> list[SourcePrompt]:
-    """The prompts: read, normalised, deduplicated, filtered, then --limit drawn (bridge.corpora)."""
+    """The prompts: read, normalised, deduplicated, filtered, then --limit drawn (bridge.workflows.corpora)."""
     if args.hf_dataset:
         prompts = corpora.read_hf_dataset(args.hf_dataset, column=args.hf_column, split=args.hf_split)
     elif args.corpus is None and args.tiny:
@@ -303,7 +303,7 @@ def build(args: argparse.Namespace, *, renderer: Any = None, scorer: Any = None)
         device = args.device or local_device(args.mode)
         learned = None
         if args.model:
-            from bridge.seq2seq import Seq2SeqTranslator
+            from bridge.learned.seq2seq import Seq2SeqTranslator
 
             learned = Seq2SeqTranslator.from_pretrained(args.model, device=device)
         make = candidate_maker(args, learned=learned)

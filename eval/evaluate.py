@@ -29,12 +29,12 @@ On tiny random models on a CPU, in seconds (a smoke test of the whole loop, not 
 A model the packaged registry lacks (the next generation): --registry FILE (training/README.md, "Bridge the next
 model"); --tiny --target-weights DIR renders with a small local pipeline instead of a random one.
 
-In the simulated world of bridge/simulated.py (a renderer and scorer with a known hidden preference; no torch), where
+In the simulated world of bridge/workflows/simulated.py (a renderer and scorer with a known hidden preference; no torch), where
 a bridge trained on its pairs should win: python eval/evaluate.py --simulated --prompts FILE --learned PATH --out DIR
 
 Prompts (`--prompts`): a library file (.txt one per line, .jsonl with "prompt", .csv/.tsv, .parquet, ...) or a corpus
 name: `parti` (PartiPrompts) or `diffusiondb` (DiffusionDB prompts from ImageReward), shipped in data/corpora (or
-`--data-dir`); whitespace normalised, duplicates dropped (bridge.corpora). `--limit N` draws N prompts at random with
+`--data-dir`); whitespace normalised, duplicates dropped (bridge.workflows.corpora). `--limit N` draws N prompts at random with
 `--sample-seed`.
 
 Writes to `--out`: results.json (the numbers above), rows.csv (one row per prompt x translator x seed), config.json
@@ -55,26 +55,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge import corpora, report, workflow
-from bridge.corpora import TINY_PROMPTS
+from bridge.workflows import common as workflow, corpora, eval_report as report
+from bridge.workflows.corpora import TINY_PROMPTS
 from bridge.models import NoBridgeError
 from bridge.recipe import Recipe
-from bridge.score import EVAL_SCORER, ScoreConfig
+from bridge.imaging.score import EVAL_SCORER, ScoreConfig
 from bridge.syntax import PromptSyntaxError
 from bridge.tokens import overflows
 from bridge.translation import load_translator
-from bridge.workflow import IMAGE_FORMATS, cache_key, requested_settings, write_atomic
+from bridge.workflows.common import IMAGE_FORMATS, cache_key, requested_settings, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from bridge.render import Renderer
+    from bridge.imaging.render import Renderer
 
 BASELINE = "identity"
 TRANSLATORS = ("identity", "rules")  # plus "learned" when --learned is given
 SCORE_CHUNK = 64  # images loaded and scored at a time
 
-# --tiny: the whole loop on random tiny models on a CPU, on the built-in prompts (bridge.corpora.TINY_PROMPTS).
+# --tiny: the whole loop on random tiny models on a CPU, on the built-in prompts (bridge.workflows.corpora.TINY_PROMPTS).
 TINY_SIZE, TINY_STEPS = 32, 2
 
 
@@ -98,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the random draw of --limit prompts")
     p.add_argument("--data-dir", type=Path, default=corpora.CORPORA_DIR,
                    help="where corpora live (env PROMPT_BRIDGE_DATA)")
-    p.add_argument("--registry", metavar="FILE", help="your own registry file (the layout of bridge/models.toml): "
+    p.add_argument("--registry", metavar="FILE", help="your own registry file (the layout of bridge/data/models.toml): "
                                                       "models and bridges --source and --target may name")
     p.add_argument("--source", default="sd15", help="model key the prompts were written for")
     p.add_argument("--target", default="sd21", help="model key to render with")
@@ -122,7 +122,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     mode.add_argument("--tiny", action="store_true",
                       help=f"tiny random models on CPU, {TINY_SIZE}px, {TINY_STEPS} steps (the renderer from "
                            "--target-weights when given)")
-    mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.simulated (no torch)")
+    mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.workflows.simulated (no torch)")
     args = p.parse_args(argv)
     check_args(args)
     return args
@@ -257,7 +257,7 @@ def render_missing(rows: list[Row], images: Path, args: argparse.Namespace) -> t
     Identical requests (same cache key) are rendered once. Pending renders are sorted by their settings so each batch
     shares them (the renderer batches only requests with equal size, steps, sampler and CFG).
     """
-    from bridge.render import RenderRequest
+    from bridge.imaging.render import RenderRequest
 
     wanted = {row.key: row for row in rows}
     pending = [row for key, row in wanted.items() if not image_path(images, key, args.image_format).is_file()]

@@ -13,7 +13,7 @@ import pytest
 
 from bridge.tokens import count_tokens
 
-KNOWLEDGE = Path(__file__).resolve().parent.parent / "bridge" / "rules" / "knowledge"
+KNOWLEDGE = Path(__file__).resolve().parent.parent / "bridge" / "rules" / "data" / "knowledge"
 ARTIST_KEYS = {"name", "aliases", "count", "action", "fact", "medium", "style", "light", "palette", "subject_features"}
 CORE_PEOPLE = ("woman", "man", "girl", "boy", "portrait", "face", "person", "people")
 MAX_TOKENS = 5  # "about 4 CLIP tokens" per phrase; a long word such as "chiaroscuro" takes 4 on its own

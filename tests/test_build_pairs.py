@@ -1,5 +1,5 @@
 """data/build_pairs.py: the --tiny build, kill -9 and resume, two processes, the dry run, the schema; and the parts in
-bridge.pairs and bridge.corpora. Runs are shared through module-scoped fixtures; plumbing uses the simulated world."""
+bridge.workflows.pairs and bridge.workflows.corpora. Runs are shared through module-scoped fixtures; plumbing uses the simulated world."""
 
 import json
 import os
@@ -18,11 +18,11 @@ pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
 
 from script_loader import load_script
 
-from bridge import corpora, pairs
-from bridge.corpora import SourcePrompt
+from bridge.workflows import corpora, pairs
+from bridge.workflows.corpora import SourcePrompt
 from bridge.recipe import Recipe
-from bridge.seq2seq import Candidate as LearnedSample
-from bridge.simulated import SimulatedRenderer, SimulatedScorer, SimulatedWorld, decode_image
+from bridge.learned.seq2seq import Candidate as LearnedSample
+from bridge.workflows.simulated import SimulatedRenderer, SimulatedScorer, SimulatedWorld, decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "data" / "build_pairs.py"

@@ -16,7 +16,7 @@ pytest.importorskip("diffusers")
 from script_loader import load_script
 
 from bridge.recipe import Recipe
-from bridge.report import bootstrap_ci, paired_outcomes, paired_win_rate, word_diff_html
+from bridge.workflows.eval_report import bootstrap_ci, paired_outcomes, paired_win_rate, word_diff_html
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1)

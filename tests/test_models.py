@@ -24,7 +24,7 @@ from bridge.models import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-NOTES = REPO / "bridge" / "rules" / "NOTES.md"
+NOTES = REPO / "bridge" / "rules" / "data" / "NOTES.md"
 
 KEYS = ["sd14", "sd15", "sd2-base", "sd2", "sd21-base", "sd21", "sdxl"]
 

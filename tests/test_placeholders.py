@@ -1,11 +1,11 @@
-"""Protected syntax through placeholders (bridge/placeholders.py): exact round trip, the rules bridge's network
+"""Protected syntax through placeholders (bridge/learned/placeholders.py): exact round trip, the rules bridge's network
 policy, and check() catching every way a model can break a placeholder."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.placeholders import (
+from bridge.learned.placeholders import (
     MAX_SLOTS,
     PLACEHOLDER_PATTERN,
     TooManySlotsError,

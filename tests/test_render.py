@@ -1,4 +1,4 @@
-"""bridge.render and bridge.testing on tiny random models (CPU, no hub): conditioning, batching, samplers, loading."""
+"""bridge.imaging.render and bridge.testing on tiny random models (CPU, no hub): conditioning, batching, samplers, loading."""
 
 import random
 import subprocess
@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 
 from bridge.models import UnknownModelError, get_model
 from bridge.recipe import Recipe
-from bridge.render import (
+from bridge.imaging.render import (
     SAMPLERS,
     Renderer,
     RenderRequest,
@@ -72,7 +72,7 @@ def by_hand(text_encoder, ids, weights, *, pad_id, eos=49407, layer=None):
 
 def test_importing_render_and_testing_stays_light():
     code = (
-        "import sys, bridge.render, bridge.testing; "
+        "import sys, bridge.imaging.render, bridge.testing; "
         "print(sorted({'torch', 'transformers', 'diffusers', 'open_clip', 'numpy'} & set(sys.modules)))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
@@ -233,7 +233,7 @@ def test_negative_prompt_is_padded_to_the_prompt_length_with_the_empty_prompt(ti
 
 
 def test_negative_prompt_reads_and_and_tags_as_words_but_edits_per_step():
-    from bridge.render import _negative_texts
+    from bridge.imaging.render import _negative_texts
 
     assert _negative_texts("ugly <lora:x:1> AND [blurry:sharp:1]", 2) == [
         "ugly <lora:x:1> AND blurry",

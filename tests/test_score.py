@@ -1,4 +1,4 @@
-"""bridge.score on a tiny random open_clip model: scores equal a direct open_clip computation, caching, batching,
+"""bridge.imaging.score on a tiny random open_clip model: scores equal a direct open_clip computation, caching, batching,
 the combination formula and config validation."""
 
 import subprocess
@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 Image = pytest.importorskip("PIL.Image")
 
-from bridge.score import AestheticHead, CombinedScorer, ScoreBreakdown, ScoreConfig, Scorer
+from bridge.imaging.score import AestheticHead, CombinedScorer, ScoreBreakdown, ScoreConfig, Scorer
 
 TEXTS = ["a photo of a cat", "a castle on a hill, by greg rutkowski, 8k", "a photo of a cat", "bond"]
 
@@ -201,6 +201,6 @@ def test_config_defaults_name_the_real_models_and_round_trip():
 
 
 def test_importing_bridge_score_does_not_import_torch():
-    code = "import sys, bridge.score; print(sorted(m for m in ('torch', 'open_clip', 'PIL') if m in sys.modules))"
+    code = "import sys, bridge.imaging.score; print(sorted(m for m in ('torch', 'open_clip', 'PIL') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""The learned bridge's translator (bridge/seq2seq.py) on a tiny random T5 built from a config: loading, batched
+"""The learned bridge's translator (bridge/learned/seq2seq.py) on a tiny random T5 built from a config: loading, batched
 generation, the Translation it returns and its fallback to the rules bridge. Training is tested in test_train.py."""
 
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.placeholders import protect
+from bridge.learned.placeholders import protect
 from bridge.recipe import Recipe
-from bridge.seq2seq import (
+from bridge.learned.seq2seq import (
     BridgeInfo,
     Seq2SeqTranslator,
     chrf,
@@ -63,7 +63,7 @@ def translator(bridge_dir):
 
 
 def test_importing_the_bridge_modules_imports_no_torch():
-    code = ("import sys, bridge.seq2seq, bridge.placeholders; "
+    code = ("import sys, bridge.learned.seq2seq, bridge.learned.placeholders; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

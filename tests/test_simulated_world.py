@@ -1,4 +1,4 @@
-"""The whole loop learns what its scorer rewards, in the simulated world of bridge.simulated (CPU, about a minute):
+"""The whole loop learns what its scorer rewards, in the simulated world of bridge.workflows.simulated (CPU, about a minute):
 data/build_pairs.py --simulated -> training/train.py --tiny -> eval/evaluate.py --simulated on held-out prompts.
 
 The world's hidden preference (16 groups of invented style words: one good, one neutral, one bad; subject words must
@@ -20,10 +20,10 @@ pytest.importorskip("accelerate")
 
 from script_loader import load_script
 
-from bridge.placeholders import PLACEHOLDER_PATTERN
+from bridge.learned.placeholders import PLACEHOLDER_PATTERN
 from bridge.recipe import Recipe
-from bridge.seq2seq import Seq2SeqTranslator, split_output
-from bridge.simulated import (
+from bridge.learned.seq2seq import Seq2SeqTranslator, split_output
+from bridge.workflows.simulated import (
     STYLE_WORDS,
     SimulatedRenderer,
     SimulatedScorer,

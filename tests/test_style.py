@@ -116,7 +116,7 @@ def test_an_artist_needs_facets_and_known_subjects(tmp_path):
 
 
 def test_describe_artists_candidates_still_have_descriptions():
-    """Data building's rules variants add every facet of an artist (bridge/pairs.py)."""
+    """Data building's rules variants add every facet of an artist (bridge/workflows/pairs.py)."""
     assert all(a.description for a in KB.artists.values() if a.action != "keep")
     assert KB.artists["greg rutkowski"].description.startswith(KB.artists["greg rutkowski"].medium)
 

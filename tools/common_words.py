@@ -1,4 +1,4 @@
-"""Write bridge/rules/common_words.txt: the words SD prompts use most, each with its CLIP BPE token count.
+"""Write bridge/data/common_words.txt: the words SD prompts use most, each with its CLIP BPE token count.
 
     python tools/common_words.py [--top 3000]
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     for text in written:
         counts.update({w: 10**6 for w in _pretokens(_clean(text)) if w.isascii()})
     words = [w for w, _ in counts.most_common(args.top) if len(w) > 1 and count_tokens(w) < len(w)]
-    out = ROOT / "bridge" / "rules" / "common_words.txt"
+    out = ROOT / "bridge" / "data" / "common_words.txt"
     out.write_text("".join(f"{w} {count_tokens(w)}\n" for w in sorted(words)), encoding="utf-8")
     print(f"{len(words)} words -> {out}")
     return 0

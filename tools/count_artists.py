@@ -1,6 +1,6 @@
 """Count artist names and SD1 "magic words" in real Stable Diffusion 1.x user prompts.
 
-The counts behind `bridge/rules/knowledge/sd1_artists.toml` and `sd1_magic_words.toml`. Standard library only.
+The counts behind `bridge/rules/data/knowledge/sd1_artists.toml` and `sd1_magic_words.toml`. Standard library only.
 
 Corpus (under --data, default /work/shared/data): the DiffusionDB prompts that ImageReward redistributes,
 `imagereward_diffusiondb_prompts/{refl_prompts_dev.jsonl, test_rankings.json, benchmark_prompts.json}`, merged and
@@ -32,10 +32,10 @@ is read as one name that is no candidate's, so it never counts for the candidate
 
 Examples:
     python tools/count_artists.py artists --top 150
-    python tools/count_artists.py artists --check bridge/rules/knowledge/sd1_artists.toml
-    python tools/count_artists.py magic --check bridge/rules/knowledge/sd1_magic_words.toml
+    python tools/count_artists.py artists --check bridge/rules/data/knowledge/sd1_artists.toml
+    python tools/count_artists.py magic --check bridge/rules/data/knowledge/sd1_magic_words.toml
     python tools/count_artists.py weak --celebrities --min 2 --examples 3
-    python tools/count_artists.py weak --check bridge/rules/knowledge/sd2_weak_concepts.toml
+    python tools/count_artists.py weak --check bridge/rules/data/knowledge/sd2_weak_concepts.toml
     python tools/count_artists.py weak --corpus parti --examples 5
 """
 
@@ -56,7 +56,7 @@ DEFAULT_DATA = Path("/work/shared/data")
 PROMPTS_DIR = "imagereward_diffusiondb_prompts"
 ARTISTS_FILE = "clip_interrogator_vocab/artists.txt"
 PARTI_FILE = "parti_prompts/PartiPrompts.tsv"
-KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "bridge" / "rules" / "knowledge"
+KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "bridge" / "rules" / "data" / "knowledge"
 
 # artists.txt lines that, in prompts, are mostly ordinary words or someone else's name.
 NOT_NAMES = frozenset({"artist", "constant", "ernst", "richter", "lovecraft", "christo", "raphael"})

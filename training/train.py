@@ -30,7 +30,7 @@ What one run does, in order:
 1. pairs: ``--data`` (a folder of Parquet shards, a .parquet or a .jsonl file), or with ``--tiny`` and no data, its
    own. Rows with ``split`` "train" train, "eval"/"validation"/"dev" evaluate, others ("test") are left out; without
    a split column a stable hash of the source prompt holds out ``eval_fraction``.
-2. encoding (bridge/seq2seq.py, bridge/placeholders.py): protected syntax becomes placeholders in inputs and targets;
+2. encoding (bridge/learned/seq2seq.py, bridge/learned/placeholders.py): protected syntax becomes placeholders in inputs and targets;
    a pair whose target does not keep the source's protected syntax is skipped (counted in the log).
 3. model: ``--model`` (hub id or path, any AutoModelForSeq2SeqLM), with a LoRA adapter (``--lora``, peft) or fully
    fine-tuned (``--full``); with ``--tiny``, a small T5 from config (``--d-model``, ``--layers``...).
@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.seq2seq import BridgeInfo, Example, encode_example
+from bridge.learned.seq2seq import BridgeInfo, Example, encode_example
 from bridge.translation import TranslationOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from bridge.models import get_model
-        from bridge.workflow import use_registry_file
+        from bridge.workflows.common import use_registry_file
 
         use_registry_file(self.registry, ValueError)
         self.source, self.target = get_model(self.source).key, get_model(self.target).key
@@ -275,7 +275,7 @@ def split_pairs(rows: list[dict[str, Any]], eval_fraction: float) -> tuple[list[
 
 def encode_pairs(rows: list[dict], config: TrainConfig) -> tuple[list[Example], int]:
     """Encoded pairs, and how many were skipped (their target breaks protected syntax, or too much of it)."""
-    from bridge.placeholders import TooManySlotsError
+    from bridge.learned.placeholders import TooManySlotsError
 
     options = TranslationOptions(networks=config.networks)
     examples = []
@@ -301,7 +301,7 @@ def tiny_tokenizer(examples: list[Example], vocab_size: int, out: Path, accelera
     tokenizes the same way."""
     from transformers import AutoTokenizer
 
-    from bridge.seq2seq import train_tokenizer
+    from bridge.learned.seq2seq import train_tokenizer
 
     saved = out / CHECKPOINTS / "tokenizer"
     if accelerator.is_main_process and not saved.is_dir():
@@ -316,8 +316,8 @@ def build_model(config: TrainConfig, tokenizer: Any, out: Path, is_main: bool) -
     wraps the model with peft; a random tiny base is saved in OUT/base, as the bridge needs it."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from bridge.placeholders import MAX_SLOTS, placeholder
-    from bridge.seq2seq import t5_from_config
+    from bridge.learned.placeholders import MAX_SLOTS, placeholder
+    from bridge.learned.seq2seq import t5_from_config
 
     if config.tiny:
         model = t5_from_config(len(tokenizer), d_model=config.d_model, layers=config.layers, heads=config.heads,
@@ -412,10 +412,10 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 def evaluate(model: Any, tokenizer: Any, info: BridgeInfo, examples: list[Example], config: TrainConfig) -> dict:
-    """Held-out loss (per target token) and generation metrics (see bridge.seq2seq.evaluate_examples)."""
+    """Held-out loss (per target token) and generation metrics (see bridge.learned.seq2seq.evaluate_examples)."""
     import torch
 
-    from bridge.seq2seq import Seq2SeqTranslator, evaluate_examples
+    from bridge.learned.seq2seq import Seq2SeqTranslator, evaluate_examples
 
     examples = examples[: config.eval_pairs]
     model.eval()

@@ -58,7 +58,7 @@ from bridge.datafiles import read_toml
 
 __all__ = ["RULES_DIR", "Artist", "KnowledgeBase", "KnowledgeError", "NegativeDefault", "Rule", "slug"]
 
-RULES_DIR = Path(__file__).resolve().parent
+RULES_DIR = Path(__file__).resolve().parent / "data"
 ARTIST_ACTIONS = ("keep", "replace", "keep_and_describe")
 
 

@@ -1,7 +1,7 @@
 """A simulated world: a deterministic renderer and scorer with a known hidden preference, for end-to-end tests of the
 render → score → pairs → train → evaluate loop without SD2 weights or a GPU (no torch either).
 
-    >>> from bridge.simulated import SimulatedRenderer, SimulatedScorer, SimulatedWorld
+    >>> from bridge.workflows.simulated import SimulatedRenderer, SimulatedScorer, SimulatedWorld
     >>> world = SimulatedWorld()
     >>> [result] = SimulatedRenderer().render(["a red fox in the forest, gloomy"])
     >>> [score] = SimulatedScorer().score(["a red fox in the forest, gloomy"], [result.image])
@@ -19,9 +19,9 @@ Subject words are S's words that are neither style words nor ``STOPWORDS``. So t
 word by its group's good word and keeps everything else; dropping a subject word costs more than a swap gains. The
 noise (far smaller than one swap) makes seeds differ, as real renders do. The negative prompt does not matter.
 
-The renderer and scorer have the interfaces of :class:`bridge.render.Renderer` (``render(requests, batch_size)`` →
-:class:`~bridge.render.RenderResult`) and :class:`bridge.score.CombinedScorer` (``score(source_prompts, images)`` →
-:class:`~bridge.score.ScoreBreakdown`, combined by :meth:`CombinedScorer.combine`), so the workflow scripts take
+The renderer and scorer have the interfaces of :class:`bridge.imaging.render.Renderer` (``render(requests, batch_size)`` →
+:class:`~bridge.imaging.render.RenderResult`) and :class:`bridge.imaging.score.CombinedScorer` (``score(source_prompts, images)`` →
+:class:`~bridge.imaging.score.ScoreBreakdown`, combined by :meth:`CombinedScorer.combine`), so the workflow scripts take
 them with ``--simulated``. The "image" stores its prompt, negative prompt and seed in its pixels (lossless: survives
 PNG and lossless WebP), so a scorer in another process can read it back.
 
@@ -44,8 +44,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bridge.render import RenderRequest, RenderResult
-from bridge.score import CombinedScorer, ScoreBreakdown, ScoreConfig
+from bridge.imaging.render import RenderRequest, RenderResult
+from bridge.imaging.score import CombinedScorer, ScoreBreakdown, ScoreConfig
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -200,7 +200,7 @@ def decode_image(image: Image) -> dict[str, Any]:
 
 
 class SimulatedRenderer:
-    """:class:`bridge.render.Renderer`'s interface over :func:`encode_image`: instant, deterministic."""
+    """:class:`bridge.imaging.render.Renderer`'s interface over :func:`encode_image`: instant, deterministic."""
 
     DEFAULTS: ClassVar[dict[str, Any]] = {"width": 512, "height": 512, "steps": 25, "cfg_scale": 7.0,
                                           "sampler": "DPM++ 2M Karras"}
@@ -222,7 +222,7 @@ class SimulatedRenderer:
 
 
 class SimulatedScorer:
-    """:class:`bridge.score.CombinedScorer`'s interface: the world's score is the ``source_text_image`` signal."""
+    """:class:`bridge.imaging.score.CombinedScorer`'s interface: the world's score is the ``source_text_image`` signal."""
 
     def __init__(self, config: ScoreConfig | None = None, world: SimulatedWorld | None = None):
         self.config = self.default_config(config)

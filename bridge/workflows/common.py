@@ -1,14 +1,14 @@
 """What the workflow scripts (data/build_pairs.py, eval/evaluate.py) share: loading the renderer and scorer they
 render and score with (real, ``--tiny`` or ``--simulated``), render cache keys, atomic files, saved images, progress.
 
-    >>> from bridge.workflow import load_renderer, load_scorer
+    >>> from bridge.workflows.common import load_renderer, load_scorer
     >>> renderer = load_renderer("sd21-base", mode="tiny")          # or mode="simulated", or "real" (the default)
     >>> scorer = load_scorer(ScoreConfig(), mode="tiny")            # a CombinedScorer (or the simulated world's)
 
 Modes: ``real`` loads the target's weights (registry key, hub id, folder or single file) and open_clip models named by
-the :class:`~bridge.score.ScoreConfig`; ``tiny`` builds random tiny models from configs (:mod:`bridge.testing`: a
+the :class:`~bridge.imaging.score.ScoreConfig`; ``tiny`` builds random tiny models from configs (:mod:`bridge.testing`: a
 32 px pipeline of the target's family, a tiny open_clip), CPU, seconds, or renders with the given weights (a small
-local pipeline) and scores with the tiny open_clip; ``simulated`` uses :mod:`bridge.simulated` (no torch).
+local pipeline) and scores with the tiny open_clip; ``simulated`` uses :mod:`bridge.workflows.simulated` (no torch).
 
 Models are registry keys: ``--registry FILE`` (:func:`use_registry_file`) lays a user registry over the packaged one
 first, so a model that is not packaged (the next generation) can be a source or target.
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from bridge.recipe import Recipe
-    from bridge.score import ScoreConfig
+    from bridge.imaging.score import ScoreConfig
 
 __all__ = ["IMAGE_FORMATS", "MODES", "RENDER_SETTINGS", "cache_key", "image_bytes", "load_renderer", "load_scorer",
            "progress_bar", "renderer_id", "requested_settings", "resolve_models_and_mode", "scorer_config",
@@ -42,7 +42,7 @@ IMAGE_FORMATS = {"png": {}, "webp": {"quality": 92, "method": 6}}
 
 
 def use_registry_file(path: str | Path | None, usage_error: type[Exception]) -> None:
-    """``--registry FILE``: lay a user registry file (the layout of bridge/models.toml) over the packaged registry for
+    """``--registry FILE``: lay a user registry file (the layout of bridge/data/models.toml) over the packaged registry for
     every lookup that follows (:func:`bridge.models.use_registry`); ``usage_error`` when it is missing or malformed.
     None leaves the registry as it is."""
     if path is None:
@@ -86,22 +86,22 @@ def renderer_id(target: str, weights: str | None = None, *, mode: str = "real") 
     if mode == "tiny" and not weights:
         return TINY_RENDERER_ID.format(kind=_tiny_kind(target))
     if mode == "simulated":
-        from bridge.simulated import SIMULATED_MODEL
+        from bridge.workflows.simulated import SIMULATED_MODEL
 
         return SIMULATED_MODEL
     return weights or target
 
 
 def load_renderer(target: str, weights: str | None = None, *, mode: str = "real", device: str | None = None) -> Any:
-    """A renderer for ``target`` (a registry key) with ``render(requests, batch_size)``: :class:`bridge.render.Renderer`
+    """A renderer for ``target`` (a registry key) with ``render(requests, batch_size)``: :class:`bridge.imaging.render.Renderer`
     on ``weights`` (default: the target's hub id; on the CPU in tiny mode), a tiny random one, or the simulated
     world's."""
     _check_mode(mode)
     if mode == "simulated":
-        from bridge.simulated import SimulatedRenderer
+        from bridge.workflows.simulated import SimulatedRenderer
 
         return SimulatedRenderer()
-    from bridge.render import Renderer
+    from bridge.imaging.render import Renderer
 
     if mode == "tiny" and not weights:
         from bridge.testing import tiny_sd_pipeline
@@ -127,7 +127,7 @@ def scorer_config(config: ScoreConfig, *, mode: str = "real") -> ScoreConfig:
 
         return config.replace(model=TINY_OPEN_CLIP_NAME, pretrained=None, aesthetic_weight=0.0, aesthetic_head=None)
     if mode == "simulated":
-        from bridge.simulated import SimulatedScorer
+        from bridge.workflows.simulated import SimulatedScorer
 
         return SimulatedScorer.default_config(config)
     return config
@@ -135,13 +135,13 @@ def scorer_config(config: ScoreConfig, *, mode: str = "real") -> ScoreConfig:
 
 def load_scorer(config: ScoreConfig, *, mode: str = "real", device: str | None = None) -> Any:
     """A scorer with ``score(source_prompts, images, sd1_images=None)`` and ``config``: a
-    :class:`bridge.score.CombinedScorer` (models loaded on first use), or the simulated world's."""
+    :class:`bridge.imaging.score.CombinedScorer` (models loaded on first use), or the simulated world's."""
     config = scorer_config(config, mode=mode)
     if mode == "simulated":
-        from bridge.simulated import SimulatedScorer
+        from bridge.workflows.simulated import SimulatedScorer
 
         return SimulatedScorer(config)
-    from bridge.score import CombinedScorer, Scorer
+    from bridge.imaging.score import CombinedScorer, Scorer
 
     if mode == "tiny":
         from bridge.testing import tiny_open_clip

@@ -57,7 +57,7 @@ __all__ = ["MAX_SLOTS", "PLACEHOLDER_PATTERN", "Protected", "TooManySlotsError",
 
 MAX_SLOTS = 100  # T5 vocabularies hold 100 sentinels, <extra_id_0> ... <extra_id_99>
 PLACEHOLDER_PATTERN = re.compile(r"<extra_id_(\d+)>")
-# Literal text protected like syntax: placeholder look-alikes, the "negative:" of the text format (bridge.seq2seq),
+# Literal text protected like syntax: placeholder look-alikes, the "negative:" of the text format (bridge.learned.seq2seq),
 # escapes such as "\(", dynamic-prompt choices "{a|b}", and characters T5 cannot write.
 _LITERAL = re.compile(r"<extra_id_\d+>|negative:|\\.?|\{[^{}]*\}|[{}<>]", re.DOTALL)
 

@@ -1,6 +1,6 @@
 """Source prompts for the workflow scripts (data/build_pairs.py, eval/evaluate.py): corpora, files, datasets.
 
-    >>> from bridge.corpora import read_prompts, select_prompts
+    >>> from bridge.workflows.corpora import read_prompts, select_prompts
     >>> prompts = read_prompts("diffusiondb")                         # a shipped corpus, a library file or folder
     >>> chosen = select_prompts(prompts, limit=100, seed=0, accept=looks_sd1)
 
@@ -32,7 +32,7 @@ __all__ = ["CORPORA", "CORPORA_DIR", "TINY_PROMPTS", "CorpusError", "SourcePromp
 
 # Shipped corpora: name -> (file under CORPORA_DIR, prompt column). A source checkout has them in data/corpora;
 # PROMPT_BRIDGE_DATA (or the scripts' --data-dir) points elsewhere.
-CORPORA_DIR = Path(os.environ.get("PROMPT_BRIDGE_DATA", Path(__file__).resolve().parents[1] / "data" / "corpora"))
+CORPORA_DIR = Path(os.environ.get("PROMPT_BRIDGE_DATA", Path(__file__).resolve().parents[2] / "data" / "corpora"))
 CORPORA = {
     "parti": ("parti_prompts.tsv", "Prompt"),
     "diffusiondb": ("diffusiondb_prompts.jsonl", "prompt"),

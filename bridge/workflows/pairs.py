@@ -8,7 +8,7 @@ The steps data/build_pairs.py runs for every shard of prompts (that script is th
    them), samples from a learned bridge, and user-supplied ones. Candidates with the same prompt and negative prompt
    are one candidate (the other names are kept in ``also``).
 2. :func:`render_and_score` — every candidate through the target renderer with the same seeds, each image scored
-   against the *source* prompt by the scorer (:class:`bridge.score.CombinedScorer`, or the simulated one).
+   against the *source* prompt by the scorer (:class:`bridge.imaging.score.CombinedScorer`, or the simulated one).
 3. :func:`best_of_n` — the best mean score over the seeds; the pair is kept when it beats the identity by more than
    ``margin``.
 4. :func:`pair_row` and :func:`write_shard` — one row per source prompt (``COLUMNS``), written as one Parquet shard
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
-from bridge.corpora import SourcePrompt, normalise
+from bridge.workflows.corpora import SourcePrompt, normalise
 from bridge.recipe import Recipe
 from bridge.translation import TranslationOptions
-from bridge.workflow import cache_key, write_atomic
+from bridge.workflows.common import cache_key, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -190,7 +190,7 @@ def _unique(candidates: list[Candidate]) -> list[Candidate]:
 
 @dataclass
 class Scored:
-    """A candidate with its images' scores: one :class:`~bridge.score.ScoreBreakdown` dict and render key per seed."""
+    """A candidate with its images' scores: one :class:`~bridge.imaging.score.ScoreBreakdown` dict and render key per seed."""
 
     candidate: Candidate
     scores: list[dict[str, float | None]] = field(default_factory=list)
@@ -210,7 +210,7 @@ def render_and_score(prompts: Sequence[SourcePrompt], candidates: Sequence[Seque
     them use; None fields are the renderer's defaults), score each image against its source prompt, and return the
     scored candidates per prompt. With ``sd1_renderer``, each source prompt is rendered with it too and the scorer
     compares with those images. ``on_images(results, keys)`` sees every rendered batch (progress, saving)."""
-    from bridge.render import RenderRequest
+    from bridge.imaging.render import RenderRequest
 
     scored = [[Scored(c) for c in cands] for cands in candidates]
     jobs = [(i, k, seed) for i, cands in enumerate(candidates) for k in range(len(cands)) for seed in seeds]
