@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli-prompts", type=int, default=100_000, help="0 skips the CLI timing")
     args = parser.parse_args(argv)
 
+    from bridge.load import load_translator
     from bridge.syntax import parse
-    from bridge.translation import TranslationOptions, load_translator
+    from bridge.translation import TranslationOptions
 
     options = TranslationOptions()
     found = corpora(args.data)

@@ -23,8 +23,8 @@ import json
 import time
 from pathlib import Path
 
-from bridge.recipe import Recipe
 from bridge.learned.seq2seq import BridgeInfo, Seq2SeqTranslator, t5_from_config, train_tokenizer
+from bridge.recipe import Recipe
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpora" / "diffusiondb_prompts.jsonl"
 T5_SMALL = {"d_model": 512, "layers": 6, "heads": 8, "d_ff": 2048}

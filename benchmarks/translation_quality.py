@@ -738,7 +738,7 @@ TRANSLATION_ERRORS = (ArithmeticError, AssertionError, AttributeError, ImportErr
 def translate_all(prompts: list[str], target: str, source: str = "sd15"
                   ) -> tuple[list[tuple[str, str, str, str]], int]:
     """(original, translation, original negative, translated negative) of each prompt translated, and the errors."""
-    from bridge.translation import load_translator
+    from bridge.load import load_translator
 
     try:
         translator = load_translator("rules", source=source, target=target)

@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 __all__ = ["Change", "Recipe", "Translation", "Translator", "attention", "load_translator", "parse", "translate"]
 
 _LAZY = {
-    "translate": "bridge.translation",
-    "load_translator": "bridge.translation",
+    "translate": "bridge.load",
+    "load_translator": "bridge.load",
     "Translation": "bridge.translation",
     "Translator": "bridge.translation",
     "Change": "bridge.translation",

@@ -307,11 +307,11 @@ def _to_dialect(translation, dialect: str):
 
 
 def _load_translator(args: argparse.Namespace):
+    from bridge.load import load_translator
     from bridge.models import get_model
-    from bridge.translation import load_translator
 
     if args.model:
-        from bridge.translation import is_hub_id
+        from bridge.models import is_hub_id
 
         if not Path(args.model).exists() and not is_hub_id(args.model):
             raise InputError(f"no learned bridge at {args.model!r}: give a folder written by training/train.py "

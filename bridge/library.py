@@ -3,7 +3,7 @@
 Read a file or a folder, translate each recipe, write the result in the same format::
 
     from bridge.library import read_library, write_library
-    from bridge.translation import translate
+    from bridge.load import translate
 
     items = read_library("prompts.csv", column="caption")  # or a .txt, .jsonl, .parquet, styles.csv, .png, a folder
     recipes = [translate(item.recipe, source="sd15", target="sd2").recipe for item in items]

@@ -32,6 +32,7 @@ BRIDGE_KINDS = ("rules", "seq2seq")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 # A1111 titles a checkpoint "name.safetensors [6ce0161689]"; its short hash is the SHA-256's first 10 hex digits.
 _TRAILING_HASH = re.compile(r"\s*\[([0-9a-fA-F]+)\]\s*$")
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # user/name, as on the Hugging Face hub
 SHORT_HASH_LEN = 10
 SHA256_HEX_LEN = 64
 
@@ -129,6 +130,11 @@ class BridgeSpec:
     @property
     def label(self) -> str:
         return f"{self.source}->{self.target}"
+
+
+def is_hub_id(text: str) -> bool:
+    """``user/name`` as on the Hugging Face hub (a path that does not exist is taken for one only in that shape)."""
+    return _HUB_ID.fullmatch(text) is not None
 
 
 def checkpoint_stem(name: str) -> str:

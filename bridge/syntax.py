@@ -48,6 +48,7 @@ __all__ = [
     "PromptSyntaxError",
     "Text",
     "attention",
+    "excerpt",
     "features",
     "format_weight",
     "parse",
@@ -186,11 +187,12 @@ def _parse_weight(weight: str, context: str) -> float:
         return float(weight)
     except ValueError:
         raise PromptSyntaxError(
-            f"malformed weight {weight!r} in {_excerpt(context)}; a weight is one number such as 1.2 or 0.8"
+            f"malformed weight {weight!r} in {excerpt(context)}; a weight is one number such as 1.2 or 0.8"
         ) from None
 
 
-def _excerpt(text: str, limit: int = 60) -> str:
+def excerpt(text: str, limit: int = 60) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters with an ellipsis: one helper for every message."""
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 

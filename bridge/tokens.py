@@ -49,11 +49,13 @@ import operator
 import re
 import unicodedata
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from bridge.memo import memoized
 from bridge.syntax import attention, parse
 
 __all__ = ["CHUNK_TOKENS", "COMMA_BACKTRACK", "Chunk", "chunk", "chunk_count", "count_tokens", "overflows", "tokenize"]
@@ -107,7 +109,7 @@ _QUOTES = {0x02BC: "'", 0x2018: "'", 0x2019: "'", 0x201A: "'", 0x201B: "'",
            0x201C: '"', 0x201D: '"', 0x201E: '"', 0x201F: '"'}
 
 
-@lru_cache(maxsize=1)
+@cache
 def _fix_table() -> dict[int, str | None]:
     table: dict[int, str | None] = {0x3000: " "}
     for code in range(0xFF01, 0xFFF0):  # full-width and half-width forms
@@ -120,7 +122,7 @@ def _fix_table() -> dict[int, str | None]:
     return table
 
 
-@lru_cache(maxsize=1)
+@cache
 def _merge_ranks() -> dict[str, int]:
     """``"first second"`` -> rank (lower merges first), from the first MERGE_COUNT lines after the header line.
 
@@ -232,28 +234,6 @@ def _symbols(word: str) -> str:
     return word.encode("utf-8").decode("latin-1").translate(_TO_SYMBOLS)
 
 
-@lru_cache(maxsize=1)
-def _whole_words() -> frozenset[str]:
-    """The vocabulary's tokens that end a word (``"castle</w>"``), all made by merges. BPE turns each of them, spelled
-    alone, into that one token (a test checks every one), so a pre-token found here needs no merging."""
-    return frozenset(token for token in (merge.replace(" ", "") for merge in _merge_ranks())
-                     if token.endswith(END_OF_WORD))
-
-
-WHOLE_WORDS_AFTER = 256  # new words merged before the whole-word set (8 ms to build) pays for itself
-
-
-@lru_cache(maxsize=1 << 16)
-def _word_bpe(word: str) -> tuple[str, ...]:
-    """The tokens of one pre-token (cached: prompts repeat their words). Once a few hundred words have been merged
-    (a library, not one prompt), a word that is a vocabulary token is looked up instead."""
-    symbols = _symbols(word)
-    library = _whole_words.cache_info().currsize or _word_bpe.cache_info().misses > WHOLE_WORDS_AFTER
-    if library and symbols + END_OF_WORD in _whole_words():
-        return (symbols + END_OF_WORD,)
-    return _bpe(symbols)
-
-
 # What is remembered stays small whatever the input: a word or phrase longer than this (a pasted blob, a hostile
 # prompt) is worked out each time instead, and so is a whole text longer than LONGEST_TEXT.
 LONGEST_WORD = 100  # characters; CLIP pre-tokens of real prompts are far shorter
@@ -261,9 +241,10 @@ LONGEST_PHRASE = 400
 LONGEST_TEXT = 4000
 
 
+@memoized(size=1 << 16, longest=LONGEST_WORD)  # prompts repeat their words
 def _tokens_of(word: str) -> tuple[str, ...]:
-    """_word_bpe, without remembering a word longer than LONGEST_WORD characters."""
-    return _word_bpe(word) if len(word) <= LONGEST_WORD else _word_bpe.__wrapped__(word)
+    """The tokens of one pre-token."""
+    return _bpe(_symbols(word))
 
 
 def tokenize(text: str) -> list[str]:
@@ -340,21 +321,19 @@ _UNSPLITTABLE = re.compile(r", (?:(?<=[^\w ], )|(?<=_, )|(?=, ))")
 
 
 def _tokens_and_texts(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The tokens of cleaned text, and their texts (see _Run.texts; the first has no space before it); a word longer
-    than LONGEST_WORD is not remembered."""
-    found = [_spaced_tokens(w) if len(w) <= LONGEST_WORD else _spaced_tokens.__wrapped__(w)
-             for w in _spaced_words(cleaned)]
+    """The tokens of cleaned text, and their texts (see _Run.texts; the first has no space before it)."""
+    found = [_spaced_tokens(w) for w in _spaced_words(cleaned)]
     return (tuple(itertools.chain.from_iterable(tokens for tokens, _ in found)),
             tuple(itertools.chain.from_iterable(texts for _, texts in found)))
 
 
-@lru_cache(maxsize=1 << 14)  # bulkier than a count, and only needed for the prompts that get chunked
+@memoized(size=1 << 14, longest=LONGEST_PHRASE)  # bulkier than a count; only the prompts that get chunked need it
 def _phrase_tokens(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """_tokens_and_texts of a phrase, remembered: what a text that needs chunking is made of."""
     return _tokens_and_texts(cleaned)
 
 
-@lru_cache(maxsize=1 << 14)
+@memoized(size=1 << 14, longest=LONGEST_PHRASE)
 def _after_comma(cleaned: str, space_before_comma: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A phrase with the comma before it: the comma (after a space if the phrase before ends with one), then the
     phrase, whose first token comes after the comma's space."""
@@ -367,43 +346,29 @@ def _comma_join(tokens: tuple[str, ...], texts: tuple[str, ...], space_before_co
     return (COMMA, *tokens), ((comma, " " + texts[0], *texts[1:]) if texts else (comma,))
 
 
-def _long(phrases: tuple[str, ...]) -> bool:
-    return max(map(len, phrases)) > LONGEST_PHRASE
-
-
+@memoized(size=256, longest=LONGEST_TEXT)  # a text that needs chunking was read for the fit check just before
 def _attention(text: str) -> tuple[tuple[str, float], ...]:
-    """attention(), remembered for a while: a text that needs chunking was read for the fit check just before."""
-    return _recent_attention(text) if len(text) <= LONGEST_TEXT else _recent_attention.__wrapped__(text)
-
-
-@lru_cache(maxsize=256)
-def _recent_attention(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(attention(text))
 
 
+@memoized(size=256, longest=LONGEST_TEXT)  # (for the same reason)
 def _piece_phrases(piece: str) -> tuple[str, ...]:
-    """The cleaned phrases of one attention piece (remembered for the same reason)."""
-    return _recent_phrases(piece) if len(piece) <= LONGEST_TEXT else _recent_phrases.__wrapped__(piece)
-
-
-@lru_cache(maxsize=256)
-def _recent_phrases(piece: str) -> tuple[str, ...]:
+    """The cleaned phrases of one attention piece."""
     return tuple(_phrases(_clean(piece)))
 
 
 def _piece_count(piece: str) -> int:
     """How many tokens one attention piece takes."""
     phrases = _piece_phrases(piece)
-    # a pasted blob: its phrases are counted without being remembered
-    return sum(map(_count if _long(phrases) else _phrase_count, phrases)) + len(phrases) - 1
+    return sum(map(_phrase_count, phrases)) + len(phrases) - 1
 
 
 def _count(cleaned: str) -> int:
-    """How many tokens cleaned text takes; a word longer than LONGEST_WORD is not remembered."""
+    """How many tokens cleaned text takes."""
     return sum(map(len, map(_tokens_of, _pretokens(cleaned))))
 
 
-@lru_cache(maxsize=1 << 16)
+@memoized(size=1 << 16, longest=LONGEST_PHRASE)
 def _phrase_count(cleaned: str) -> int:
     """_count of a phrase, remembered (the fit check needs no more than this)."""
     return _count(cleaned)
@@ -422,7 +387,7 @@ def _spaced_words(cleaned: str) -> list[str]:
     return spaced
 
 
-@lru_cache(maxsize=1 << 16)
+@memoized(size=1 << 16, longest=LONGEST_WORD)
 def _spaced_tokens(spaced_word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The tokens of a pre-token and their texts; ``spaced_word`` comes with the space before it, if any."""
     word = spaced_word.removeprefix(" ")
@@ -445,12 +410,8 @@ def _runs(text: str) -> list[_Run]:
         first = len(run.symbols)
         phrases = _piece_phrases(piece)
         spaces = map(str.endswith, phrases[:-1], itertools.repeat(" "))
-        if _long(phrases):  # a pasted blob: worked out phrase by phrase, its long phrases not remembered
-            found = [_tokens_and_texts(phrase) if len(phrase) > LONGEST_PHRASE else _phrase_tokens(phrase)
-                     for phrase in phrases]
-            parts = [found[0], *map(_comma_join, *zip(*found[1:]), spaces)] if len(found) > 1 else found
-        else:  # the first phrase, then each next one with the comma before it (all looked up in C)
-            parts = [_phrase_tokens(phrases[0]), *map(_after_comma, phrases[1:], spaces)]
+        # the first phrase, then each next one with the comma before it
+        parts = [_phrase_tokens(phrases[0]), *map(_after_comma, phrases[1:], spaces)]
         run.symbols.extend(itertools.chain.from_iterable(map(operator.itemgetter(0), parts)))
         run.texts.extend(itertools.chain.from_iterable(map(operator.itemgetter(1), parts)))
         added = len(run.symbols) - first
@@ -547,10 +508,10 @@ def overflows(prompt: str, *, steps: int = 20) -> list[str]:
     >>> overflows("a castle BREAK " + "word " * 75)
     []
     """
-    return list(_overflows(prompt, steps) if len(prompt) <= LONGEST_TEXT else _overflows.__wrapped__(prompt, steps))
+    return list(_overflows(prompt, steps))
 
 
-@lru_cache(maxsize=1024)  # the same default negative prompt comes back for prompt after prompt
+@memoized(size=1024, longest=LONGEST_TEXT)  # the same default negative prompt comes back for prompt after prompt
 def _overflows(prompt: str, steps: int) -> tuple[str, ...]:
     clauses = _clause_texts(prompt, steps)
     messages: list[str] = []
@@ -605,7 +566,7 @@ def _break_runs(text: str) -> int:
 COMMON_WORDS_PATH = Path(__file__).resolve().parent / "data" / "common_words.txt"
 
 
-@lru_cache(maxsize=1)
+@cache
 def _common_words() -> dict[str, int]:
     """Frequent prompt words and their token counts (tools/common_words.py; a test checks every count)."""
     pairs = (line.rsplit(" ", 1) for line in COMMON_WORDS_PATH.read_text(encoding="utf-8").splitlines() if line)
@@ -614,26 +575,34 @@ def _common_words() -> dict[str, int]:
 
 def _fits(text: str) -> bool:
     """True when no run of text between BREAKs passes 75 tokens (no chunks are built: only a text that does not fit
-    needs them, for the warning). Until the BPE vocabulary is loaded the count is an upper bound (a listed common
-    word takes its listed count, any other pre-token at most one token per byte), so a short prompt never loads it;
-    a text past the bound is counted exactly."""
-    exact = _merge_ranks.cache_info().currsize > 0
-    common = None if exact else _common_words()
-    count = 0
+    needs them, for the warning). An upper bound that needs no BPE vocabulary comes first (a listed common word takes
+    its listed count, any other pre-token at most one token per byte), so a short prompt never loads it; a text past
+    the bound is counted exactly."""
+    return _runs_fit(text, _piece_bound) or _runs_fit(text, _piece_count)
+
+
+def _runs_fit(text: str, count: Callable[[str], int]) -> bool:
+    tokens = 0
     for piece, weight in _attention(text):
         if piece == "BREAK" and weight == -1:
-            count = 0
+            tokens = 0
             continue
-        if exact:
-            count += _piece_count(piece)
-        else:
-            count += sum(common.get(word) or len(word.encode("utf-8")) for word in _pretokens(_clean(piece)))
-        if count > CHUNK_TOKENS:
-            if exact:
-                return False
-            _merge_ranks()  # load the vocabulary and count exactly
-            return _fits(text)
+        tokens += count(piece)
+        if tokens > CHUNK_TOKENS:
+            return False
     return True
+
+
+def _piece_bound(piece: str) -> int:
+    """At least as many tokens as one attention piece takes (_piece_count), from the common words alone."""
+    phrases = _piece_phrases(piece)
+    return sum(map(_phrase_bound, phrases)) + len(phrases) - 1
+
+
+@memoized(size=1 << 16, longest=LONGEST_PHRASE)
+def _phrase_bound(cleaned: str) -> int:
+    common = _common_words()
+    return sum(common.get(word) or len(word.encode("utf-8")) for word in _pretokens(cleaned))
 
 
 def _split_message(k: int, total: int, before: _Bound, after: _Bound) -> str:

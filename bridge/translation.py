@@ -1,4 +1,6 @@
-"""The translation API (module `bridge.translation`; `bridge.translate` is the function): what a bridge returns, the interface every bridge implements, and the one loader.
+"""The types every bridge shares: what a bridge returns (:class:`Translation`, :class:`Change`), the options it
+takes (:class:`TranslationOptions`) and the interface it implements (:class:`Translator`). The loader that picks a
+bridge is :mod:`bridge.load`, one layer up; ``bridge.translation.translate`` and ``.load_translator`` lead there.
 
 >>> import bridge
 >>> t = bridge.translate("a castle, by greg rutkowski, 8k", source="sd15", target="sd2")
@@ -14,11 +16,8 @@ implements :class:`Translator` today; the learned seq2seq bridge implements the 
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.recipe import Recipe
@@ -26,9 +25,7 @@ from bridge.recipe import Recipe
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["Change", "Translation", "TranslationOptions", "Translator", "load_translator", "translate"]
-
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # user/name, as on the Hugging Face hub
+__all__ = ["Change", "Translation", "TranslationOptions", "Translator"]
 
 # Recipe fields a caller may set through translate(**settings).
 RECIPE_SETTINGS = ("width", "height", "steps", "cfg_scale", "sampler", "seed", "model", "clip_skip")
@@ -99,7 +96,7 @@ class Translation:
         return self.recipe.to_infotext()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TranslationOptions:
     """Options every bridge understands.
 
@@ -142,108 +139,12 @@ class Translator(Protocol):
                         ) -> list[Translation]: ...
 
 
-def is_hub_id(text: str) -> bool:
-    """``user/name`` as on the Hugging Face hub (a path that does not exist is taken for one only in that shape)."""
-    return _HUB_ID.fullmatch(text) is not None
+_MOVED = {"translate", "load_translator", "make_recipe", "is_hub_id"}  # documented here before bridge.load existed
 
 
-def make_recipe(prompt: str | Recipe, negative_prompt: str | None = None, **settings: Any) -> Recipe:
-    """A Recipe from a prompt (or a Recipe) plus settings; unknown setting names are an error that lists the valid."""
-    unknown = sorted(set(settings) - set(RECIPE_SETTINGS))
-    if unknown:
-        raise TypeError(f"unknown setting {unknown[0]!r}; valid settings: {', '.join(RECIPE_SETTINGS)}")
-    recipe = prompt if isinstance(prompt, Recipe) else Recipe(prompt=prompt)
-    changes = {k: v for k, v in settings.items() if v is not None}
-    if negative_prompt is not None:
-        changes["negative_prompt"] = negative_prompt
-    return recipe.replace(**changes) if changes else recipe
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import bridge.load
 
-
-def translate(
-    prompt: str | Recipe,
-    *,
-    source: str = "sd15",
-    target: str = "sd2",
-    negative_prompt: str | None = None,
-    networks: str = "remove",
-    network_map: dict[str, str] | None = None,
-    embeddings: Iterable[str] = (),
-    disable: Iterable[str] = (),
-    knowledge: str | os.PathLike | None = None,
-    style_budget: int | None = None,
-    **settings: Any,
-) -> Translation:
-    """Translate one SD1.x prompt (or a whole :class:`Recipe`) with the embedded rules bridge.
-
-    ``settings`` are recipe fields of the source generation (width, height, steps, cfg_scale, sampler, seed, model,
-    clip_skip); the options are those of :class:`TranslationOptions`.
-
-    >>> translate("portrait of a woman, (masterpiece:1.2), 8k", target="sd21").recipe.width
-    768
-    """
-    options = TranslationOptions(networks, dict(network_map or {}), tuple(embeddings), tuple(disable), knowledge,
-                                 style_budget)
-    stamp = None
-    if knowledge is not None:
-        try:
-            stat = os.stat(knowledge)
-            stamp = (stat.st_size, stat.st_mtime_ns)
-        except OSError:
-            stamp = None  # the loader reports the missing file
-    translator = _rules_translator(source, target, None if knowledge is None else os.fspath(knowledge), stamp)
-    return translator.translate(make_recipe(prompt, negative_prompt, **settings), options)
-
-
-@functools.lru_cache(maxsize=16)
-def _rules_translator(source: str, target: str, knowledge: str | None, stamp: tuple | None) -> Translator:
-    """Rules translators are reused across translate() calls (loading and planning cost more than translating);
-    ``stamp`` makes an edited user knowledge file load again."""
-    return load_translator("rules", source=source, target=target, knowledge=knowledge)
-
-
-def _hop_translator(spec, knowledge: str | os.PathLike | None) -> Translator:
-    """The translator of one registered bridge: a rules bridge from its knowledge file, or a learned one."""
-    if spec.kind == "rules":
-        from bridge.rules import RulesTranslator
-
-        return RulesTranslator.for_bridge(spec, knowledge=knowledge)
-    return load_translator(spec.model, source=spec.source, target=spec.target)
-
-
-def load_translator(
-    name_or_path: str | os.PathLike = "rules",
-    *,
-    source: str = "sd15",
-    target: str = "sd2",
-    knowledge: str | os.PathLike | None = None,
-) -> Translator:
-    """The one loader. ``"rules"`` is the registry's bridge for ``source`` → ``target``: the direct one, or else the
-    shortest chain of registered bridges (each hop a rules bridge or a learned one); a ``.toml`` file is a rules
-    bridge with that knowledge file; a folder holding ``bridge.json`` (or a hub id) is a learned bridge."""
-    from bridge.rules import RulesTranslator
-
-    text = os.fspath(name_or_path)
-    if text == "rules":
-        from bridge.models import find_path
-
-        hops = [_hop_translator(spec, knowledge) for spec in find_path(source, target)]
-        if len(hops) == 1:
-            return hops[0]
-        from bridge.chain import ChainTranslator
-
-        return ChainTranslator(hops)
-    path = Path(text)
-    if path.suffix == ".toml":
-        if not path.is_file():
-            raise FileNotFoundError(f"knowledge file not found: {text}")
-        return RulesTranslator.from_file(path, source=source, target=target, knowledge=knowledge)
-    if (path / "bridge.json").is_file() or (not path.exists() and is_hub_id(text)):
-        try:
-            from bridge.learned.seq2seq import Seq2SeqTranslator  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise ValueError(f"cannot load learned bridge {text!r}: {exc}") from None
-        return Seq2SeqTranslator.from_pretrained(text)
-    raise ValueError(
-        f"cannot load translator {text!r}; use 'rules', a knowledge .toml file, or a learned bridge "
-        "(a folder with bridge.json, or a hub id such as user/sd15-to-sd2)"
-    )
+        return getattr(bridge.load, name)
+    raise AttributeError(f"module 'bridge.translation' has no attribute {name!r}")

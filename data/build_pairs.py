@@ -53,11 +53,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.workflows import common as workflow, corpora, pairs
-from bridge.workflows.corpora import CorpusError, SourcePrompt
+from bridge.imaging.score import ScoreConfig
 from bridge.models import get_model
 from bridge.recipe import Recipe
-from bridge.imaging.score import ScoreConfig
+from bridge.workflows import common as workflow
+from bridge.workflows import corpora, pairs
+from bridge.workflows.corpora import CorpusError, SourcePrompt
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -55,15 +55,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.workflows import common as workflow, corpora, eval_report as report
-from bridge.workflows.corpora import TINY_PROMPTS
+from bridge.imaging.score import EVAL_SCORER, ScoreConfig
+from bridge.load import load_translator
 from bridge.models import NoBridgeError
 from bridge.recipe import Recipe
-from bridge.imaging.score import EVAL_SCORER, ScoreConfig
 from bridge.syntax import PromptSyntaxError
 from bridge.tokens import overflows
-from bridge.translation import load_translator
+from bridge.workflows import common as workflow
+from bridge.workflows import corpora
+from bridge.workflows import eval_report as report
 from bridge.workflows.common import IMAGE_FORMATS, cache_key, requested_settings, write_atomic
+from bridge.workflows.corpora import TINY_PROMPTS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

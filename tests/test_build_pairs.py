@@ -18,10 +18,10 @@ pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
 
 from script_loader import load_script
 
+from bridge.learned.seq2seq import Candidate as LearnedSample
+from bridge.recipe import Recipe
 from bridge.workflows import corpora, pairs
 from bridge.workflows.corpora import SourcePrompt
-from bridge.recipe import Recipe
-from bridge.learned.seq2seq import Candidate as LearnedSample
 from bridge.workflows.simulated import SimulatedRenderer, SimulatedScorer, SimulatedWorld, decode_image
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,9 +7,9 @@ import pytest
 
 from bridge.chain import ChainTranslator
 from bridge.cli import main
+from bridge.load import load_translator, translate
 from bridge.models import use_registry
 from bridge.rules.stages import nearest_bucket
-from bridge.translation import load_translator, translate
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.load import translate
 from bridge.rules import KnowledgeBase
 from bridge.rules.knowledge import RULES_DIR
-from bridge.translation import translate
 
 KB = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml")
 CORPORA = Path(__file__).resolve().parent.parent / "data" / "corpora"
@@ -200,7 +200,8 @@ def test_weak_pattern_prefilter_never_changes_a_result():
 
 
 def test_literal_finder_finds_exactly_the_literals_in_the_text():
-    from bridge.rules.engine import LiteralFinder
+    from bridge.memo import Memo
+    from bridge.rules.matching import LiteralFinder
 
     literals = ["sign", "signboard", "text", "t-shirt", "'", "says", "é"]
     finder = LiteralFinder(literals)
@@ -210,9 +211,9 @@ def test_literal_finder_finds_exactly_the_literals_in_the_text():
         assert finder.present(text) == {x for x in literals if x in text}, text
     assert finder.present("a signboard") == {"sign", "signboard"}
     small = LiteralFinder(["cat"])
-    small.MAX_WORDS = 2
+    small._held = Memo(2)
     assert [small.present(t) for t in ("a cat", "dog", "bird", "catfish")] == [{"cat"}, set(), set(), {"cat"}]
-    assert len(small._held) <= 3
+    assert len(small._held) <= 2
 
 
 def test_remembered_phrases_translate_as_on_first_sight():
@@ -222,12 +223,12 @@ def test_remembered_phrases_translate_as_on_first_sight():
 
     prompts = [json.loads(line)["prompt"] for line in
                (CORPORA / "diffusiondb_prompts.jsonl").read_text(encoding="utf-8").splitlines()][:400]
+    from bridge.memo import Memo
     from bridge.rules import RulesTranslator
-    from bridge.rules.engine import Memo
     from bridge.translation import TranslationOptions
 
     class Forgetful(Memo):
-        def remember(self, item: object) -> None:
+        def put(self, key: object, value: object) -> None:
             pass
 
     def outputs(translator: RulesTranslator) -> list[tuple]:
@@ -235,13 +236,9 @@ def test_remembered_phrases_translate_as_on_first_sight():
 
     prompts = [p for p in (json.loads(line)["prompt"] for line in
                (CORPORA / "diffusiondb_prompts.jsonl").read_text(encoding="utf-8").splitlines()[:400]) if p.strip()]
-    class NoMemory(dict):
-        def __setitem__(self, key: object, value: object) -> None:
-            pass
-
     reference = RulesTranslator.for_models("sd15", "sd2")
-    reference.plan(TranslationOptions()).unchanged_phrases = Forgetful()
-    reference.plan(TranslationOptions()).artists._rewritten = NoMemory()
+    reference.plan(TranslationOptions()).unchanged_phrases = Forgetful(1)
+    reference.plan(TranslationOptions()).artists._rewritten = Forgetful(1)
     expected = outputs(reference)
     remembering = RulesTranslator.for_models("sd15", "sd2")
     assert outputs(remembering) == expected
@@ -252,8 +249,9 @@ def test_remembered_phrases_translate_as_on_first_sight():
 
 
 def test_a_pasted_blob_is_translated_but_not_remembered():
+    from bridge.memo import LONGEST_KEY
     from bridge.rules import RulesTranslator
-    from bridge.rules.phrases import LONGEST_REMEMBERED, normalize
+    from bridge.rules.matching import normalize
     from bridge.translation import TranslationOptions
 
     translator = RulesTranslator.for_models("sd15", "sd2")
@@ -262,6 +260,6 @@ def test_a_pasted_blob_is_translated_but_not_remembered():
     assert blob.strip() in t.prompt and "8k" not in t.prompt
     plan = translator.plan(TranslationOptions())
     assert "a castle" in plan.unchanged_phrases
-    assert all(len(text) <= LONGEST_REMEMBERED for text in plan.unchanged_phrases)
-    assert all(len(text) <= LONGEST_REMEMBERED for text in plan.artists._rewritten)
+    assert all(len(text) <= LONGEST_KEY for text in plan.unchanged_phrases)
+    assert all(len(text) <= LONGEST_KEY for text in plan.artists._rewritten)
     assert normalize("  A  " + blob.upper()) == "a " + " ".join(blob.split())

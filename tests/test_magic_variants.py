@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.load import load_translator
 from bridge.rules import KnowledgeBase
 from bridge.rules.knowledge import RULES_DIR
-from bridge.rules.phrases import variant_key
-from bridge.translation import Translation, load_translator
+from bridge.rules.matching import variant_key
+from bridge.translation import Translation
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpora" / "diffusiondb_prompts.jsonl"
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from bridge.load import translate
 from bridge.rules import KnowledgeBase
 from bridge.rules.engine import build_plan
 from bridge.rules.knowledge import RULES_DIR
-from bridge.rules.phrases import PhraseSet
+from bridge.rules.matching import PhraseSet
 from bridge.rules.stages import phrase_key
-from bridge.translation import TranslationOptions, translate
+from bridge.translation import TranslationOptions
 
 CORPORA = Path(__file__).resolve().parent.parent / "data" / "corpora"
 KBS = {"sd2": KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml"), "sdxl": KnowledgeBase.load(RULES_DIR / "sd1_to_sdxl.toml")}

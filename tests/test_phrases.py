@@ -3,7 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.rules.phrases import DROP, KEEP, PhraseSet, containers, edit_phrases
+from bridge.rules.matching import PhraseSet
+from bridge.rules.phrases import DROP, KEEP, containers, edit_phrases
 from bridge.syntax import parse
 
 WORDS = ["a castle", "8k", "(8k:1.2)", "((tall))", "sky", "by greg", "[fog]", "<lora:x:1>", "4k"]
@@ -82,6 +83,6 @@ def test_phrase_set_finds_what_a_word_by_word_scan_finds(phrases, text):
 def test_normalize_collapses_whitespace_as_the_regex_did(text):
     import re
 
-    from bridge.rules.phrases import normalize
+    from bridge.rules.matching import normalize
 
     assert normalize(text) == re.sub(r"\s+", " ", text).strip().lower()

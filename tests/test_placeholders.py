@@ -15,7 +15,7 @@ from bridge.learned.placeholders import (
     protect,
     restore,
 )
-from bridge.translation import load_translator
+from bridge.load import load_translator
 
 SYNTAX = ["(castle:1.3)", "((masterpiece))", "[fog]", "[day:night:0.5]", "[cat|dog]", " BREAK ", " AND ", " :1.2",
           "<lora:detail:0.6>", "<hypernet:anime:1>", "\\(escaped\\)", "negative:", "{red|blue}", "a < b", "||", "<extra_id_4>", "(unclosed", "stray)",

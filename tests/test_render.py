@@ -11,8 +11,6 @@ np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from bridge.models import UnknownModelError, get_model
-from bridge.recipe import Recipe
 from bridge.imaging.render import (
     SAMPLERS,
     Renderer,
@@ -22,6 +20,8 @@ from bridge.imaging.render import (
     prompt_chunks,
     schedule_step,
 )
+from bridge.models import UnknownModelError, get_model
+from bridge.recipe import Recipe
 from bridge.testing import (
     TINY_OPEN_CLIP_NAME,
     clip_tokenizer,

@@ -7,11 +7,12 @@ import textwrap
 import pytest
 
 import bridge
+from bridge.load import load_translator, translate
 from bridge.recipe import Recipe
 from bridge.rules import EmptyPromptError, KnowledgeBase, KnowledgeError, RulesTranslator, target_size
 from bridge.rules.knowledge import RULES_DIR
 from bridge.syntax import parse
-from bridge.translation import Translation, TranslationOptions, load_translator, translate
+from bridge.translation import Translation, TranslationOptions
 
 
 def rules_of(t: Translation) -> list[str]:

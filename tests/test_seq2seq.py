@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from bridge.learned.placeholders import protect
-from bridge.recipe import Recipe
 from bridge.learned.seq2seq import (
     BridgeInfo,
     Seq2SeqTranslator,
@@ -22,7 +21,9 @@ from bridge.learned.seq2seq import (
     t5_from_config,
     train_tokenizer,
 )
-from bridge.translation import Translation, TranslationOptions, load_translator
+from bridge.load import load_translator
+from bridge.recipe import Recipe
+from bridge.translation import Translation, TranslationOptions
 
 REPO = Path(__file__).resolve().parents[1]
 

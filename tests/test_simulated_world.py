@@ -21,8 +21,9 @@ pytest.importorskip("accelerate")
 from script_loader import load_script
 
 from bridge.learned.placeholders import PLACEHOLDER_PATTERN
-from bridge.recipe import Recipe
 from bridge.learned.seq2seq import Seq2SeqTranslator, split_output
+from bridge.load import translate
+from bridge.recipe import Recipe
 from bridge.workflows.simulated import (
     STYLE_WORDS,
     SimulatedRenderer,
@@ -31,7 +32,6 @@ from bridge.workflows.simulated import (
     decode_image,
     encode_image,
 )
-from bridge.translation import translate
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "sd21-base"

@@ -96,16 +96,6 @@ def test_known_differences_from_open_clip(open_clip_tokens):
     assert tokenize("cafÃ©") != open_clip_tokens("cafÃ©")
 
 
-def test_every_whole_word_token_is_what_bpe_makes_of_its_spelling():
-    """The shortcut in _word_bpe (a pre-token that is itself a vocabulary token needs no merging) holds for the
-    whole vocabulary."""
-    from bridge.tokens import _bpe, _whole_words
-
-    whole = _whole_words()
-    assert len(whole) > 30_000
-    assert [t for t in whole if _bpe(t.removesuffix("</w>")) != (t,)] == []
-
-
 def test_counts_equal_hugging_face_clip_tokenizer(real_prompts, tmp_path):
     """HF's CLIPTokenizer from the same merges agrees wherever its missing cleaning steps change nothing."""
     transformers = pytest.importorskip("transformers")
@@ -517,22 +507,26 @@ def test_long_words_phrases_and_texts_are_worked_out_but_not_remembered():
     """A pasted blob must not pin megabytes in the memories of a long-running process."""
     from bridge import tokens
 
-    for cache in (tokens._word_bpe, tokens._phrase_count, tokens._phrase_tokens, tokens._spaced_tokens,
-                  tokens._overflows, tokens._recent_phrases, tokens._recent_attention):
-        cache.cache_clear()
+    memoized = (tokens._tokens_of, tokens._phrase_count, tokens._phrase_bound, tokens._phrase_tokens,
+                tokens._after_comma, tokens._spaced_tokens, tokens._overflows, tokens._piece_phrases,
+                tokens._attention)
+    for function in memoized:
+        function.cache_clear()
     blob = "q" * 5_000
     assert count_tokens(blob) == len(tokenize(blob)) > 1000
-    assert tokens._word_bpe.cache_info().currsize == 0
+    assert len(tokens._tokens_of.memo) == 0
 
     long_phrase = "word " * 130 + "end"  # 653 characters, short words
     prompt = "a castle, " + long_phrase + ", a hill, " + "x" * 200
     expected = _reference_chunks(prompt)
     assert [(c.tokens, c.text, c.weights, c.start, c.ended_by) for c in chunk(prompt)] == expected
     assert overflows(prompt) == _reference_overflows(prompt)
-    assert tokens._phrase_count.cache_info().currsize == 0  # a text with a long phrase is counted word by word
-    assert tokens._phrase_tokens.cache_info().currsize == 3  # "a castle", "a hill", the x-run: not the long phrase
+    kept = {function.__name__: set(function.memo._values) for function in memoized}
+    assert long_phrase.strip() not in kept["_phrase_count"] | kept["_phrase_bound"] | kept["_phrase_tokens"]
+    assert kept["_phrase_tokens"] == {"a castle", "a hill", "x" * 200}
+    assert {key[0] for key in kept["_after_comma"]} == {"a hill", "x" * 200}
 
     huge = ", ".join(["a castle on a hill"] * 400)  # 7,998 characters
-    remembered = tokens._overflows.cache_info().currsize, tokens._recent_phrases.cache_info().currsize
+    remembered = len(tokens._overflows.memo), len(tokens._piece_phrases.memo), len(tokens._attention.memo)
     assert overflows(huge) == _reference_overflows(huge)
-    assert (tokens._overflows.cache_info().currsize, tokens._recent_phrases.cache_info().currsize) == remembered
+    assert (len(tokens._overflows.memo), len(tokens._piece_phrases.memo), len(tokens._attention.memo)) == remembered

@@ -84,6 +84,7 @@ from bridge.syntax import (
     Text,
     attention,
     escape,
+    excerpt,
     format_weight,
     parse,
     render,
@@ -205,7 +206,7 @@ def compel_weights(text: str) -> list[tuple[str, float]]:
     """
     read = _read_compel(text, _Warnings())
     if read.kind == "blend":
-        raise ValueError(f"{_excerpt(text)} is a compel .blend(): it mixes whole prompts and has no per-token weights")
+        raise ValueError(f"{excerpt(text)} is a compel .blend(): it mixes whole prompts and has no per-token weights")
     out: list[tuple[str, float]] = []
     for items, part_weight in zip(read.parts, read.weights):
         for item in _scaled(items, part_weight):
@@ -257,10 +258,6 @@ def _check_dialect(dialect: str) -> None:
         raise ValueError(f"unknown prompt dialect {dialect!r}; valid dialects are {', '.join(DIALECTS)}")
 
 
-def _excerpt(text: str, limit: int = 40) -> str:
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
-
-
 def _scaled(items: list[_Item], scale: float) -> list[_Item]:
     if scale == 1:
         return items
@@ -278,7 +275,7 @@ def _runs(items: list[_Item], name: str, warnings: _Warnings) -> list[_Item]:
             continue
         weight = item.weight
         if not math.isfinite(weight):
-            warnings.add(f"weight {weight} on {_excerpt(item.text)} is not a finite number; written without weight")
+            warnings.add(f"weight {weight} on {excerpt(item.text)} is not a finite number; written without weight")
             weight = 1.0
         weight = round(weight, 2)
         if weight != 1 and item.text.strip():
@@ -714,9 +711,9 @@ class _CompelReader:
             )
         rest = text[match.end() :]
         if rest.strip() and kind == "blend":
-            raise ValueError(f"compel rejects text after .blend(…): {_excerpt(rest)}")
+            raise ValueError(f"compel rejects text after .blend(…): {excerpt(rest)}")
         if rest.strip():
-            self.warnings.add(f"text after .and(…) ({_excerpt(rest.strip())}) is ignored by compel; dropped")
+            self.warnings.add(f"text after .and(…) ({excerpt(rest.strip())}) is ignored by compel; dropped")
         return _CompelPrompt(kind, parts, [float(o) for o in options] or [1.0] * len(parts), normalize)
 
     def prompt(self, pos: int, end: int) -> list[_Item]:

@@ -112,7 +112,8 @@ def protect(
     """
     from bridge.translation import TranslationOptions
 
-    options = TranslationOptions(networks, dict(network_map or {}), tuple(embeddings), tuple(disable))
+    options = TranslationOptions(networks=networks, network_map=dict(network_map or {}),
+                                 embeddings=tuple(embeddings), disable=tuple(disable))
     text, warnings, changes, kept_names = _network_policy(prompt, options, policy_rules(source, target), label)
     pieces = _pieces(text, kept_names)
     slots: dict[str, str] = {}
@@ -168,7 +169,7 @@ def align(target: str, protected: Protected, *, networks: str = "remove", networ
     """
     from bridge.translation import TranslationOptions
 
-    options = TranslationOptions(networks, dict(network_map or {}), tuple(embeddings))
+    options = TranslationOptions(networks=networks, network_map=dict(network_map or {}), embeddings=tuple(embeddings))
     text, _, _, kept_names = _network_policy(target, options, policy_rules(source, target_model), "prompt")
     pieces = _pieces(text, kept_names)
     tokens = list(protected.slots)
@@ -207,27 +208,9 @@ def policy_rules(source: str, target: str) -> RulesTranslator:
 
 def _network_policy(text: str, options, rules: RulesTranslator, label: str
                     ) -> tuple[str, list[str], list[Change], list[str]]:
-    """``text`` after the rules bridge's networks stage: (text, warnings, changes, embedding names left in it)."""
-    from bridge.models import get_model
-    from bridge.recipe import Recipe
-    from bridge.rules import stages
-    from bridge.rules.engine import Work
-
-    plan = rules.plan(options)
-    pattern = plan.embedding_pattern
-    policy = [r for r in rules.kb.enabled(options.disable) if r.kind == "networks"]
-    if not policy or ("<" not in text and (pattern is None or not pattern.search(text))):
-        return text, [], [], []
-    negative = label != "prompt"
-    parsed, empty = parse(text), parse("")
-    work = Work(empty if negative else parsed, parsed if negative else empty, Recipe(prompt=text),
-                get_model(rules.source), get_model(rules.target), options, plan)
-    stages.networks(work, policy)
-    # Kept networks leave the text as written (the stage re-renders the phrases it visits, tidying spaces).
-    result = str(work.negative if negative else work.prompt) if work.changes else text
-    mapped = [c.after for c in work.changes if c.after and not c.after.startswith("<")]
-    kept = [m.group(0) for m in pattern.finditer(result)] if pattern is not None else []
-    return result, work.warnings, work.changes, kept + mapped
+    """``text`` after the rules bridge's network policy: (text, warnings, changes, embedding names left in it)."""
+    done = rules.apply_networks(text, options, negative=label != "prompt")
+    return done.text, done.warnings, done.changes, done.embeddings
 
 
 # --------------------------------------------------------------------------------------------------------------------

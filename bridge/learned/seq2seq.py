@@ -1,6 +1,6 @@
 """The learned bridge: a seq2seq model (T5 family, optionally a LoRA adapter) that rewrites SD1.x prompts for SD2.
 
-    from bridge.translation import load_translator
+    from bridge.load import load_translator
 
     bridge = load_translator("runs/sd15_to_sd2")       # a folder written by training/train.py, or a hub id
     t = bridge.translate("a (castle:1.3), by greg rutkowski, 8k")
@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.learned.placeholders import Protected, TooManySlotsError, align, check, protect, restore
+from bridge.models import is_hub_id
 from bridge.recipe import Recipe
-from bridge.translation import Change, Translation, TranslationOptions, is_hub_id
+from bridge.translation import Change, Translation, TranslationOptions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -440,8 +441,8 @@ def _with_warnings(translation: Translation, warnings: list[str]) -> Translation
 def _rules_for(source: str, target: str) -> tuple[RulesTranslator, tuple[str, ...]]:
     """The rules bridge for the pair and the rule ids to switch off in it: none for a registered rules bridge; for
     a pair without one, every rule that rewrites prompts (the structural stages stay, see STRUCTURAL_KINDS)."""
-    from bridge.models import find_bridge
     from bridge.learned.placeholders import policy_rules
+    from bridge.models import find_bridge
 
     rules = policy_rules(source, target)
     try:

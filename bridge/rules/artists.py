@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from bridge.memo import Memo
 from bridge.rules.knowledge import Artist
-from bridge.rules.phrases import END_MARKS, LONGEST_REMEMBERED, PhraseSet, Said, Words, normalize
+from bridge.rules.matching import END_MARKS, PhraseSet, Said, Words, normalize
 
 __all__ = ["ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style", "name_key"]
 
@@ -88,8 +89,6 @@ _NOTHING = Rewrite(None, (), ())
 class ArtistIndex:
     """All enabled artists by name and alias, lower-case."""
 
-    MAX_REMEMBERED = 1 << 14
-
     def __init__(self, artists: list[Artist]):
         self.by_name: dict[str, Artist] = {}  # by name_key
         for artist in artists:
@@ -100,7 +99,7 @@ class ArtistIndex:
         self.first_words = {_NAME_WORDS.findall(name)[0] for name in self.by_name if _NAME_WORDS.search(name)}
         self.longest = max((len(name.split()) for name in self.by_name), default=0)
         # rewrites already worked out, by text: libraries name the same artists the same way over and over
-        self._rewritten: dict[str, Rewrite] = {}
+        self._rewritten: Memo[Rewrite] = Memo(1 << 14)
 
     def __bool__(self) -> bool:
         return bool(self.by_name)
@@ -112,10 +111,7 @@ class ArtistIndex:
             if not self._may_name(text):
                 return _NOTHING
             done = self._rewrite(text)
-            if len(text) <= LONGEST_REMEMBERED:
-                if len(self._rewritten) >= self.MAX_REMEMBERED:
-                    self._rewritten.clear()
-                self._rewritten[text] = done
+            self._rewritten.put(text, done)
         return done
 
     def _may_name(self, text: str) -> bool:

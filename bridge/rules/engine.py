@@ -11,43 +11,31 @@ from __future__ import annotations
 
 import os
 import re
-import re._constants as re_constants
-import re._parser as re_parser
-from collections.abc import Callable, Iterable
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.models import BridgeSpec, ModelSpec, detect_model, find_bridge, get_model
+from bridge.models import BridgeSpec, detect_model, find_bridge, get_model
 from bridge.recipe import Recipe
-from bridge.rules import stages
+from bridge.rules import phrase_stage, stages
 from bridge.rules.artists import ArtistIndex
-from bridge.rules.knowledge import RULES_DIR, KnowledgeBase, NegativeDefault, Rule, is_disabled
-from bridge.rules.phrases import LONGEST_REMEMBERED, PhraseSet, Words, fold_accents, normalize, variant_key
+from bridge.rules.knowledge import RULES_DIR, KnowledgeBase, is_disabled
+from bridge.rules.matching import LiteralFinder, PhraseSet, Prefiltered, case_blind, normalize, variant_key
 from bridge.rules.stages import phrase_key
-from bridge.syntax import Prompt, PromptSyntaxError, attention, parse
+from bridge.rules.work import NegativeKind, Plan, Stage, WeakConcept, Work
+from bridge.syntax import PromptSyntaxError, attention, excerpt, parse
 from bridge.translation import Change, Translation, TranslationOptions
 
-__all__ = ["EmptyPromptError", "RulesTranslator", "Work"]
-
-
-_VARIANT_MARKS = re.compile(r"[\d\-_.!?;:'\"\u201c\u201d\u2018\u2019]")
+__all__ = ["STAGES", "EmptyPromptError", "NetworksApplied", "RulesTranslator", "build_plan"]
 
 
 class EmptyPromptError(ValueError):
     """The prompt is empty or only whitespace."""
 
 
-@dataclass(frozen=True)
-class Stage:
-    kinds: tuple[str, ...]
-    run: Callable[[Work, list[Rule]], None]
-
-
 STAGES = (
     Stage(("networks",), stages.networks),
-    Stage(("phrase", "artist"), stages.phrases),
+    Stage(("phrase", "artist"), phrase_stage.phrases),
     Stage(("emphasis",), stages.emphasis),
     Stage(("weak-concept",), stages.weak),
     Stage(("negative",), stages.negative),
@@ -56,110 +44,6 @@ STAGES = (
     Stage(("settings",), stages.settings),
     Stage(("tokens",), stages.tokens),
 )
-
-
-@dataclass
-class _Negative:
-    spec: NegativeDefault
-    detect: PhraseSet  # finds the kind's marker words in a prompt
-    phrases: list[tuple[str, str]]  # (phrase, comparison key)
-    finder: PhraseSet  # finds any of the phrases' keys in a prompt, or the other words asked_as gives for them
-    asked_as: dict[str, set[str]]  # a phrase finder finds -> the keys it asks for
-
-    @cached_property
-    def joined(self) -> str:
-        """All the phrases, comma-separated."""
-        return ", ".join(p for p, _ in self.phrases)
-
-
-@dataclass
-class _Weak:
-    rule: Rule
-    names: PhraseSet
-    patterns: tuple[_Prefiltered | re.Pattern, ...]
-    unless: PhraseSet
-
-    def __post_init__(self) -> None:
-        # which patterns each required literal can let through; patterns with no literal prefilter always run
-        self._always = [i for i, p in enumerate(self.patterns) if not isinstance(p, _Prefiltered) or p.needs is None]
-        self._by_literal: dict[str, list[int]] = {}
-        for i, pattern in enumerate(self.patterns):
-            if isinstance(pattern, _Prefiltered) and pattern.needs is not None:
-                for literal in pattern.needs:
-                    self._by_literal.setdefault(literal, []).append(i)
-
-    @property
-    def unfiltered(self) -> bool:
-        return bool(self._always)
-
-    def search(self, text: str, present: set[str] | None = None) -> re.Match | None:
-        """The leftmost match of any pattern (the first pattern listed, where two start at the same place): what one
-        alternation of them all finds. Kept apart, each pattern is skipped unless its own literals are present
-        (``present``: the literals :class:`LiteralFinder` found in ``text``, when the caller has them)."""
-        if present is None:
-            candidates = range(len(self.patterns))
-        else:
-            found = present & self._by_literal.keys()
-            if not found and not self._always:
-                return None  # the common case: none of the patterns can match
-            candidates = sorted({*self._always, *(i for literal in found for i in self._by_literal[literal])})
-        best = None
-        for i in candidates:
-            pattern = self.patterns[i]
-            match = pattern.search(text, present) if isinstance(pattern, _Prefiltered) else pattern.search(text)
-            if match is not None and (best is None or match.start() < best.start()):
-                best = match
-        return best
-
-
-class Memo(set):
-    """A set of texts whose result can be worked out again, forgotten all at once when it grows past ``limit``.
-    A text longer than ``longest`` characters (a pasted blob) is not remembered."""
-
-    def __init__(self, limit: int = 1 << 16, longest: int = LONGEST_REMEMBERED):
-        super().__init__()
-        self.limit = limit
-        self.longest = longest
-
-    def remember(self, item: str) -> None:
-        if len(item) > self.longest:
-            return
-        if len(self) >= self.limit:
-            self.clear()
-        self.add(item)
-
-
-@dataclass
-class Plan:
-    """Everything prepared from the knowledge base and one set of options."""
-
-    stages: list[tuple[Stage, list[Rule]]]
-    phrase_index: dict[str, Rule]
-    artists: ArtistIndex
-    embedding_pattern: re.Pattern | None
-    embedding_names: tuple[str, ...]  # lower-case: a substring check before the (slower) pattern
-    mapping: dict[str, str]
-    negatives: list[_Negative]
-    weak: list[_Weak]
-    literals: LiteralFinder  # the weak-concept patterns' required literals
-    weak_starts: frozenset[str]  # the first words of every weak-concept name: a prompt with none needs no name search
-    negative_starts: frozenset[str]  # the same for the words that pick a kind of negative prompt
-    weak_unfiltered: bool  # some weak-concept pattern has no literal prefilter: it is searched in every prompt
-    media: PhraseSet  # the words that name a medium
-    medium_family: dict[str, str]  # each of them (as media.find gives it) -> its family ("photo", "painting", ...)
-    subjects: dict[str, PhraseSet]  # kind of subject -> the words that show it
-    style_budget: int  # CLIP tokens the artists' style phrase may take
-    own_palette: PhraseSet  # words with which a prompt names its own colours: no artist palette then
-    own_look: PhraseSet  # words with which a prompt asks for a realistic look: no artist medium then
-    unchanged_phrases: Memo = field(default_factory=Memo)  # plain phrases the phrase stage leaves alone
-
-    def magic(self, phrase: str) -> Rule | None:
-        """The magic-word rule a phrase is, if any: looked up as written (lower case), then by its variant key when
-        it holds what the key changes (digits, hyphens, punctuation, quotes)."""
-        rule = self.phrase_index.get(normalize(phrase))
-        if rule is None and _VARIANT_MARKS.search(phrase) is not None:
-            rule = self.phrase_index.get(variant_key(phrase))
-        return rule
 
 
 def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
@@ -197,15 +81,15 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
                 found_as = finder.found_as(words)
                 if found_as is not None:
                     asked_as.setdefault(found_as, set()).add(key)
-            negatives.append(_Negative(spec, PhraseSet(spec.detect), phrases, finder, asked_as))
+            negatives.append(NegativeKind(spec, PhraseSet(spec.detect), phrases, finder, asked_as))
 
     weak = []
     for rule in (r for r in enabled if r.kind == "weak-concept"):
-        patterns = tuple(_case_blind(p) for p in rule.params.get("patterns", []) if p)
-        weak.append(_Weak(rule, PhraseSet(rule.params.get("names", [])), patterns,
+        patterns = tuple(case_blind(p) for p in rule.params.get("patterns", []) if p)
+        weak.append(WeakConcept(rule, PhraseSet(rule.params.get("names", [])), patterns,
                           PhraseSet(rule.params.get("unless", []))))
 
-    literals = LiteralFinder(literal for w in weak for p in w.patterns if isinstance(p, _Prefiltered) and p.needs
+    literals = LiteralFinder(literal for w in weak for p in w.patterns if isinstance(p, Prefiltered) and p.needs
                              for literal in p.needs)
     mapping = {k.lower(): v for k, v in options.network_map.items()}
     weak_starts = frozenset(word for w in weak for word in w.names.lengths)
@@ -221,194 +105,25 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
     style_budget = options.style_budget
     if style_budget is None:
         style_budget = int(artist_params.get("style_budget", DEFAULT_STYLE_BUDGET))
-    return Plan(plan_stages, phrase_index, artists, embedding_pattern, tuple(sorted(names)), mapping, negatives, weak,
-                literals, weak_starts, negative_starts, weak_unfiltered, media, medium_family, subjects, style_budget,
-                PhraseSet(artist_params.get("own_palette", [])), PhraseSet(artist_params.get("own_look", [])))
+    return Plan(stages=plan_stages, phrase_index=phrase_index, artists=artists, embedding_pattern=embedding_pattern,
+                embedding_names=tuple(sorted(names)), mapping=mapping, negatives=negatives, weak=weak,
+                literals=literals, weak_starts=weak_starts, negative_starts=negative_starts,
+                weak_unfiltered=weak_unfiltered, media=media, medium_family=medium_family, subjects=subjects,
+                style_budget=style_budget, own_palette=PhraseSet(artist_params.get("own_palette", [])),
+                own_look=PhraseSet(artist_params.get("own_look", [])))
 
 
 DEFAULT_STYLE_BUDGET = 10  # CLIP tokens: about three short facets, so several artists never bury the subject
 
 
-_UNESCAPED_UPPER = re.compile(r"(?<!\\)[A-Z]")
+@dataclass(frozen=True)
+class NetworksApplied:
+    """One prompt after the networks stage alone (:meth:`RulesTranslator.apply_networks`)."""
 
-
-def _case_blind(pattern: str) -> _Prefiltered | re.Pattern:
-    """A pattern matched case-insensitively against lower-cased text (stages lower the text once). Without upper-case
-    letters of its own (escapes such as ``\\S`` aside) it needs no IGNORECASE flag, which halves the search time,
-    and the literal words it cannot match without are checked first (a substring test is far cheaper)."""
-    if _UNESCAPED_UPPER.search(pattern) is not None:
-        return re.compile(pattern, re.IGNORECASE)
-    return _Prefiltered(re.compile(pattern))
-
-
-class _Prefiltered:
-    """A compiled pattern behind a necessary condition: one of the literals it requires occurs in the text."""
-
-    def __init__(self, pattern: re.Pattern):
-        self.pattern = pattern
-        needs = _required_literals(re_parser.parse(pattern.pattern).data)
-        if needs and "" not in needs:
-            # "signboard" holds "sign": where "sign" is checked, the longer literal adds nothing
-            self.needs: tuple[str, ...] | None = tuple(sorted(
-                literal for literal in needs if not any(other != literal and other in literal for other in needs)))
-        else:
-            self.needs = None
-
-    def search(self, text: str, present: set[str] | None = None) -> re.Match | None:
-        """``present``, when given, holds every literal of ``self.needs`` that occurs in ``text``."""
-        if self.needs is not None:
-            if present is not None:
-                if present.isdisjoint(self.needs):
-                    return None
-            elif not any(literal in text for literal in self.needs):
-                return None
-        return self.pattern.search(text)
-
-
-_WORD_CHARS = re.compile(r"\w+")
-
-
-class LiteralFinder:
-    """Which of a fixed set of literals occur in a text, found word by word.
-
-    A literal made of word characters occurs in a text exactly when it occurs inside one of the text's words (it
-    cannot reach across a character that is not a word character), so the literals each distinct word holds are
-    worked out once and remembered: over a prompt library, where the same words come back prompt after prompt, that is
-    one dict lookup per word instead of a substring search per literal. Other literals are searched for directly.
-    """
-
-    MAX_WORDS = 1 << 16  # remembered words; the memory is cleared when full
-    HEAD = 3
-
-    def __init__(self, literals: Iterable[str]):
-        literals = set(literals)
-        self.in_words = tuple(sorted(x for x in literals if _WORD_CHARS.fullmatch(x)))
-        self.other = tuple(sorted(literals.difference(self.in_words)))
-        self._held: dict[str, frozenset[str]] = {}
-        # A new word is searched by the first three characters of the literals: one lookup per place in the word.
-        self._short = tuple(x for x in self.in_words if len(x) < self.HEAD)
-        self._by_head: dict[str, list[str]] = {}
-        for x in self.in_words:
-            if len(x) >= self.HEAD:
-                self._by_head.setdefault(x[: self.HEAD], []).append(x)
-
-    def present(self, text: str, words: Iterable[str] | None = None) -> set[str]:
-        """The literals that occur in ``text``; ``words`` may give its word-character runs (extra tokens, such as
-        punctuation, do no harm) when the caller has already cut it."""
-        found = {x for x in self.other if x in text}
-        if not self.in_words:
-            return found
-        held = self._held
-        if words is None:
-            unique: AbstractSet[str] = set(_WORD_CHARS.findall(text))
-        else:
-            unique = words.set if isinstance(words, Words) else set(words)
-        new = unique.difference(held)
-        if new:
-            if len(held) + len(new) > self.MAX_WORDS:
-                held.clear()
-                new = unique
-            for word in new:
-                if len(word) > LONGEST_REMEMBERED:
-                    found |= self._inside(word)  # a pasted blob: not remembered
-                    unique = unique - {word}
-                else:
-                    held[word] = self._inside(word)
-        found.update(*filter(None, map(held.__getitem__, unique)))
-        return found
-
-    def _inside(self, word: str) -> frozenset[str]:
-        inside = [x for x in self._short if x in word]
-        by_head = self._by_head
-        for i in range(len(word) - self.HEAD + 1):
-            for x in by_head.get(word[i : i + self.HEAD], ()):
-                if word.startswith(x, i):
-                    inside.append(x)
-        return frozenset(inside)
-
-
-def _required_literals(items: list) -> set[str] | None:
-    """Strings one of which every match of the parsed pattern ``items`` contains, or None when none is known.
-
-    Runs of literal characters are required; so is a group, an alternation whose every branch requires something,
-    or a repeat of at least one. Of the required sets, the one with the longest shortest string is the most
-    selective."""
-    candidates: list[set[str]] = []
-    run = ""
-    for op, arg in items:
-        if op is re_constants.LITERAL:
-            run += chr(arg)
-            continue
-        if run:
-            candidates.append({run})
-            run = ""
-        if op is re_constants.SUBPATTERN:
-            found = _required_literals(arg[-1])
-        elif op is re_constants.BRANCH:
-            branches = [_required_literals(branch) for branch in arg[1]]
-            found = set().union(*branches) if all(b for b in branches) else None
-        elif op in (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT) and arg[0] >= 1:
-            found = _required_literals(arg[2])
-        else:
-            found = None
-        if found:
-            candidates.append(found)
-    if run:
-        candidates.append({run})
-    return max(candidates, key=lambda c: min(map(len, c)), default=None)
-
-
-@dataclass
-class Work:
-    """One translation in progress: the parsed prompts, the recipe being built, and what was done."""
-
-    prompt: Prompt
-    negative: Prompt
-    recipe: Recipe
-    source: ModelSpec
-    target: ModelSpec
-    options: TranslationOptions
-    plan: Plan
-    changes: list[Change] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    artist_media: list[str] = field(default_factory=list)  # the media of the artists the prompt names
-    _words: tuple[str, str, Words] | None = field(default=None, repr=False)
-
-    @cached_property
-    def user_words(self) -> tuple[str, Words]:
-        """The user's positive prompt as written (before any stage), matched like :meth:`prompt_words`: what the
-        user asked for, without the words the bridge inserted."""
-        if self.recipe.prompt == str(self.prompt):  # nothing changed (yet): the words are the prompt's own
-            return self.prompt_words()
-        folded = fold_accents(self.recipe.prompt).lower()
-        return folded, PhraseSet.words(folded)
-
-    @cached_property
-    def user_chunks(self) -> int | None:
-        """How many 75-token chunks A1111 encodes the user's prompt in (None when A1111 would reject it)."""
-        from bridge.tokens import chunk_count
-
-        try:
-            return chunk_count(self.recipe.prompt)
-        except PromptSyntaxError:
-            return None
-
-    def prompt_words(self) -> tuple[str, Words]:
-        """The positive prompt as it is now, lower-cased with accents folded (how knowledge phrases and patterns are
-        matched), and its words; worked out once for the stages that read them while the prompt stays the same."""
-        text = str(self.prompt)
-        if self._words is None or self._words[0] != text:
-            folded = fold_accents(text).lower()
-            self._words = (text, folded, PhraseSet.words(folded))
-        return self._words[1], self._words[2]
-
-    def record(self, rule: Rule | str, before: str, after: str, reason: str | None = None,
-               fact: str | None = None) -> None:
-        if isinstance(rule, str):
-            self.changes.append(Change(rule, before, after, reason or "", fact))
-        else:
-            self.changes.append(Change(rule.id, before, after, reason or rule.reason, fact or rule.fact))
+    text: str
+    warnings: list[str]
+    changes: list[Change]
+    embeddings: list[str]  # the embedding names left in ``text``: kept ones and those the network map gave
 
 
 class RulesTranslator:
@@ -447,6 +162,27 @@ class RulesTranslator:
             self.kb.check_disable(options.disable)
             plan = self._plans[key] = build_plan(self.kb, options)
         return plan
+
+    def apply_networks(self, text: str, options: TranslationOptions | None = None, *,
+                       negative: bool = False) -> NetworksApplied:
+        """Only what :meth:`translate` does to LoRA/hypernetwork tags and embeddings in one prompt (``negative``: the
+        negative prompt): removed, kept or mapped by ``options``, with the warnings and changes. The learned bridge
+        applies this policy itself before it protects the syntax that is left."""
+        options = options or TranslationOptions()
+        plan = self.plan(options)
+        rules = next((rules for stage, rules in plan.stages if stage.run is stages.networks), [])
+        pattern = plan.embedding_pattern
+        if not rules or ("<" not in text and (pattern is None or not pattern.search(text))):
+            return NetworksApplied(text, [], [], [])
+        parsed, empty = parse(text), parse("")
+        work = Work(empty if negative else parsed, parsed if negative else empty, Recipe(prompt=text),
+                    get_model(self.source), get_model(self.target), options, plan)
+        stages.networks(work, rules)
+        # Kept networks leave the text as written (the stage re-renders the phrases it visits, tidying spaces).
+        result = str(work.negative if negative else work.prompt) if work.changes else text
+        mapped = [c.after for c in work.changes if c.after and not c.after.startswith("<")]
+        kept = [m.group(0) for m in pattern.finditer(result)] if pattern is not None else []
+        return NetworksApplied(result, work.warnings, work.changes, kept + mapped)
 
     def translate_batch(self, recipes: Iterable[Recipe], options: TranslationOptions | None = None
                         ) -> list[Translation]:
@@ -518,7 +254,7 @@ def _check_input(work: Work) -> None:
             if not clause.scheduled:
                 work.warnings.append(
                     f"{label}: a '|' outside [a|b] alternation or a dangling backslash makes A1111 read prompt "
-                    f"editing in {_short(str(clause))} as plain text; kept as written")
+                    f"editing in {excerpt(str(clause).strip(), 50)} as plain text; kept as written")
 
 
 def _is_float(text: str) -> bool:
@@ -529,6 +265,3 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def _short(text: str, limit: int = 50) -> str:
-    text = text.strip()
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")

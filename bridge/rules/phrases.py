@@ -11,198 +11,18 @@ removed, and every phrase the callback left alone renders byte-identical.
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections import Counter
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
 
+from bridge.rules.matching import normalize
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
-__all__ = ["DROP", "END_MARKS", "KEEP", "Phrase", "PhraseSet", "Said", "Words", "containers", "edit_phrases", "fold_accents",
-           "items_text", "normalize", "phrase_words", "variant_key"]
+__all__ = ["DROP", "KEEP", "Item", "Phrase", "containers", "edit_phrases", "has_content", "items_text", "tidy"]
 
 Item = str | Node
 KEEP = None  # callback result: leave the phrase as it is
 DROP: list[Item] = []  # callback result: remove the phrase
-
-_WORD_TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-class PhraseSet:
-    """Finds whole phrases ("photo", "3d render", "b&w") in text, case-insensitively, on word boundaries.
-
-    A set of word tuples looked up by n-grams: building one costs nothing (a regex alternation of hundreds of names
-    costs milliseconds to compile, which a one-prompt run cannot afford) and a search is a few set lookups per word.
-    """
-
-    def __init__(self, phrases):
-        self.phrases: dict[tuple[str, ...], str] = {}
-        for phrase in phrases:
-            words = tuple(_WORD_TOKEN.findall(phrase.lower()))
-            if words:
-                self.phrases.setdefault(words, phrase)
-        # first word -> the lengths of the phrases starting with it, longest first: one lookup per word of the text
-        lengths: dict[str, set[int]] = {}
-        for words in self.phrases:
-            lengths.setdefault(words[0], set()).add(len(words))
-        self.lengths = {first: sorted(ns, reverse=True) for first, ns in lengths.items()}
-        self.firsts = frozenset(self.lengths)  # set against set: C walks the smaller of the two
-
-    def __bool__(self) -> bool:
-        return bool(self.phrases)
-
-    @staticmethod
-    def words(text: str) -> Words:
-        """``text`` cut into the words phrases are matched on; pass the result to ``find``/``search`` to cut once."""
-        return Words(_WORD_TOKEN.findall(text.lower()))
-
-    @staticmethod
-    @lru_cache(maxsize=1 << 12)
-    def fixed_words(text: str) -> tuple[str, ...]:
-        """``words`` of a text that comes back again and again (a knowledge phrase), remembered."""
-        return tuple(_WORD_TOKEN.findall(text.lower()))
-
-    def find(self, text: str | list[str]) -> list[str]:
-        """The phrases present in ``text`` (as given to the constructor), longest match first at each position;
-        ``text`` may be already cut with ``PhraseSet.words``."""
-        words = text if isinstance(text, Words) else Words(self.words(text) if isinstance(text, str) else text)
-        firsts = self.firsts & words.set
-        if not firsts:
-            return []  # the common case, decided in C
-        starts: list[int] = []
-        for first in firsts:  # visit only the places where a phrase could start
-            i = -1
-            for _ in range(words.count(first)):
-                i = words.index(first, i + 1)
-                starts.append(i)
-        starts.sort()
-        found: list[str] = []
-        free = 0  # matches do not overlap: the next one starts here or later
-        for i in starts:
-            if i < free:
-                continue
-            for n in self.lengths[words[i]]:
-                phrase = self.phrases.get(tuple(words[i:i + n]))
-                if phrase is not None:
-                    found.append(phrase)
-                    free = i + n
-                    break
-        return found
-
-    def found_as(self, phrase: str) -> str | None:
-        """What ``find`` returns for ``phrase`` (the first phrase given with the same words), or None if not listed."""
-        return self.phrases.get(tuple(_WORD_TOKEN.findall(phrase.lower())))
-
-    def search(self, text: str | list[str]) -> str | None:
-        found = self.find(text)
-        return found[0] if found else None
-
-
-_SEPARATOR_WORDS = frozenset(",.;!?|+()[]")
-
-
-def phrase_words(words: list[str]) -> list[tuple[str, ...]]:
-    """The words of ``PhraseSet.words`` cut into phrases at separators (``, . ; ! ? | +`` and brackets)."""
-    phrases: list[tuple[str, ...]] = []
-    start = 0
-    for i, word in enumerate(words):
-        if word in _SEPARATOR_WORDS:
-            phrases.append(tuple(words[start:i]))
-            start = i + 1
-    phrases.append(tuple(words[start:]))
-    return phrases
-
-
-class Words(list):
-    """The words of a text (``PhraseSet.words``), searched by several phrase sets: the set of them is made once."""
-
-    @cached_property
-    def set(self) -> frozenset[str]:
-        return frozenset(self)
-
-
-class Said:
-    """What a prompt already says, for asking whether new words would repeat it: a phrase of it holds them, they hold
-    a whole phrase of it ("epic fantasy" where the prompt says "fantasy"), or they share two words in a row with it
-    ("french science fiction" beside "science fiction poster"). Made from the prompt's words as ``PhraseSet.words``
-    cuts them (separators are words of their own).
-
-    Those three tests come to three sets, made once: words of two or more share a pair of words in a row with the
-    prompt whenever a phrase of it holds them or they hold a phrase of it of two or more words, so what is left to
-    ask is whether one of them is a whole phrase of the prompt on its own."""
-
-    def __init__(self, words: Iterable[str] = ()):
-        self.words = list(words)
-        self._runs: dict[int, Counter[tuple[str, ...]]] = {}  # n -> every run of n words (n-grams), counted
-        self._sets: tuple[set[str], set[tuple[str, str]], set[str]] | None = None  # words, pairs, one-word phrases
-
-    def add(self, words: Sequence[str]) -> None:
-        start = len(self.words)
-        self.words += [",", *words]
-        for n, runs in self._runs.items():  # the new runs only: adding stays linear
-            runs.update(zip(*(self.words[max(0, start - n + 1) + i:] for i in range(n))))
-        if self._sets is not None:
-            singles, pairs, alone = self._sets
-            singles.update(self.words[start:])
-            pairs.update(itertools.pairwise(self.words[max(0, start - 1):]))
-            if len(words) == 1:
-                alone.add(words[0])
-
-    def count(self, words: tuple[str, ...]) -> int:
-        """How often ``words`` occur as a run."""
-        n = len(words)
-        runs = self._runs.get(n)
-        if runs is None:  # worked out once per length: a question costs the same however long the prompt is
-            runs = self._runs[n] = Counter(zip(*(self.words[i:] for i in range(n))))
-        return runs[words]
-
-    def says(self, words: Sequence[str]) -> bool:
-        if self._sets is None:
-            self._sets = (set(self.words), set(itertools.pairwise(self.words)),
-                          {p[0] for p in phrase_words(self.words) if len(p) == 1})
-        singles, pairs, alone = self._sets
-        if len(words) < 2:
-            return bool(words) and words[0] in singles
-        return any(pair in pairs for pair in itertools.pairwise(words)) or any(w in alone for w in words)
-
-
-def fold_accents(text: str) -> str:
-    """``"Beyoncé"`` → ``"Beyonce"``: the knowledge's phrases are written without accents."""
-    if text.isascii():
-        return text
-    import unicodedata
-
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-
-
-def normalize(text: str) -> str:
-    """Lower-case, whitespace collapsed and stripped: the form phrases are matched in."""
-    return _normalized(text) if len(text) <= LONGEST_REMEMBERED else _normalized.__wrapped__(text)
-
-
-LONGEST_REMEMBERED = 400  # characters: a longer phrase (a pasted blob) is worked out each time, not remembered
-
-
-@lru_cache(maxsize=1 << 16)  # libraries repeat their phrases
-def _normalized(text: str) -> str:
-    return " ".join(text.split()).lower()  # str.split() and \s agree on what whitespace is
-
-
-_SPACED_NUMBER = re.compile(r"(?<=\d) (?=\d|(?:k|mm|p)\b)")
-_SEPARATOR_MARKS = str.maketrans("-_", "  ")
-END_MARKS = " .!?;:'\"\u201c\u201d\u2018\u2019"  # what may close a phrase after its words: punctuation and quotes
-
-
-def variant_key(text: str) -> str:
-    """The form magic words are looked up in, so that spellings of one tag meet: lower case, hyphens and underscores
-    as spaces, whitespace collapsed, sentence punctuation and quotes (straight or curly) at the ends stripped, and the
-    spaces DiffusionDB and hurried typing put inside numbers and units removed (``"8 K."``, ``"8k"`` → ``"8k"``; ``"3 5 mm"`` →
-    ``"35mm"``; ``"hyper-detailed"`` → ``"hyper detailed"``). Misspellings and version suffixes are listed in the
-    knowledge file instead. (Not remembered: only phrases holding digits or punctuation need it, Plan.magic.)"""
-    key = " ".join(text.translate(_SEPARATOR_MARKS).split()).lower().strip(END_MARKS)
-    return _SPACED_NUMBER.sub("", key) if " " in key else key
 
 
 def items_text(items: list[Item]) -> str:
@@ -467,3 +287,18 @@ def containers(prompt: Prompt) -> Iterator[list[Node]]:
                     work.append(node.before)
             elif isinstance(node, Alternation):
                 work.extend(reversed(node.options))
+
+
+def has_content(items: list[Item]) -> bool:
+    """Whether a phrase's items hold anything but whitespace."""
+    return any(not isinstance(i, str) or i.strip() for i in items)
+
+
+def tidy(items: list[Item]) -> list[Item]:
+    """Collapse the double spaces a removal leaves and trim the ends of the phrase core."""
+    out = [re.sub(r" {2,}", " ", i) if isinstance(i, str) else i for i in items]
+    if out and isinstance(out[0], str):
+        out[0] = out[0].lstrip()
+    if out and isinstance(out[-1], str):
+        out[-1] = out[-1].rstrip()
+    return [i for i in out if i != ""]

@@ -15,46 +15,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from bridge.rules.artists import compose_style
-from bridge.rules.phrases import (
-    DROP,
-    END_MARKS,
-    KEEP,
-    Item,
-    Phrase,
-    PhraseSet,
-    Said,
-    Words,
-    containers,
-    edit_phrases,
-    fold_accents,
-    normalize,
-)
-from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, escape, format_weight, parse, render
+from bridge.rules.matching import PhraseSet, Words
+from bridge.rules.phrases import DROP, KEEP, Item, Phrase, containers, edit_phrases, has_content, tidy
+from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
 
 if TYPE_CHECKING:
-    from bridge.rules.engine import Work, _Negative
-    from bridge.rules.knowledge import Artist, Rule
+    from bridge.rules.knowledge import Rule
+    from bridge.rules.work import NegativeKind, Work
 
 __all__ = ["target_size"]
-
-
-def _has_content(items: list[Item]) -> bool:
-    return any(not isinstance(i, str) or i.strip() for i in items)
-
-
-def _tidy(items: list[Item]) -> list[Item]:
-    """Collapse the double spaces a removal leaves and trim the ends of the phrase core."""
-    out = [re.sub(r" {2,}", " ", i) if isinstance(i, str) else i for i in items]
-    if out and isinstance(out[0], str):
-        out[0] = out[0].lstrip()
-    if out and isinstance(out[-1], str):
-        out[-1] = out[-1].rstrip()
-    return [i for i in out if i != ""]
 
 
 def _prompts(work: Work) -> tuple[tuple[str, Prompt], ...]:
@@ -104,7 +75,7 @@ def _tags(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item] | No
                                  f"{target}; map it with --network-map or keep it with --keep-networks")
             if out and isinstance(out[-1], str):
                 out[-1] = out[-1].rstrip()
-    return _tidy(out) if _has_content(out) else DROP
+    return tidy(out) if has_content(out) else DROP
 
 
 def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item] | None:
@@ -131,287 +102,13 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
                              f"{target}; map it with --network-map or keep it with --keep-networks")
         return ""
 
-    changed = _tidy([pattern.sub(swap, t) if isinstance(t, str) else t for t in texts])
-    if not _has_content(changed):
+    changed = tidy([pattern.sub(swap, t) if isinstance(t, str) else t for t in texts])
+    if not has_content(changed):
         return DROP
     if group is not None:
         group.children = [Text(i) if isinstance(i, str) else i for i in changed]
         return list(phrase.core)
     return changed
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# phrase: magic words and artists
-
-STYLE_SLOT = "\x00style\x00"  # where the artists' one style phrase goes, until it is composed
-
-
-class _Phrases:
-    """One run of the phrase stage over a prompt: magic words and artist names, each phrase in turn."""
-
-    def __init__(self, work: Work, rules: list[Rule], *, grow: bool):
-        self.work, self.plan, self.grow = work, work.plan, grow
-        self.artist_rule = next((r for r in rules if r.kind == "artist"), None)
-        self.present: Said | None = None  # what the prompt says, on the first replacement
-        self.other_media: Counter[str] | None = None
-        self.named: dict[str, Artist] = {}  # every artist the prompt names, in order (by name)
-        self.described: dict[str, Artist] = {}  # those whose style is described
-        self.slot_placed = False
-        self.grew = False  # a replacement or the style slot added words
-        self.spills: bool | None = None  # whether the prompt with its style phrase spills, once it is filled
-
-    def edit(self, phrase: Phrase) -> list[Item] | None:
-        core = phrase.core
-        if len(core) == 1 and type(core[0]) is str and "\\" not in core[0]:
-            new = self.piece(core[0])
-            return KEEP if new is None else (DROP if new == "" else [escape(new)])
-        plain = phrase.plain
-        if plain is None:
-            return self.mixed(phrase)
-        rule = self.plan.magic(plain)
-        if rule is not None:
-            new = self.magic(rule, phrase.text, plain)
-            return KEEP if new is None else (DROP if new == "" else phrase.replaced(new))
-        return self.mixed(phrase)
-
-    def mixed(self, phrase: Phrase) -> list[Item] | None:
-        """A phrase of text and brackets or tags ("by (X) and Y and Z"): the names inside brackets are rewritten when
-        the stage visits the brackets' own phrases; the names the bridge replaces go from the text around them."""
-        if not self.plan.artists:
-            return KEEP
-        core, changed = list(phrase.core), False
-        for i, item in enumerate(core):
-            if type(item) is not str or "\\" in item:
-                continue
-            stripped = self.plan.artists.strip_replaced(item)
-            if stripped is None:
-                continue
-            core[i], edits = stripped
-            changed = True
-            for edit in edits:
-                self.named.setdefault(edit.artist.name, edit.artist)
-                self.described.setdefault(edit.artist.name, edit.artist)
-                self.work.record(edit.artist.rule_id, edit.written, edit.after, edit.reason, edit.artist.fact)
-        if not changed:
-            return KEEP
-        if not self.slot_placed:
-            self.slot_placed = self.grew = True
-            core.append(", " + STYLE_SLOT)
-        return _tidy(core) if _has_content(core) else DROP
-
-    def piece(self, text: str) -> str | None:
-        """The new text of one plain phrase (escapes aside): None to keep it, "" to drop it."""
-        rule = self.plan.magic(text)
-        if rule is not None:
-            return self.magic(rule, text, normalize(text))
-        if not self.plan.artists:
-            return None
-        return self.artists(text, remember=True)
-
-    def magic(self, rule: Rule, before: str, plain: str) -> str | None:
-        action = rule.params["action"]
-        work = self.work
-        if action == "drop":
-            work.record(rule, before, "")
-            return ""
-        if action != "replace":
-            return None
-        replacement = rule.params["replacement"]
-        if self.present is None:  # the user's words
-            self.present = Said(work.user_words[1])
-        words = PhraseSet.fixed_words(replacement)
-        own = tuple(PhraseSet.words(plain))
-        inside = sum(own[i:i + len(words)] == words for i in range(len(own) - len(words) + 1))
-        # the phrase being replaced may say the replacement itself ("trending on artstation" -> "artstation"): then
-        # the question is whether the rest of the prompt says it too
-        if self.present.count(words) > inside if inside else self.present.says(words):
-            work.record(rule, before, "", f"{rule.reason} (the prompt already says {replacement!r})")
-            return ""
-        clash = self.medium_clash(replacement, plain)
-        if clash is not None:
-            work.record(rule, before, "", f"{rule.reason} (dropped, not replaced: {replacement!r} names a medium and "
-                                          f"the prompt asks for another, {clash!r})")
-            return ""
-        if not self.grow and _count_tokens(replacement) > _count_tokens(plain):
-            work.record(rule, before, "", f"{rule.reason} (dropped, not replaced: {replacement!r} would make A1111 "
-                                          "split a prompt that fitted its 75-token chunks)")
-            return ""
-        self.present.add(words)
-        self.grew = True
-        work.record(rule, before, replacement)
-        return replacement
-
-    def medium_clash(self, replacement: str, plain: str) -> str | None:
-        """A medium word of the prompt (outside this phrase) that the replacement's medium would fight, if any."""
-        media = self.plan.media
-        theirs = media.find(replacement.lower())
-        if not theirs:
-            return None
-        family = self.plan.medium_family
-        if self.other_media is None:  # how often the prompt names each medium word
-            self.other_media = Counter(media.find(self.work.user_words[1]))
-        own = Counter(media.find(plain))
-        families = {family[m] for m in theirs}
-        return next((m for m, n in self.other_media.items() if n > own[m] and family[m] not in families), None)
-
-    def artists(self, text: str, remember: bool = False) -> str | None:
-        rewrite = self.plan.artists.rewrite_text(text)
-        for artist in rewrite.named:
-            self.named.setdefault(artist.name, artist)
-        if rewrite.text is None:
-            if remember and not rewrite.named:
-                self.plan.unchanged_phrases.remember(text)
-            return None
-        for edit in rewrite.edits:
-            self.described.setdefault(edit.artist.name, edit.artist)
-            self.work.record(edit.artist.rule_id, edit.written, edit.after, edit.reason, edit.artist.fact)
-        new = rewrite.text
-        rule = self.plan.magic(new) if new else None
-        if rule is not None:  # what is left is a magic word: "trending on artstation by X" -> "trending on artstation"
-            magic = self.magic(rule, new, normalize(new))
-            new = new if magic is None else magic
-        only_marks = not new.strip(END_MARKS)
-        if not rewrite.edits or self.slot_placed:
-            return "" if only_marks else new  # nothing but a closing quote left: the phrase goes
-        self.slot_placed = self.grew = True
-        if only_marks:
-            return STYLE_SLOT + new  # only a closing quote or full stop is left: "by X.”" -> "<style>.”"
-        return new + ", " + STYLE_SLOT
-
-
-def phrases(work: Work, rules: list[Rule]) -> None:
-    before, changes = str(work.prompt), len(work.changes)
-    run = _phrase_pass(work, rules, grow=True)
-    if run.spills if run.spills is not None else run.grew and _spills(work):
-        # Even with no style phrase, the replacements make A1111 split a prompt that fitted: do it again, dropping
-        # the tags whose replacement is longer.
-        work.prompt, work.changes[changes:] = parse(before), []
-        run = _phrase_pass(work, rules, grow=False)
-    work.artist_media = [a.medium for a in run.named.values() if a.medium]
-
-
-def _phrase_pass(work: Work, rules: list[Rule], *, grow: bool) -> _Phrases:
-    run = _Phrases(work, rules, grow=grow)
-    # plain text already seen to need no change is skipped: libraries repeat their phrases
-    touched = {id(container) for container in containers(work.prompt)
-               if edit_phrases(container, run.edit, work.plan.unchanged_phrases)}
-    touched.difference_update(id(clause.children) for clause in work.prompt.clauses)
-    _prune_emptied_groups(work.prompt, touched)
-    if run.slot_placed:
-        run.spills = _fill_style_slot(work, run)
-    return run
-
-
-def _fill_style_slot(work: Work, run: _Phrases) -> bool:
-    """Compose the one style phrase and put it where the first described artist was, as long as it fits: trimmed
-    item by item (lowest priority first) while the prompt would need more 75-token chunks than the user's. Returns
-    whether the prompt still does with no style phrase at all (the replacements' doing)."""
-    plan = work.plan
-    text = str(work.prompt)
-    folded = fold_accents(text.replace(STYLE_SLOT, ",")).lower()
-    words = PhraseSet.words(folded)
-    style = compose_style(run.described.values(), words,
-                          media=plan.media, families=plan.medium_family, subjects=plan.subjects,
-                          own_palette=plan.own_palette, own_look=plan.own_look,
-                          budget=plan.style_budget, count=_count_tokens)
-    items = list(style.items)
-    while True:
-        candidate = _with_style(text, ", ".join(items))
-        spills = _spills(work, candidate)
-        if not spills or not items:
-            break
-        style.left_out.append((items.pop(), "A1111 would have to split a prompt that fitted its 75-token chunks"))
-    work.prompt = parse(candidate)
-    names = ", ".join(run.described)
-    by_why: dict[str, list[str]] = {}
-    for item, why in style.left_out:
-        by_why.setdefault(why, []).append(repr(item))
-    left_out = "; ".join(f"{', '.join(left)} ({why})" for why, left in by_why.items())
-    reason = (f"one style phrase for {names}: what their names stood for in SD1, merged"
-              + (f" (left out: {left_out})" if left_out else ""))
-    rule = run.artist_rule
-    work.record(rule.id if rule else "artists", "", ", ".join(items), reason, rule.fact if rule else "F-ARTISTS")
-    return spills
-
-
-def _with_style(text: str, style: str) -> str:
-    """``text`` with the style slot filled, or taken out with its separator when there is no style."""
-    if style:
-        return text.replace(STYLE_SLOT, escape(style), 1)
-    # (rare: these patterns are compiled on first use, not at import)
-    at, end = text.index(STYLE_SLOT), text.index(STYLE_SLOT) + len(STYLE_SLOT)
-    while True:  # brackets around nothing but the slot go with it: "(by X:1.2)" leaves no "()"
-        before = re.search(r"(?<!\\)[(\[][ \t]*$", text[:at])
-        after = re.match(r"[ \t]*(?::[ \t]*[\d.]+[ \t]*)?[)\]]", text[end:])
-        if before is None or after is None:
-            break
-        at, end = before.start(), end + after.end()
-    after = re.match(r"[ \t]*[,.;!?|+][ \t]*", text[end:])
-    if after is not None:
-        return text[:at] + text[end + after.end():]
-    before = re.search(r"[ \t]*[,.;!?|+]?[ \t]*$", text[:at])
-    return text[: before.start()] + text[end:]
-
-
-@lru_cache(maxsize=1 << 12)  # the knowledge's facets and replacements come back prompt after prompt
-def _count_tokens(text: str) -> int:
-    from bridge.tokens import count_tokens
-
-    return count_tokens(text)
-
-
-def _spills(work: Work, text: str | None = None) -> bool:
-    """Whether the prompt (or ``text``) needs more of A1111's 75-token chunks than the user's prompt did."""
-    from bridge.tokens import chunk_count
-
-    try:
-        chunks = chunk_count(str(work.prompt) if text is None else text)
-    except PromptSyntaxError:
-        return False
-    return chunks > 1 and work.user_chunks is not None and chunks > work.user_chunks
-
-
-def _prune_emptied_groups(prompt: Prompt, touched: set[int]) -> None:
-    """A group the phrase edits emptied ("(8k, 4k)", "(( (wlop) ))") goes too, and a phrase left with nothing else
-    goes with its comma; groups that were empty in the user's prompt stay. ``touched``: the ids of the groups' child
-    lists that the phrase edits changed."""
-    if not touched:
-        return
-    emptied: set[int] = set()
-    groups = [node for container in containers(prompt) for node in container if isinstance(node, Emphasis)]
-    for group in reversed(groups):  # inner groups come after outer ones: decided first (no recursion: 10,000 deep)
-        inner = [id(c) in emptied for c in group.children if isinstance(c, Emphasis)]
-        blank = all(isinstance(c, Emphasis) and id(c) in emptied or isinstance(c, Text) and not c.text.strip()
-                    for c in group.children)
-        if blank and (id(group.children) in touched or any(inner)):
-            emptied.add(id(group))
-    if not emptied:
-        return
-
-    def edit(phrase: Phrase) -> list[Item] | None:
-        kept: list[Item] = []
-        for item in phrase.core:
-            if id(item) in emptied:
-                continue
-            if isinstance(item, str) and kept and isinstance(kept[-1], str):
-                kept[-1] += item
-            else:
-                kept.append(item)
-        if len(kept) == len(phrase.core):
-            return KEEP
-        # "X and (Y) and (Z)" with Y and Z gone: no "and and", no "and" left at either end (rare: the patterns are
-        # compiled on first use)
-        kept = [re.sub(r"(?i)(?<!\S)(?:and|&)\s+(?=(?:and|&)(?!\S))", "", i) if isinstance(i, str) else i for i in kept]
-        if kept and isinstance(kept[-1], str):
-            kept[-1] = re.sub(r"(?i)\s*(?<!\S)(?:and|&)\s*$", "", kept[-1])
-        if kept and isinstance(kept[0], str):
-            kept[0] = re.sub(r"(?i)^\s*(?:and|&)(?!\S)\s*", "", kept[0])
-        return _tidy(kept) if _has_content(kept) else DROP
-
-    for container in containers(prompt):
-        edit_phrases(container, edit)
-
-
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -555,7 +252,7 @@ def negative(work: Work, rules: list[Rule]) -> None:
                 (spec.reason or rule.reason) + f" (default negative for a {spec.kind} image)", spec.fact)
 
 
-def _negative_kind(work: Work, words: Words) -> _Negative | None:
+def _negative_kind(work: Work, words: Words) -> NegativeKind | None:
     """The first kind of default negative whose words ``words`` holds, if any."""
     if work.plan.negative_starts.isdisjoint(words.set):
         return None

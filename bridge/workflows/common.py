@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
     from tqdm import tqdm
 
-    from bridge.recipe import Recipe
     from bridge.imaging.score import ScoreConfig
+    from bridge.recipe import Recipe
 
 __all__ = ["IMAGE_FORMATS", "MODES", "RENDER_SETTINGS", "cache_key", "image_bytes", "load_renderer", "load_scorer",
            "progress_bar", "renderer_id", "requested_settings", "resolve_models_and_mode", "scorer_config",

@@ -157,7 +157,7 @@ def looks_sd1(prompt: str, *, source: str = "sd15", target: str = "sd2") -> bool
     """
     if prompt.count(",") + 1 >= SD1_MIN_PHRASES or _EMPHASIS.search(prompt):
         return True
-    from bridge.translation import translate  # reuses one rules translator per model pair
+    from bridge.load import translate  # reuses one rules translator per model pair
 
     changes = translate(prompt, source=source, target=target).changes
     return any(c.rule.startswith(SD1_RULE_FAMILIES) for c in changes)

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
-from bridge.workflows.corpora import SourcePrompt, normalise
 from bridge.recipe import Recipe
 from bridge.translation import TranslationOptions
 from bridge.workflows.common import cache_key, write_atomic
+from bridge.workflows.corpora import SourcePrompt, normalise
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
