@@ -23,22 +23,22 @@ def test_knowledge_sizes_and_citations():
     notes = (RULES_DIR / "NOTES.md").read_text(encoding="utf-8")
     for rule in KB.rules.values():
         assert rule.fact and f"## {rule.fact}:" in notes, rule.id
-        assert rule.reason.strip() or rule.params.get("warning"), rule.id
+        assert rule.reason.strip() or getattr(rule.params, "warning", ""), rule.id
     assert len({a.rule_id for a in ARTISTS}) == len(ARTISTS)
 
 
 @pytest.mark.parametrize("rule", MAGIC, ids=lambda r: r.id)
 def test_every_magic_word_rule_does_what_it_says(rule):
-    phrase = rule.params["match"][0]
+    phrase = rule.params.match[0]
     t = translate(f"a lighthouse on a cliff, {phrase}, at dusk", disable=["artist.*"])
-    action = rule.params["action"]
+    action = rule.params.action
     if action == "keep":
         assert t.prompt == f"a lighthouse on a cliff, {phrase}, at dusk"
     elif action == "drop":
         assert t.prompt == "a lighthouse on a cliff, at dusk"
         assert any(c.rule == rule.id and c.after == "" for c in t.changes)
     else:
-        assert t.prompt == f"a lighthouse on a cliff, {rule.params['replacement']}, at dusk"
+        assert t.prompt == f"a lighthouse on a cliff, {rule.params.replacement}, at dusk"
 
 
 @pytest.mark.parametrize("artist", ARTISTS, ids=lambda a: a.rule_id)
@@ -190,7 +190,7 @@ def test_weak_pattern_prefilter_never_changes_a_result():
     assert weak
     present = [plan.literals.present(p) for p in prompts]
     for concept in weak:
-        plain = re.compile("|".join(f"(?:{p})" for p in concept.rule.params["patterns"]), re.IGNORECASE)
+        plain = re.compile("|".join(f"(?:{p})" for p in concept.rule.params.patterns), re.IGNORECASE)
         expected = [(m.start(), m.group(0)) if (m := plain.search(p)) else None for p in prompts]
         found = [(m.start(), m.group(0)) if (m := concept.search(p)) else None for p in prompts]
         assert found == expected, concept.rule.id

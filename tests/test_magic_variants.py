@@ -144,8 +144,8 @@ def test_no_form_removed_in_one_prompt_survives_in_another(sd2):
     artist rewrite, cut it loose after the magic words were looked up) or ``comma`` (a whole comma phrase in both: a
     spelling the knowledge does not list)."""
     kb = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml")
-    kept = {variant_key(m) for r in kb.rules.values() if r.kind == "phrase" and r.params["action"] == "keep"
-            for m in r.params["match"]}
+    kept = {variant_key(m) for r in kb.rules.values() if r.kind == "phrase" and r.params.action == "keep"
+            for m in r.params.match}
     prompts = [json.loads(line)["prompt"] for line in CORPUS.open(encoding="utf-8")]
     assert len(prompts) > 9000
     removed: dict[str, str] = {}  # form -> the rule that removed it (first seen)

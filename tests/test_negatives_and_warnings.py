@@ -151,7 +151,7 @@ def _warns(prompt: str, rule: str) -> bool:
 CELEBRITY = next(r for r in KBS["sd2"].rules.values() if r.id == "weak.celebrity")
 
 
-@pytest.mark.parametrize("name", CELEBRITY.params["names"])
+@pytest.mark.parametrize("name", CELEBRITY.params.names)
 def test_every_celebrity_name_warns(name):
     assert _warns(f"portrait of {name.title()} as a medieval knight, oil painting", "weak.celebrity")
 
@@ -218,7 +218,7 @@ def test_every_celebrity_candidate_named_in_two_corpus_prompts_is_listed():
         pytest.skip("the shared corpus is not on this machine")
     groups = count_artists.celebrity_groups(count_artists.DEFAULT_DATA)
     found = count_artists.count_celebrities(count_artists.load_prompts(count_artists.DEFAULT_DATA), groups)
-    names = set(CELEBRITY.params["names"])
+    names = set(CELEBRITY.params.names)
     missing = [name for name, hits in found.items() if len(hits) >= 2 and not names.issuperset(groups[name])]
     assert not missing
 

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kb = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml")
     written = [n.prompt for n in kb.negatives.values()] + [a.description for a in kb.artists.values()]
-    written += [r.params.get("replacement", "") for r in kb.rules.values()]
+    written += [r.params.replacement for r in kb.rules.values() if r.kind == "phrase"]
     counts = Counter(word for p in prompts for word in _pretokens(_clean(p)) if word.isascii())
     for text in written:
         counts.update({w: 10**6 for w in _pretokens(_clean(text)) if w.isascii()})

@@ -19,7 +19,7 @@ from bridge.models import BridgeSpec, detect_model, find_bridge, get_model
 from bridge.recipe import Recipe
 from bridge.rules import phrase_stage, stages
 from bridge.rules.artists import ArtistIndex
-from bridge.rules.knowledge import RULES_DIR, KnowledgeBase, is_disabled
+from bridge.rules.knowledge import RULES_DIR, ArtistParams, KnowledgeBase, is_disabled
 from bridge.rules.matching import LiteralFinder, PhraseSet, Prefiltered, case_blind, normalize, variant_key
 from bridge.rules.stages import phrase_key
 from bridge.rules.work import NegativeKind, Plan, Stage, WeakConcept, Work
@@ -54,14 +54,14 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
 
     phrase_index = {}  # each match phrase, lower case and by its variant key
     for rule in (r for r in enabled if r.kind == "phrase"):
-        for match in rule.params["match"]:
+        for match in rule.params.match:
             phrase_index.setdefault(variant_key(match), rule)
-    phrase_index.update({normalize(m): r for r in enabled if r.kind == "phrase" for m in r.params["match"]
+    phrase_index.update({normalize(m): r for r in enabled if r.kind == "phrase" for m in r.params.match
                          if normalize(m) not in phrase_index})
     artists = ArtistIndex([a for a in kb.artists.values() if "artist" in kinds
                            and not is_disabled(a.rule_id, options.disable)])
 
-    names = {e.lower() for r in enabled if r.kind == "networks" for e in r.params.get("embeddings", [])}
+    names = {e.lower() for r in enabled if r.kind == "networks" for e in r.params.embeddings}
     names |= {e.lower() for e in options.embeddings}
     embedding_pattern = None
     if names:
@@ -85,9 +85,9 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
 
     weak = []
     for rule in (r for r in enabled if r.kind == "weak-concept"):
-        patterns = tuple(case_blind(p) for p in rule.params.get("patterns", []) if p)
-        weak.append(WeakConcept(rule, PhraseSet(rule.params.get("names", [])), patterns,
-                          PhraseSet(rule.params.get("unless", []))))
+        patterns = tuple(case_blind(p) for p in rule.params.patterns if p)
+        weak.append(WeakConcept(rule, PhraseSet(rule.params.names), patterns,
+                          PhraseSet(rule.params.unless)))
 
     literals = LiteralFinder(literal for w in weak for p in w.patterns if isinstance(p, Prefiltered) and p.needs
                              for literal in p.needs)
@@ -101,19 +101,14 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
         for word in words:
             medium_family.setdefault(media.found_as(word), family)
     subjects = {kind: PhraseSet(words) for kind, words in kb.subjects.items()}
-    artist_params = next((r.params for r in enabled if r.kind == "artist"), {})
-    style_budget = options.style_budget
-    if style_budget is None:
-        style_budget = int(artist_params.get("style_budget", DEFAULT_STYLE_BUDGET))
+    artist_params = next((r.params for r in enabled if r.kind == "artist"), ArtistParams())
+    style_budget = artist_params.style_budget if options.style_budget is None else options.style_budget
     return Plan(stages=plan_stages, phrase_index=phrase_index, artists=artists, embedding_pattern=embedding_pattern,
                 embedding_names=tuple(sorted(names)), mapping=mapping, negatives=negatives, weak=weak,
                 literals=literals, weak_starts=weak_starts, negative_starts=negative_starts,
                 weak_unfiltered=weak_unfiltered, media=media, medium_family=medium_family, subjects=subjects,
-                style_budget=style_budget, own_palette=PhraseSet(artist_params.get("own_palette", [])),
-                own_look=PhraseSet(artist_params.get("own_look", [])))
-
-
-DEFAULT_STYLE_BUDGET = 10  # CLIP tokens: about three short facets, so several artists never bury the subject
+                style_budget=style_budget, own_palette=PhraseSet(artist_params.own_palette),
+                own_look=PhraseSet(artist_params.own_look))
 
 
 @dataclass(frozen=True)

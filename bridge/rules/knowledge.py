@@ -47,6 +47,7 @@ for the subjects the prompt shows, within a token budget (the ``artists`` rule's
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import re
@@ -56,7 +57,8 @@ from typing import Any
 
 from bridge.datafiles import read_toml
 
-__all__ = ["RULES_DIR", "Artist", "KnowledgeBase", "KnowledgeError", "NegativeDefault", "Rule", "slug"]
+__all__ = ["RULES_DIR", "RULE_PARAMS", "Artist", "ArtistParams", "EmphasisParams", "KnowledgeBase", "KnowledgeError",
+           "NegativeDefault", "NetworksParams", "PhraseParams", "Rule", "SizeParams", "WeakConceptParams", "slug"]
 
 RULES_DIR = Path(__file__).resolve().parent / "data"
 ARTIST_ACTIONS = ("keep", "replace", "keep_and_describe")
@@ -71,13 +73,80 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+# Each kind of rule takes its own parameters, typed, each default written once (here). A knowledge file gives them
+# as keys of the [[rule]] table; a key the kind does not take is an error, so that a typo never goes unnoticed.
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhraseParams:
+    """A magic word or phrase: kept, dropped, or replaced by ``replacement``."""
+
+    match: tuple[str, ...]
+    action: str  # keep | drop | replace
+    replacement: str = ""
+    count: int = 0  # how often the corpus has it (tools/count_artists.py), for the record
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeakConceptParams:
+    """A warning for what the target is weak at, found by name (``names``) or pattern, not where ``unless`` is."""
+
+    names: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()  # regular expressions matched against the lower-cased prompt
+    unless: tuple[str, ...] = ()
+    warning: str = ""  # the warning's text; the rule's reason when empty
+    count: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworksParams:
+    embeddings: tuple[str, ...] = ()  # textual-inversion names known to be SD1 embeddings
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArtistParams:
+    """How the artists' one style phrase is composed (bridge/rules/artists.py)."""
+
+    style_budget: int = 10  # CLIP tokens: about three short facets, so several artists never bury the subject
+    own_palette: tuple[str, ...] = ()  # words with which a prompt names its own colours: no artist palette then
+    own_look: tuple[str, ...] = ()  # words with which a prompt asks for a realistic look: no artist medium then
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmphasisParams:
+    """Weights are moved toward 1.0 by ``toward_one`` of their distance, except outside ``keep_outside`` (kept as
+    written) or within ``leave_within`` of 1.0 (left alone)."""
+
+    toward_one: float = 0.2
+    keep_outside: tuple[float, float] = (0.0, 3.0)
+    leave_within: float = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizeParams:
+    multiple: int = 64  # each side a multiple of this
+    buckets: tuple[tuple[int, int], ...] = ()  # (width, height) sizes the target was trained at; none: any size
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoParams:
+    """The kinds that take no parameters."""
+
+
+RULE_PARAMS: dict[str, type] = {
+    "phrase": PhraseParams, "weak-concept": WeakConceptParams, "networks": NetworksParams, "artist": ArtistParams,
+    "emphasis": EmphasisParams, "size": SizeParams, "negative": NoParams, "clip-skip": NoParams,
+    "settings": NoParams, "tokens": NoParams,
+}
+
+
 @dataclass
 class Rule:
     id: str
     kind: str
     fact: str | None
     reason: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Any = field(default_factory=NoParams)  # the kind's parameters class (RULE_PARAMS)
 
 
 @dataclass
@@ -219,17 +288,61 @@ def _need(table: dict, key: str, where: str, kind: type = str) -> Any:
 
 def _rule_from(table: dict, where: str) -> Rule:
     rule_id = _need(table, "id", where)
-    params = {k: v for k, v in table.items() if k not in ("id", "kind", "fact", "reason")}
     kind = table.get("kind", "phrase")
+    where = f"{where} ({rule_id})"
+    cls = RULE_PARAMS.get(kind)
+    if cls is None:
+        raise KnowledgeError(f"{where}: kind {kind!r} is not one of {', '.join(RULE_PARAMS)}")
+    given = {k: v for k, v in table.items() if k not in ("id", "kind", "fact", "reason")}
+    params = cls(**{f.name: _param(given.pop(f.name, None), f.type, f"{where}: {f.name!r}")
+                    for f in dataclasses.fields(cls) if f.name in given or _required(f)})
+    if given:
+        valid = ", ".join(f.name for f in dataclasses.fields(cls)) or "none"
+        raise KnowledgeError(f"{where}: a {kind} rule takes no {min(given)!r} (its parameters: {valid})")
     if kind == "phrase":
-        action = params.get("action")
-        if action not in ("keep", "drop", "replace"):
-            raise KnowledgeError(f"{where} ({rule_id}): action must be keep, drop or replace, got {action!r}")
-        if not isinstance(params.get("match"), list) or not params["match"]:
-            raise KnowledgeError(f"{where} ({rule_id}): 'match' must be a non-empty list of phrases")
-        if action == "replace":
-            _need(params, "replacement", f"{where} ({rule_id})")
+        if params.action not in ("keep", "drop", "replace"):
+            raise KnowledgeError(f"{where}: action must be keep, drop or replace, got {params.action!r}")
+        if not params.match:
+            raise KnowledgeError(f"{where}: 'match' must be a non-empty list of phrases")
+        if params.action == "replace" and not params.replacement.strip():
+            raise KnowledgeError(f"{where}: 'replacement' must be a non-empty str, got {params.replacement!r}")
     return Rule(rule_id, kind, table.get("fact"), str(table.get("reason", "")), params)
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _param(value: Any, kind: str, where: str) -> Any:
+    """A parameter's value as its field's type says (the annotations are strings: ``from __future__``)."""
+    if value is None:
+        raise KnowledgeError(f"{where} is missing")
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+    elif kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind == "tuple[str, ...]":
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif kind == "tuple[float, float]":
+        if isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return (float(value[0]), float(value[1]))
+    elif kind == "tuple[tuple[int, int], ...]":
+        if isinstance(value, list) and all(isinstance(v, list) and len(v) == 2 and all(
+                isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in v) for v in value):
+            return tuple((v[0], v[1]) for v in value)
+    else:
+        raise TypeError(f"no reader for parameters of type {kind}")  # a new field type: add it here
+    wanted = {"str": "a string", "int": "a whole number", "float": "a number",
+              "tuple[str, ...]": "a list of strings", "tuple[float, float]": "a list of two numbers",
+              "tuple[tuple[int, int], ...]": "a list of [width, height] pairs"}[kind]
+    raise KnowledgeError(f"{where} must be {wanted}, got {value!r}")
 
 
 def _artist_from(table: dict, where: str) -> Artist:

@@ -90,14 +90,14 @@ class _Phrases:
         return self.artists(text, remember=True)
 
     def magic(self, rule: Rule, before: str, plain: str) -> str | None:
-        action = rule.params["action"]
+        action = rule.params.action
         work = self.work
         if action == "drop":
             work.record(rule, before, "")
             return ""
         if action != "replace":
             return None
-        replacement = rule.params["replacement"]
+        replacement = rule.params.replacement
         if self.present is None:  # the user's words
             self.present = Said(work.user_words[1])
         words = PhraseSet.fixed_words(replacement)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bridge.rules.matching import PhraseSet, Words
@@ -117,9 +118,8 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
 
 def emphasis(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
-    toward_one = float(rule.params.get("toward_one", 0.2))
-    low, high = (float(x) for x in rule.params.get("keep_outside", [0.0, 3.0]))
-    leave_within = float(rule.params.get("leave_within", 0.1))
+    toward_one, leave_within = rule.params.toward_one, rule.params.leave_within
+    low, high = rule.params.keep_outside
     for label, prompt in _prompts(work):
         if not prompt.features() & {"emphasis"}:
             continue
@@ -200,7 +200,7 @@ def weak(work: Work, rules: list[Rule]) -> None:
         if found is None or weak_concept.unless.search(words):
             continue
         rule = weak_concept.rule
-        warning = rule.params.get("warning") or rule.reason
+        warning = rule.params.warning or rule.reason
         work.warnings.append(f"{warning} (found {found!r}; rule {rule.id})")
 
 
@@ -304,7 +304,7 @@ def target_size(width: int, height: int, native: int, multiple: int = 64) -> tup
             max(multiple, round(height * scale / multiple) * multiple))
 
 
-def nearest_bucket(width: int, height: int, buckets: list[list[int]]) -> tuple[int, int]:
+def nearest_bucket(width: int, height: int, buckets: Sequence[Sequence[int]]) -> tuple[int, int]:
     """The training bucket whose aspect ratio is closest to ``width``/``height`` (compared as log ratios).
 
     >>> nearest_bucket(512, 768, [[1024, 1024], [896, 1152], [832, 1216]])
@@ -322,12 +322,12 @@ def size(work: Work, rules: list[Rule]) -> None:
     native_src = work.source.native_size
     width = work.recipe.width or native_src
     height = work.recipe.height or native_src
-    buckets = rule.params.get("buckets")
+    buckets = rule.params.buckets
     if buckets:
         new = nearest_bucket(width, height, buckets)
         where = f"{work.target.key}: the training bucket nearest {width}x{height}"
     else:
-        new = target_size(width, height, work.target.native_size, int(rule.params.get("multiple", 64)))
+        new = target_size(width, height, work.target.native_size, rule.params.multiple)
         where = f"{work.target.key}: {work.target.native_size}x{work.target.native_size}"
     if new != (work.recipe.width, work.recipe.height):
         work.record(rule, f"{width}x{height}", f"{new[0]}x{new[1]}", f"{rule.reason} ({where})")

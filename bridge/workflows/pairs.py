@@ -96,7 +96,8 @@ def _variant_translator(base: RulesTranslator, variant: RulesVariant) -> RulesTr
         kb.artists = {name: dataclasses.replace(a, action=variant.artist_action) if a.description else a
                       for name, a in kb.artists.items()}
     if variant.emphasis_toward_one is not None:
-        kb.rules = {rid: dataclasses.replace(r, params={**r.params, "toward_one": variant.emphasis_toward_one})
+        toward_one = variant.emphasis_toward_one
+        kb.rules = {rid: dataclasses.replace(r, params=dataclasses.replace(r.params, toward_one=toward_one))
                     if r.kind == "emphasis" else r for rid, r in kb.rules.items()}
     return RulesTranslator(kb, base.source, base.target)
 
