@@ -221,6 +221,34 @@ def test_malformed_user_knowledge_is_a_clear_error(tmp_path):
         translate("a castle", knowledge=tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize(("rule", "message"), [
+    ('kind = "emphasis"\ntoward_one = "much"', r"'toward_one' must be a number, got 'much'"),
+    ('kind = "emphasis"\ntowards_one = 0.5', r"'emphasis' rules take no 'towards_one' \(their parameters: toward_one, "),
+    ('kind = "size"\nbuckets = [[1024, 0]]', r"'buckets' must be a list of \[width, height\] pairs"),
+    ('kind = "weak-concept"\nnames = "beyonce"', r"'names' must be a list of strings, got 'beyonce'"),
+    ('kind = "artist"\nstyle_budget = true', r"'style_budget' must be a whole number, got True"),
+    ('kind = "magic"\nmatch = ["8k"]', r"kind 'magic' is not one of phrase, weak-concept, "),
+    ('action = "drop"', r"'match' is missing"),
+])
+def test_rule_parameters_are_typed_and_checked(tmp_path, rule, message):
+    """Each kind of rule takes its own parameters (knowledge.RULE_PARAMS): a wrong type or a key the kind does not
+    take names the rule and the key."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[[rule]]\nid = "mine"\n{rule}\n')
+    with pytest.raises(KnowledgeError, match=r"bad\.toml: rule #1 \(mine\): " + message):
+        translate("a castle", knowledge=bad)
+
+
+def test_rule_parameter_defaults_are_those_of_the_knowledge_format(tmp_path):
+    from bridge.rules.knowledge import EmphasisParams
+
+    user = tmp_path / "mine.toml"
+    user.write_text('[[rule]]\nid = "emphasis"\nkind = "emphasis"\nfact = "F-EMPHASIS"\nreason = "mine"\n')
+    rule = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml", user=user).rules["emphasis"]
+    assert rule.params == EmphasisParams() and rule.params.toward_one == 0.2
+    assert translate("a ((castle)), (hill:1.5)", knowledge=user).prompt == "a (castle:1.17), (hill:1.4)"
+
+
 def test_every_shipped_rule_cites_a_fact_that_exists():
     notes = (RULES_DIR / "NOTES.md").read_text()
     kb = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml")

@@ -298,7 +298,7 @@ def _rule_from(table: dict, where: str) -> Rule:
                     for f in dataclasses.fields(cls) if f.name in given or _required(f)})
     if given:
         valid = ", ".join(f.name for f in dataclasses.fields(cls)) or "none"
-        raise KnowledgeError(f"{where}: a {kind} rule takes no {min(given)!r} (its parameters: {valid})")
+        raise KnowledgeError(f"{where}: {kind!r} rules take no {min(given)!r} (their parameters: {valid})")
     if kind == "phrase":
         if params.action not in ("keep", "drop", "replace"):
             raise KnowledgeError(f"{where}: action must be keep, drop or replace, got {params.action!r}")
