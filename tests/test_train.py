@@ -7,10 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -20,7 +24,8 @@ pytest.importorskip("peft")
 from script_loader import load_script
 
 from bridge.learned.seq2seq import Seq2SeqTranslator
-from bridge.translation import Translation, load_translator
+from bridge.load import load_translator
+from bridge.translation import Translation
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "training" / "train.py"

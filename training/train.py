@@ -34,14 +34,16 @@ What one run does, in order:
    a pair whose target does not keep the source's protected syntax is skipped (counted in the log).
 3. model: ``--model`` (hub id or path, any AutoModelForSeq2SeqLM), with a LoRA adapter (``--lora``, peft) or fully
    fine-tuned (``--full``); with ``--tiny``, a small T5 from config (``--d-model``, ``--layers``...).
-4. the loop: AdamW, linear warm-up then cosine decay; accelerate handles devices, mixed precision, gradient
-   accumulation and multi-GPU/multi-node data parallelism (each process takes its slice of every global batch).
+4. the loop: AdamW with transformers' "cosine_with_min_lr" schedule (linear warm-up from 0 over ``warmup`` steps,
+   then cosine decay to ``min_lr_ratio`` of the peak); batches padded by DataCollatorForSeq2Seq; accelerate handles
+   devices, mixed precision, gradient accumulation and multi-GPU/multi-node data parallelism (each process takes its
+   share of every global batch). Every epoch goes through the training pairs in a new order fixed by ``seed``.
    Every ``eval_every`` steps, on held-out pairs: loss, chrF, exact match and syntax preservation (the share of raw
    outputs with every placeholder intact), logged and appended to OUT/metrics.jsonl.
 5. checkpoints every ``save_every`` steps in OUT/checkpoints/step-N (model or adapter, optimizer, scheduler, RNG
-   states, the step that fixes the data position), written to a temporary folder and renamed, so a kill -9 leaves
-   the last complete one. Rerun the same command and training continues from it, on the same batches, and ends
-   with the same loss as a run that was never stopped.
+   states, sampler, the step that fixes the data position), written to a temporary folder and renamed, so a kill -9
+   leaves the last complete one. Rerun the same command and training continues from it, on the same batches, and
+   ends with the same loss as a run that was never stopped.
 6. the bridge folder OUT: weights (or adapter, and for a random tiny base the base in OUT/base), tokenizer,
    train_config.toml, metrics.jsonl, a model card README.md, and bridge.json last (it marks the folder complete).
    Publish it without OUT/checkpoints (see training/README.md).
@@ -53,16 +55,20 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import random
 import shutil
 import sys
 import time
-import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from bridge.learned.seq2seq import BridgeInfo, Example, encode_example
 from bridge.translation import TranslationOptions
@@ -86,8 +92,8 @@ class TrainConfig:
     out: str | None = field(default=None, metadata={"help": "the bridge folder to write (checkpoints inside)"})
     data: str | None = field(default=None, metadata={"help": "pairs: a folder of Parquet shards, .parquet or .jsonl"})
     registry: str | None = field(default=None, metadata={
-        "help": "your own registry file (the layout of bridge/models.toml) that defines source and target"})
-    source: str = field(default="sd15", metadata={"help": "source model key (bridge/models.toml or --registry)"})
+        "help": "your own registry file (the layout of bridge/data/models.toml) that defines source and target"})
+    source: str = field(default="sd15", metadata={"help": "source model key (bridge/data/models.toml or --registry)"})
     target: str = field(default="sd2", metadata={"help": "target model key"})
     model: str | None = field(default="google/flan-t5-base", metadata={"help": "base model: hub id or path"})
     tiny: bool = field(default=False, metadata={"help": "tiny random T5 + trained tokenizer; own pairs if no --data"})
@@ -103,7 +109,7 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     lr: float = field(default=3e-4, metadata={"help": "peak learning rate"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a share of the peak"})
-    warmup: int = field(default=100, metadata={"help": "warm-up steps"})
+    warmup: int = field(default=100, metadata={"help": "warm-up steps (linear from 0)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip (0: none)"})
     mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: accelerate's)"})
@@ -128,7 +134,7 @@ class TrainConfig:
         from bridge.models import get_model
         from bridge.workflows.common import use_registry_file
 
-        use_registry_file(self.registry, ValueError)
+        use_registry_file(self.registry)  # raises UsageError, a ValueError
         self.source, self.target = get_model(self.source).key, get_model(self.target).key
         if self.networks not in ("remove", "keep"):
             raise ValueError(f"networks must be 'remove' or 'keep' but is {self.networks!r}")
@@ -355,56 +361,54 @@ def base_model_reference(config: TrainConfig) -> str | None:
     return str(local.resolve()) if local.exists() else config.model
 
 
-def tokenize(examples: list[Example], tokenizer: Any, config: TrainConfig) -> list[tuple[list[int], list[int]]]:
+def tokenize(examples: list[Example], tokenizer: Any, config: TrainConfig) -> list[dict[str, list[int]]]:
+    """Token ids of inputs and targets, unpadded: DataCollatorForSeq2Seq pads each batch (labels with -100)."""
     inputs = tokenizer([e.input_text for e in examples], truncation=True, max_length=config.max_source_tokens)
     labels = tokenizer([e.target_text for e in examples], truncation=True, max_length=config.max_target_tokens)
-    return list(zip(inputs["input_ids"], labels["input_ids"], strict=True))
+    return [{"input_ids": i, "labels": o} for i, o in zip(inputs["input_ids"], labels["input_ids"], strict=True)]
 
 
-def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+def make_accelerator(config: TrainConfig) -> Any:
+    """The Accelerator of a run. Gradient accumulation syncs every ``grad_accum`` micro-batches and not at the end
+    of an epoch of the data loader (sync_with_dataloader=False): an optimizer step is exactly ``grad_accum``
+    micro-batches wherever epochs end, which keeps step N at micro-batch N * grad_accum, the data position a
+    checkpoint restores. The seedable sampler shuffles epoch e with seed ``seed + e``."""
+    from accelerate import Accelerator, DataLoaderConfiguration
+    from accelerate.utils import GradientAccumulationPlugin
+
+    return Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum,
+                                                                sync_with_dataloader=False),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed))
+
+
+def train_loader(rows: list, collate_fn: Any, batch_size: int, accelerator: Any) -> Any:
+    """The training DataLoader, prepared by accelerate: each epoch a seeded permutation of ``rows`` (accelerate's
+    seedable sampler: epoch e is torch.randperm with seed ``data_seed + e``), cut into batches of ``batch_size``;
+    with N processes, process r takes batches r, r + N, r + 2N, ... The last batch of an epoch may be smaller."""
     import torch
+    from torch.utils.data import DataLoader, RandomSampler
 
-    width_in = max(len(i) for i, _ in rows)
-    width_out = max(len(o) for _, o in rows)
-    return {
-        "input_ids": torch.tensor([i + [pad_id] * (width_in - len(i)) for i, _ in rows]),
-        "attention_mask": torch.tensor([[1] * len(i) + [0] * (width_in - len(i)) for i, _ in rows]),
-        "labels": torch.tensor([o + [-100] * (width_out - len(o)) for _, o in rows]),
-    }
-
-
-class BatchOrder:
-    """Which pairs micro-batch ``g`` holds: a stream of seeded permutations of the training set, cut into global
-    batches (``batch_size`` per process); process ``rank`` takes its slice. A pure function of (seed, g), so a
-    resumed run sees exactly the batches the interrupted one would have."""
-
-    def __init__(self, size: int, batch_size: int, processes: int, rank: int, seed: int):
-        self.size, self.batch_size, self.processes, self.rank, self.seed = size, batch_size, processes, rank, seed
-        self._epochs: dict[int, list[int]] = {}
-
-    def _at(self, position: int) -> int:
-        epoch, offset = divmod(position, self.size)
-        if epoch not in self._epochs:
-            self._epochs = {epoch: _permutation(self.size, self.seed + epoch)}
-        return self._epochs[epoch][offset]
-
-    def __call__(self, micro_batch: int) -> list[int]:
-        start = (micro_batch * self.processes + self.rank) * self.batch_size
-        return [self._at(p) for p in range(start, start + self.batch_size)]
+    loader = DataLoader(rows, batch_size=batch_size, collate_fn=collate_fn,
+                        # range(len(rows)), not rows: the sampler accelerate saves in every checkpoint stays small
+                        sampler=RandomSampler(range(len(rows))),
+                        # a generator of its own: starting an epoch draws no number from torch's global RNG, whose
+                        # state (dropout's) a checkpoint restores and a resumed run must not shift
+                        generator=torch.Generator())
+    return accelerator.prepare(loader)
 
 
-def _permutation(size: int, seed: int) -> list[int]:
-    import torch
-
-    return torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio`` of it at the last step."""
-    if step < config.warmup:
-        return (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def micro_batches(loader: Any, first: int, accelerator: Any) -> Iterator[Any]:
+    """Micro-batches ``first``, ``first`` + 1, ... of the run: epoch after epoch of ``loader`` (set_epoch fixes
+    each epoch's order), the first epoch entered ``first % len(loader)`` batches in (accelerate's
+    skip_first_batches). A function of ``first`` alone, so a resumed run sees the batches the interrupted one
+    would have."""
+    epoch, skip = divmod(first, len(loader))
+    while True:
+        loader.set_epoch(epoch)
+        yield from accelerator.skip_first_batches(loader, skip) if skip else loader
+        epoch, skip = epoch + 1, 0
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -414,18 +418,20 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 def evaluate(model: Any, tokenizer: Any, info: BridgeInfo, examples: list[Example], config: TrainConfig) -> dict:
     """Held-out loss (per target token) and generation metrics (see bridge.learned.seq2seq.evaluate_examples)."""
     import torch
+    from transformers import DataCollatorForSeq2Seq
 
     from bridge.learned.seq2seq import Seq2SeqTranslator, evaluate_examples
 
     examples = examples[: config.eval_pairs]
     model.eval()
     rows = tokenize(examples, tokenizer, config)
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)
     total, tokens = 0.0, 0
     with torch.inference_mode():
         for first in range(0, len(rows), config.batch_size):
-            batch = collate(rows[first : first + config.batch_size], tokenizer.pad_token_id)
+            batch = collator(rows[first : first + config.batch_size]).to(model.device)
             count = int((batch["labels"] != -100).sum())
-            total += float(model(**{k: v.to(model.device) for k, v in batch.items()}).loss) * count
+            total += float(model(**batch).loss) * count
             tokens += count
     metrics = {"eval_loss": total / max(tokens, 1)}
     metrics |= evaluate_examples(Seq2SeqTranslator(model, tokenizer, info), examples, batch_size=config.batch_size)
@@ -571,13 +577,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(config: TrainConfig) -> int:
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
+    from transformers import DataCollatorForSeq2Seq, get_scheduler
 
     out = Path(config.out)
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision)
+    accelerator = make_accelerator(config)
     log = accelerator.print
     set_seed(config.seed)
 
@@ -603,7 +609,13 @@ def train(config: TrainConfig) -> int:
     rows_train = tokenize(train_set, tokenizer, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    # linear warm-up from 0 over `warmup` steps, then cosine decay to min_lr_ratio of the peak at `steps`. Not
+    # prepared by accelerate (that would step it once per process): it steps once per optimizer step, below.
+    scheduler = get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=config.warmup,
+                              num_training_steps=config.steps,
+                              scheduler_specific_kwargs={"min_lr_rate": config.min_lr_ratio})
+    loader = train_loader(rows_train, DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100), config.batch_size,
+                          accelerator)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     info = BridgeInfo(config.source, config.target, weights="lora" if config.lora else "full",
@@ -625,8 +637,6 @@ def train(config: TrainConfig) -> int:
         state = {k: saved[k] for k in state}
         log(f"resumed from {checkpoint} (step {state['step']})")
 
-    order = BatchOrder(len(rows_train), config.batch_size, accelerator.num_processes, accelerator.process_index,
-                       config.seed)
     unwrapped = accelerator.unwrap_model(model)
 
     def record(step: int, metrics: dict) -> None:
@@ -639,12 +649,13 @@ def train(config: TrainConfig) -> int:
     # ---- the loop
     model.train()
     started = time.perf_counter()
+    batches = micro_batches(loader, state["step"] * config.grad_accum, accelerator)
     for step in range(state["step"], config.steps):
         losses = []
-        for micro in range(config.grad_accum):
-            batch = collate([rows_train[i] for i in order(step * config.grad_accum + micro)], tokenizer.pad_token_id)
+        for _ in range(config.grad_accum):
+            batch = next(batches)
             with accelerator.accumulate(model):
-                loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
+                loss = model(**batch).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.grad_clip:
                     accelerator.clip_grad_norm_(trainable, config.grad_clip)
