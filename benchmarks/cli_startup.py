@@ -21,15 +21,23 @@ import time
 PROMPT = "a castle on a hill, by greg rutkowski, <lora:detail:0.6>, 8k, trending on artstation"
 
 
-def best_of(command: list[str], runs: int) -> float:
+def fresh_runs(command: list[str], runs: int) -> list[tuple[float, str]]:
+    """Run ``command`` in ``runs`` fresh processes after one warm-up run, as on a user's machine: bytecode written and
+    reused (``pip install`` compiles it, so PYTHONDONTWRITEBYTECODE is dropped for the children). Each run's wall
+    seconds and standard output. benchmarks/token_count.py times its fresh processes with it too."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # warm-up
-    times = []
+    subprocess.run(command, check=True, capture_output=True, env=env)  # warm-up: writes the bytecode
+    results = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        times.append(time.perf_counter() - start)
-    return min(times)
+        done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+        results.append((time.perf_counter() - start, done.stdout))
+    return results
+
+
+def best_of(command: list[str], runs: int) -> float:
+    """The fastest of ``runs`` fresh runs (the one least disturbed by other load), in seconds."""
+    return min(seconds for seconds, _ in fresh_runs(command, runs))
 
 
 def main(argv: list[str] | None = None) -> int:

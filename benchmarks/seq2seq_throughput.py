@@ -23,8 +23,10 @@ import json
 import time
 from pathlib import Path
 
-from bridge.learned.seq2seq import BridgeInfo, Seq2SeqTranslator, t5_from_config, train_tokenizer
+from bridge.learned.bridge_info import BridgeInfo
+from bridge.learned.seq2seq import Seq2SeqTranslator
 from bridge.recipe import Recipe
+from bridge.testing import t5_from_config, train_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpora" / "diffusiondb_prompts.jsonl"
 T5_SMALL = {"d_model": 512, "layers": 6, "heads": 8, "d_ff": 2048}

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from cli_startup import fresh_runs  # its folder, benchmarks/, is the first on sys.path when run as a script
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIRST_USE = """
@@ -30,12 +30,8 @@ print(imported - start, time.perf_counter() - imported)
 
 def first_use(runs: int) -> tuple[float, float]:
     """Best (import seconds, first-count seconds) over fresh processes."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    results = []
-    for _ in range(runs + 1):  # the first run writes the bytecode
-        out = subprocess.run([sys.executable, "-c", FIRST_USE], capture_output=True, text=True, check=True, env=env)
-        results.append(tuple(float(x) for x in out.stdout.split()))
-    return min(r[0] for r in results[1:]), min(r[1] for r in results[1:])
+    results = [tuple(map(float, out.split())) for _, out in fresh_runs([sys.executable, "-c", FIRST_USE], runs)]
+    return min(r[0] for r in results), min(r[1] for r in results)
 
 
 def per_prompt(function, prompts: list[str]) -> float:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from bridge.workflows.common import UsageError  # a bad flag value or missing argument: exit 2
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FORMATS = ("text", "a1111", "json")
 DEFAULT_SOURCE, DEFAULT_TARGET = "sd15", "sd2"
@@ -38,10 +40,7 @@ model). Warnings go to stderr.
 
 
 PROGRESS_MIN = 200  # prompts: below this a progress bar is noise
-
-
-class UsageError(Exception):
-    """A bad flag value or missing argument: exit 2."""
+PARALLEL_MIN = 2000  # prompts: below this, starting worker processes costs more than it saves
 
 
 class InputError(Exception):
@@ -140,8 +139,8 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
 
 
 def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
-    from bridge.models import UnknownModelError, list_bridges, list_models
-    from bridge.rules.knowledge import KnowledgeError
+    from bridge.models import list_bridges, list_models
+    from bridge.rules.knowledge import KnowledgeError, KnowledgeFileError
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}; valid formats: {', '.join(FORMATS)}")
@@ -164,13 +163,14 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         return EXIT_OK
     try:
         translator = _load_translator(args)
-    except UnknownModelError as exc:
+    except KnowledgeFileError as exc:  # the file cannot be read at all
+        raise InputError(str(exc)) from None
+    except KnowledgeError as exc:  # it can, but what it says is wrong
         raise UsageError(str(exc)) from None
-    except KnowledgeError as exc:
-        raise (InputError(str(exc)) if "not found" in str(exc) or "cannot read" in str(exc)
-               else UsageError(str(exc))) from None
-    except ValueError as exc:  # no such bridge, or not a rules bridge
+    except ValueError as exc:  # an unknown model, no such bridge, or not a rules bridge
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # a file the loader could not even look at (a name too long, a loop of links)
+        raise InputError(f"cannot read {exc.filename}: {exc.strerror}") from None
     options = _options(args)
     check = getattr(translator, "check_disable", None) or getattr(getattr(translator, "kb", None), "check_disable",
                                                                    None)
@@ -181,14 +181,14 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
             raise UsageError(str(exc)) from None
 
     items, recipes = _read_input(args, stdin)
-    from bridge.migration import MigrationRow, progress
+    from bridge.migration import MigrationRow, progress, translate_all
 
     color = args.diff and _is_tty(stdout) and not args.output
     blocks: list[str] = []
     rows: list[MigrationRow] = []
     results = []
     recipes = [_from_dialect(recipe, args.input_dialect, stderr) for recipe in recipes]
-    translated = _translate_in_batches(translator, recipes, options, _jobs(args, translator, len(recipes)))
+    translated = translate_all(translator, recipes, options, _jobs(args, translator, len(recipes)))
     for i, (recipe, translation) in enumerate(progress(zip(recipes, translated), len(recipes), stream=stderr,
                                                        min_total=PROGRESS_MIN)):
         key = items[i].key if items else f"prompt {i + 1}"
@@ -215,7 +215,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         except LibraryError as exc:
             raise InputError(str(exc)) from None
     elif args.output:
-        _write_atomic(Path(args.output), "".join(blocks))
+        _write_output(Path(args.output), "".join(blocks))
     else:
         stdout.write("".join(blocks))
     if args.report:
@@ -226,46 +226,6 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         except OSError as exc:
             raise InputError(f"cannot write report {args.report}: {exc.strerror}") from None
     return EXIT_OK
-
-
-BATCH = 64  # prompts per translate_batch call: a learned bridge generates a batch at a time
-
-
-PARALLEL_MIN = 2000  # prompts: below this, starting worker processes costs more than it saves
-
-
-def _translate_in_batches(translator, recipes: list, options, jobs: int = 1):
-    """Translations in input order (None for an empty prompt), asked for a batch at a time and yielded lazily so a
-    progress bar moves. With ``jobs`` > 1 the rules bridge runs in that many forked worker processes."""
-    if jobs > 1:
-        yield from _translate_in_processes(translator, recipes, options, jobs)
-        return
-    for start in range(0, len(recipes), BATCH):
-        batch = recipes[start : start + BATCH]
-        wanted = [r for r in batch if r.prompt.strip()]
-        done = iter(translator.translate_batch(wanted, options) if wanted else [])
-        for recipe in batch:
-            yield next(done) if recipe.prompt.strip() else None
-
-
-_WORKER: tuple = ()
-
-
-def _translate_chunk(batch: list) -> list:
-    translator, options = _WORKER
-    return [translator.translate(r, options) if r.prompt.strip() else None for r in batch]
-
-
-def _translate_in_processes(translator, recipes: list, options, jobs: int):
-    """The same translations from forked workers (they inherit the loaded translator), in input order."""
-    import multiprocessing
-
-    global _WORKER
-    _WORKER = (translator, options)
-    batches = [recipes[i : i + BATCH * 4] for i in range(0, len(recipes), BATCH * 4)]
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        for done in pool.imap(_translate_chunk, batches):
-            yield from done
 
 
 def _jobs(args: argparse.Namespace, translator, count: int) -> int:
@@ -436,17 +396,12 @@ def _read_embeddings(folder: str) -> tuple[str, ...]:
     return tuple(sorted({p.stem for p in path.rglob("*") if p.suffix.lower() in EMBEDDING_SUFFIXES}))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    import tempfile
+def _write_output(path: Path, text: str) -> None:
+    from bridge.datafiles import atomic_write
 
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except FileNotFoundError:
-        raise InputError(f"cannot write {path}: folder {path.parent} does not exist") from None
-    except OSError as exc:
+        atomic_write(path, text)
+    except OSError as exc:  # a missing folder: "folder F does not exist"
         raise InputError(f"cannot write {path}: {exc.strerror}") from None
 
 

@@ -1,7 +1,9 @@
-"""Migration reports and progress for translating a whole prompt library.
+"""Translating a whole prompt library: in batches or worker processes, with a progress bar, then a report.
 
-``write_report(path, rows)`` writes Markdown (``.md``) or HTML (``.html``): how many prompts changed, how often each
-rule fired, every warning, and a side-by-side before/after of every prompt with the words that changed marked.
+``translate_all(translator, recipes, options, jobs)`` yields the translations in input order, a batch at a time (or
+from forked worker processes); ``progress`` draws a bar while they come; ``write_report(path, rows)`` writes Markdown
+(``.md``) or HTML (``.html``): how many prompts changed, how often each rule fired, every warning, and a side-by-side
+before/after of every prompt with the words that changed marked.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from bridge.datafiles import atomic_write
 from bridge.translation import Translation
 
 if TYPE_CHECKING:
     from collections import Counter
 
-__all__ = ["MigrationRow", "progress", "word_diff", "write_report"]
+    from bridge.recipe import Recipe
+    from bridge.translation import TranslationOptions, Translator
+
+__all__ = ["MigrationRow", "progress", "translate_all", "word_diff", "write_report"]
 
 T = TypeVar("T")
 REPORT_SUFFIXES = (".md", ".html", ".htm")
+BATCH = 64  # prompts per translate_batch call: a learned bridge generates a batch at a time
 
 
 @dataclass
@@ -80,10 +87,7 @@ def write_report(path: str | os.PathLike, rows: list[MigrationRow], *, source: s
     path = Path(path)
     if path.suffix.lower() not in REPORT_SUFFIXES:
         raise ValueError(f"report {path} must end in .md or .html")
-    text = (_html if path.suffix.lower() in (".html", ".htm") else _markdown)(rows, source, target)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, (_html if path.suffix.lower() in (".html", ".htm") else _markdown)(rows, source, target))
     return path
 
 
@@ -184,3 +188,39 @@ def progress(items: Iterable[T], total: int, *, label: str = "translating", stre
             stream.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} {rate:,.0f}/s ETA {eta:.0f}s")
             stream.flush()
     stream.write("\n")
+
+
+def translate_all(translator: Translator, recipes: list[Recipe], options: TranslationOptions,
+                  jobs: int = 1) -> Iterator[Translation | None]:
+    """Translations in input order (None for an empty prompt), asked for a batch at a time and yielded lazily so a
+    progress bar moves. With ``jobs`` > 1 the translator runs in that many forked worker processes (they inherit the
+    loaded translator; fork is POSIX only)."""
+    if jobs > 1:
+        yield from _translate_in_processes(translator, recipes, options, jobs)
+        return
+    for start in range(0, len(recipes), BATCH):
+        batch = recipes[start : start + BATCH]
+        wanted = [r for r in batch if r.prompt.strip()]
+        done = iter(translator.translate_batch(wanted, options) if wanted else [])
+        for recipe in batch:
+            yield next(done) if recipe.prompt.strip() else None
+
+
+_WORKER: tuple = ()  # (translator, options) in a forked worker
+
+
+def _translate_chunk(batch: list[Recipe]) -> list[Translation | None]:
+    translator, options = _WORKER
+    return [translator.translate(r, options) if r.prompt.strip() else None for r in batch]
+
+
+def _translate_in_processes(translator: Translator, recipes: list[Recipe], options: TranslationOptions,
+                            jobs: int) -> Iterator[Translation | None]:
+    import multiprocessing
+
+    global _WORKER
+    _WORKER = (translator, options)
+    batches = [recipes[i : i + BATCH * 4] for i in range(0, len(recipes), BATCH * 4)]
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for done in pool.imap(_translate_chunk, batches):
+            yield from done

@@ -35,6 +35,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 __all__ = [
     "Alternation",
@@ -53,6 +54,7 @@ __all__ = [
     "format_weight",
     "parse",
     "render",
+    "walk_text",
 ]
 
 ROUND_MULTIPLIER = 1.1  # A1111: each ( ) multiplies attention by 1.1
@@ -401,55 +403,72 @@ def walk(nodes: list[Node], multiplier: float = 1.0) -> Iterator[tuple[Node, lis
                 stack.append((option, 0, mult))
 
 
+def walk_text(nodes: list[Node], *, step: int | None = None, steps: int = 20) -> Iterator[tuple[Node, str, int]]:
+    """The text of ``nodes`` in order, piece by piece, as ``(node, text, edge)``: ``"".join`` of the texts is
+    :func:`render` of ``nodes``. ``edge`` is 1 where a group opens (its ``(`` or ``[``), -1 where it closes (its
+    closer: ``)``, ``:1.3)``, ``:0.5]``, or ``""`` when unclosed), 0 for a leaf's whole text and for a ``:`` or ``|``
+    between the parts of editing or alternation; the running sum of ``edge`` is the nesting depth. With ``step``, the
+    text A1111 sees at that step: editing and alternation resolved to the part chosen (their brackets not yielded),
+    network tags left out. Iterative: 10,000 nested brackets are fine.
+
+    >>> [(text, edge) for _, text, edge in walk_text(parse("a (b:1.2) [c|d]").clauses[0].children)]
+    [('a ', 0), ('(', 1), ('b', 0), (':1.2)', -1), (' ', 0), ('[', 1), ('c', 0), ('|', 0), ('d', 0), (']', -1)]
+    """
+    # Iterators over children and, below each, the (node, text, edge) to yield when it is done. Leaves are yielded
+    # from the innermost loop; a group puts its iterator back, with its own children above it.
+    stack: list = [iter(nodes)]
+    push = stack.append
+    while stack:
+        top = stack.pop()
+        if type(top) is tuple:
+            yield top
+            continue
+        for node in top:
+            kind = type(node)
+            if kind is Text or kind is Break:
+                yield node, node.text, 0
+                continue
+            if kind is NetworkTag:
+                if step is None:
+                    yield node, node.text, 0
+                continue
+            push(top)
+            if kind is Emphasis:
+                yield node, node.open, 1
+                push((node, node.close, -1))
+                push(iter(node.children))
+            elif step is not None:
+                if kind is Editing:
+                    push(iter((node.before or []) if step <= node.switch_step(steps) else node.after))
+                else:
+                    push(iter(node.options[(step - 1) % len(node.options)]))
+            elif kind is Editing:
+                yield node, "[", 1
+                push((node, ":" + node.when + "]", -1))
+                push(iter(node.after))
+                if node.before is not None:
+                    push((node, ":", 0))
+                    push(iter(node.before))
+            else:
+                yield node, "[", 1
+                push((node, "]", -1))
+                last = len(node.options) - 1
+                for i, option in enumerate(reversed(node.options)):
+                    push(iter(option))
+                    if i < last:
+                        push((node, "|", 0))
+            break
+
+
 def render(nodes: list[Node], *, step: int | None = None, steps: int = 20) -> str:
-    """The text of ``nodes``. With ``step``, render what A1111 sees at that step: editing and alternation resolved,
-    network tags removed."""
+    """The text of ``nodes`` (the texts of :func:`walk_text`). With ``step``, render what A1111 sees at that step:
+    editing and alternation resolved, network tags removed."""
     if len(nodes) == 1 and type(nodes[0]) is Text:
         return nodes[0].text  # plain text: most prompts, and most phrases
-    out: list[str] = []
-    stack: list[object] = [iter(nodes)]
-    while stack:
-        top = stack[-1]
-        if isinstance(top, str):
-            stack.pop()
-            out.append(top)
-            continue
-        node = next(top, None)  # type: ignore[call-overload]
-        if node is None:
-            stack.pop()
-            continue
-        if isinstance(node, (Text, Break)):
-            out.append(node.text)
-        elif isinstance(node, NetworkTag):
-            if step is None:
-                out.append(node.text)
-        elif isinstance(node, Emphasis):
-            out.append(node.open)
-            stack.append(node.close)
-            stack.append(iter(node.children))
-        elif isinstance(node, Editing):
-            if step is None:
-                out.append("[")
-                stack.append(":" + node.when + "]")
-                stack.append(iter(node.after))
-                if node.before is not None:
-                    stack.append(":")
-                    stack.append(iter(node.before))
-            else:
-                switch = node.switch_step(steps)
-                chosen = (node.before or []) if step <= switch else node.after
-                stack.append(iter(chosen))
-        elif isinstance(node, Alternation):
-            if step is None:
-                out.append("[")
-                stack.append("]")
-                for i, option in enumerate(reversed(node.options)):
-                    stack.append(iter(option))
-                    if i < len(node.options) - 1:
-                        stack.append("|")
-            else:
-                stack.append(iter(node.options[(step - 1) % len(node.options)]))
-    return "".join(out)
+    return "".join(map(_TEXT_OF, walk_text(nodes, step=step, steps=steps)))
+
+
+_TEXT_OF = itemgetter(1)
 
 
 def escape(text: str) -> str:

@@ -1,10 +1,12 @@
 """Tiny random models built from configs, for tests and ``--tiny`` runs: no hub, no download, seconds on a CPU.
 
-    >>> from bridge.testing import clip_tokenizer, tiny_open_clip, tiny_sd_pipeline
+    >>> from bridge.testing import clip_tokenizer, t5_from_config, tiny_open_clip, tiny_sd_pipeline, train_tokenizer
     >>> pipe = tiny_sd_pipeline("sd2")              # StableDiffusionPipeline, 32 px images, v-prediction
     >>> model, preprocess, tokenizer = tiny_open_clip()
     >>> clip_tokenizer()("a cat")["input_ids"]      # the real CLIP ids, from open_clip's bundled BPE vocab
     [49406, 320, 2368, 49407]
+    >>> t5_tokenizer = train_tokenizer(["a cat", "a dog"], vocab_size=300)  # BPE, T5's special tokens, placeholders
+    >>> t5 = t5_from_config(len(t5_tokenizer))      # a random T5, the learned bridge's model in miniature
 
 Every builder runs under ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng``, so the same seed gives the same
 weights and the caller's random state is left untouched. The configs are module constants (below) so a test can read
@@ -41,10 +43,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from diffusers import StableDiffusionPipeline
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer, PreTrainedTokenizerFast, T5ForConditionalGeneration
 
 __all__ = [
     "KINDS",
@@ -52,9 +54,11 @@ __all__ = [
     "TINY_OPEN_CLIP_NAME",
     "clip_tokenizer",
     "save_tiny_pipeline",
+    "t5_from_config",
     "tiny_open_clip",
     "tiny_sd_pipeline",
     "tiny_text_encoder",
+    "train_tokenizer",
 ]
 
 KINDS = ("sd1", "sd2")
@@ -316,3 +320,40 @@ def save_tiny_pipeline(kind: str, path: str | Path, seed: int = 0) -> Path:
     path = Path(path)
     tiny_sd_pipeline(kind, seed).save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The learned bridge's model and tokenizer (real runs load a pretrained T5 and its own tokenizer)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts`` (a transformers fast tokenizer, T5's special tokens:
+    ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, the placeholders ``<extra_id_N>`` as single tokens). Decoding is exact."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from bridge.learned.placeholders import MAX_SLOTS, placeholder
+
+    sentinels = [placeholder(i) for i in range(MAX_SLOTS)]
+    special = ["<pad>", "</s>", "<unk>", *sentinels]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   additional_special_tokens=sentinels, model_input_names=["input_ids", "attention_mask"])
+
+
+def t5_from_config(vocab_size: int, *, d_model: int = 64, layers: int = 2, heads: int = 4, d_ff: int = 256,
+                   seed: int = 0) -> T5ForConditionalGeneration:
+    """A randomly initialised T5 (``T5ForConditionalGeneration``) of the given size: no download. t5-small is
+    ``d_model=512, layers=6, heads=8, d_ff=2048`` with vocab 32128."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=d_model // heads, d_ff=d_ff, num_layers=layers,
+                      num_decoder_layers=layers, num_heads=heads, dropout_rate=0.0, decoder_start_token_id=0,
+                      pad_token_id=0, eos_token_id=1)
+    return _seeded(seed, lambda: T5ForConditionalGeneration(config))

@@ -53,12 +53,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.datafiles import atomic_write
 from bridge.imaging.score import ScoreConfig
 from bridge.models import get_model
 from bridge.recipe import Recipe
 from bridge.workflows import common as workflow
 from bridge.workflows import corpora, pairs
-from bridge.workflows.corpora import CorpusError, SourcePrompt
+from bridge.workflows.common import UsageError
+from bridge.workflows.corpora import SourcePrompt
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -66,12 +68,10 @@ if TYPE_CHECKING:
 IMAGES_PER_SECOND = 6.0  # SD 2.1-base, 512x512, 25 steps, one H100 (published figures: 5-8)
 REFERENCE_STEPS, REFERENCE_PIXELS = 25, 512 * 512
 TINY = {"size": 32, "steps": 2, "shard_size": 2}
+AT_LEAST = {"limit": 1, "samples": 0, "batch_size": 1, "shard_size": 1, "size": 1, "steps": 1, "min_chars": 1,
+            "max_chars": 1}
 SHARD_GLOB = "pairs-*-of-*.parquet"
 RUN_ONLY = ("out", "dry_run", "images_per_second", "batch_size", "device", "save_images")  # not in the config hash
-
-
-class UsageError(ValueError):
-    """A bad command line: exit code 2."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -105,10 +105,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                         "(optional target_negative, name)")
     g.add_argument("--seed", type=int, default=0, help="seed of the learned bridge's sampling")
     g = p.add_argument_group("render and score")
-    g.add_argument("--registry", metavar="FILE", help="your own registry file (the layout of bridge/data/models.toml): "
-                                                      "models and bridges --source and --target may name")
-    g.add_argument("--source", default="sd15", help="model key the prompts were written for")
-    g.add_argument("--target", default="sd21-base", help="model key to render with")
+    workflow.add_model_flags(g, target="sd21-base")
     g.add_argument("--target-weights", help="local folder, .safetensors/.ckpt or hub id (default: the target's hub id; "
                                             "with --tiny, a small local pipeline to render with instead of a random "
                                             "one)")
@@ -133,35 +130,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="one GPU's render rate for --dry-run. The default is for SD 2.1-base at 512x512, 25 steps, on "
                         "one H100 (published figures put it at 5 to 8 images/s); the estimate scales it by steps and "
                         "pixels")
-    mode = g.add_mutually_exclusive_group()
-    mode.add_argument("--tiny", action="store_true", help="random tiny models on CPU (32 px, 2 steps; the renderer "
-                                                          "from --target-weights when given): a smoke test")
-    mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.workflows.simulated (no torch)")
+    workflow.add_mode_flags(g, tiny_help="random tiny models on CPU (32 px, 2 steps; the renderer from "
+                                         "--target-weights when given): a smoke test")
     args = p.parse_args(argv)
     check_args(args)
     return args
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-        raise UsageError(f"--seeds must be different integers >= 0 but are {args.seeds}")
-    for name in ("limit", "samples", "batch_size", "shard_size", "size", "steps", "min_chars", "max_chars"):
-        value, least = getattr(args, name), 0 if name == "samples" else 1
-        if value is not None and value < least:
-            raise UsageError(f"--{name.replace('_', '-')} has to be at least {least} but is {value}")
+    """This script's checks, then the ones every script makes (bridge.workflows.common.check_script_args)."""
     if args.images_per_second <= 0:
         raise UsageError(f"--images-per-second has to be above 0 but is {args.images_per_second}")
     args.variants = [] if args.variants == ["none"] else args.variants
     unknown = sorted(set(args.variants) - set(pairs.RULES_VARIANTS))
     if unknown:
         raise UsageError(f"--variants: unknown variant {unknown[0]!r}; valid: none, {', '.join(pairs.RULES_VARIANTS)}")
-    workflow.resolve_models_and_mode(args, UsageError)
-    for name, value in TINY.items():
-        if args.tiny and getattr(args, name) is None:
-            setattr(args, name, value)
+    workflow.check_script_args(args, at_least=AT_LEAST, tiny=TINY)
     args.shard_size = args.shard_size or 256
-    if args.tiny:
-        args.device = "cpu"
 
 
 # ---------------------------------------------------------------- the plan
@@ -278,7 +263,7 @@ def check_config(out: Path, plan: Plan) -> None:
             raise UsageError(f"{out} holds a build with other settings ({', '.join(changed)} differ); rerun it with "
                              "the same settings, or use a new --out")
     blob = {"config_hash": plan.config_hash, "config": plan.config, "columns": {n: t for n, t, _ in pairs.COLUMNS}}
-    workflow.write_atomic(path, json.dumps(blob, indent=2, ensure_ascii=False).encode() + b"\n")
+    atomic_write(path, json.dumps(blob, indent=2, ensure_ascii=False) + "\n")
 
 
 def build(args: argparse.Namespace, *, renderer: Any = None, scorer: Any = None) -> dict[str, Any]:
@@ -344,7 +329,7 @@ def build_shards(plan: Plan, mine: list[int], args: argparse.Namespace, make: pa
             for result, key in zip(results, keys, strict=True):
                 path = args.out / "images" / f"{key}.webp"
                 if not path.exists():
-                    workflow.write_atomic(path, workflow.image_bytes(result.image, "webp"))
+                    atomic_write(path, workflow.image_bytes(result.image, "webp"))
         bar.update(len(results))
 
     with workflow.progress_bar(pending * expected, f"build (rank {rank})") as bar:
@@ -400,8 +385,8 @@ def merge(out: Path, plan: Plan, args: argparse.Namespace) -> dict[str, Any]:
     for stray in (out / "data").glob(".*.tmp"):  # left by a killed process; every shard is in place now
         stray.unlink(missing_ok=True)
     stats = pairs.dataset_statistics(rows)
-    workflow.write_atomic(out / "index.json", json.dumps(index, indent=0).encode() + b"\n")
-    workflow.write_atomic(out / "README.md", pairs.dataset_card(stats, plan.config, plan.config_hash, out).encode())
+    atomic_write(out / "index.json", json.dumps(index, indent=0) + "\n")
+    atomic_write(out / "README.md", pairs.dataset_card(stats, plan.config, plan.config_hash, out))
     return stats
 
 
@@ -411,16 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = build(args)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    except (UsageError, CorpusError) as exc:
-        print(f"build_pairs.py: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("build_pairs.py: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, ImportError) as exc:
-        print(f"build_pairs.py: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-              file=sys.stderr)
-        return 1
+    except workflow.SCRIPT_ERRORS as exc:  # a UsageError (a bad --corpus too): exit 2; the others: exit 1
+        return workflow.script_error("build_pairs.py", exc)
     if result.get("merged"):
         gain = result["gain_kept"].get("mean", 0.0)
         print(f"pairs kept: {result['kept']} of {result['prompts']} prompts, mean gain over identity {gain:+.4f}; "

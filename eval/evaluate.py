@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.datafiles import atomic_write
 from bridge.imaging.score import EVAL_SCORER, ScoreConfig
 from bridge.load import load_translator
 from bridge.models import NoBridgeError
@@ -64,7 +65,7 @@ from bridge.tokens import overflows
 from bridge.workflows import common as workflow
 from bridge.workflows import corpora
 from bridge.workflows import eval_report as report
-from bridge.workflows.common import IMAGE_FORMATS, cache_key, requested_settings, write_atomic
+from bridge.workflows.common import IMAGE_FORMATS, UsageError, cache_key, requested_settings
 from bridge.workflows.corpora import TINY_PROMPTS
 
 if TYPE_CHECKING:
@@ -78,10 +79,7 @@ SCORE_CHUNK = 64  # images loaded and scored at a time
 
 # --tiny: the whole loop on random tiny models on a CPU, on the built-in prompts (bridge.workflows.corpora.TINY_PROMPTS).
 TINY_SIZE, TINY_STEPS = 32, 2
-
-
-class UsageError(ValueError):
-    """A bad command line: exit code 2."""
+AT_LEAST = {"limit": 1, "batch_size": 1, "bootstrap": 1, "size": 1, "steps": 1}
 
 
 # ---------------------------------------------------------------- command line
@@ -100,10 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the random draw of --limit prompts")
     p.add_argument("--data-dir", type=Path, default=corpora.CORPORA_DIR,
                    help="where corpora live (env PROMPT_BRIDGE_DATA)")
-    p.add_argument("--registry", metavar="FILE", help="your own registry file (the layout of bridge/data/models.toml): "
-                                                      "models and bridges --source and --target may name")
-    p.add_argument("--source", default="sd15", help="model key the prompts were written for")
-    p.add_argument("--target", default="sd21", help="model key to render with")
+    workflow.add_model_flags(p, target="sd21")
     p.add_argument("--target-weights", help="local folder, .safetensors/.ckpt file or hub id of the target weights "
                                             "(default: the target's hub id; with --tiny, a small local pipeline to "
                                             "render with instead of a random one)")
@@ -120,32 +115,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--image-format", choices=sorted(IMAGE_FORMATS), default="png", help="format of saved images")
     p.add_argument("--bootstrap", type=int, default=report.BOOTSTRAP_RESAMPLES, help="bootstrap resamples for CIs")
     p.add_argument("--ci-seed", type=int, default=0, help="seed of the bootstrap")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--tiny", action="store_true",
-                      help=f"tiny random models on CPU, {TINY_SIZE}px, {TINY_STEPS} steps (the renderer from "
-                           "--target-weights when given)")
-    mode.add_argument("--simulated", action="store_true", help="the simulated world of bridge.workflows.simulated (no torch)")
+    workflow.add_mode_flags(p, tiny_help=f"tiny random models on CPU, {TINY_SIZE}px, {TINY_STEPS} steps (the "
+                                         "renderer from --target-weights when given)")
     args = p.parse_args(argv)
     check_args(args)
     return args
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if len(set(args.seeds)) < 2:
-        raise UsageError(f"--seeds needs at least 2 different seeds but got {args.seeds}")
+    """This script's checks, then the ones every script makes (bridge.workflows.common.check_script_args)."""
     if BASELINE not in args.translators:
         raise UsageError(f"--translators must include the baseline {BASELINE!r}, got {' '.join(args.translators)}")
-    for name in ("limit", "batch_size", "bootstrap", "size", "steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} has to be at least 1 but is {value}")
     if args.size is not None and args.size % 8:
         raise UsageError(f"--size has to be divisible by 8 but is {args.size}")
-    workflow.resolve_models_and_mode(args, UsageError)
-    if args.tiny:
-        args.size = args.size or TINY_SIZE
-        args.steps = args.steps or TINY_STEPS
-        args.device = "cpu"
+    workflow.check_script_args(args, at_least=AT_LEAST, seeds=2, tiny={"size": TINY_SIZE, "steps": TINY_STEPS})
     if args.limit is None and not args.tiny:
         args.limit = 200
     args.translators = list(dict.fromkeys(args.translators + (["learned"] if args.learned else [])))
@@ -249,8 +232,8 @@ def image_path(images: Path, key: str, image_format: str) -> Path:
 
 def save_render(result: Any, images: Path, key: str, image_format: str) -> None:
     """The settings the renderer used (sidecar JSON), then the image: an image on disk means the render is done."""
-    write_atomic(images / f"{key}.json", json.dumps(result.settings, sort_keys=True).encode())
-    write_atomic(image_path(images, key, image_format), workflow.image_bytes(result.image, image_format))
+    atomic_write(images / f"{key}.json", json.dumps(result.settings, sort_keys=True))
+    atomic_write(image_path(images, key, image_format), workflow.image_bytes(result.image, image_format))
 
 
 def render_missing(rows: list[Row], images: Path, args: argparse.Namespace) -> tuple[int, int]:
@@ -360,7 +343,7 @@ def write_rows_csv(path: Path, rows: list[Row], images: Path, image_format: str)
                          "translated_prompt": row.recipe.prompt, "negative_prompt": row.recipe.negative_prompt,
                          "seed": row.seed, **{name: used.get(name) for name in settings}, "score": f"{row.score:.6f}",
                          "image": image_path(images, row.key, image_format).relative_to(images.parent).as_posix()})
-    write_atomic(path, buffer.getvalue().encode())
+    atomic_write(path, buffer.getvalue())
 
 
 def build_report(rows: list[Row], prompts: list[str], results: dict[str, Any], args: argparse.Namespace) -> str:
@@ -422,7 +405,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         row.key = cache_key(model_id, row.recipe, row.seed)
     config = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "model": model_id, "prompts": prompts, "score": scorer_config(args).to_dict()}
-    write_atomic(out / "config.json", json.dumps(config, indent=2, ensure_ascii=False).encode() + b"\n")
+    atomic_write(out / "config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
     # 3. render what is not cached yet, then score every image against its source prompt
     rendered, cached = render_missing(rows, images, args)
@@ -437,8 +420,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "renders": {"rendered": rendered, "cached": cached}, "seconds": round(time.perf_counter() - started, 2),
     }
     write_rows_csv(out / "rows.csv", rows, images, args.image_format)
-    write_atomic(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False).encode() + b"\n")
-    write_atomic(out / "report.html", build_report(rows, prompts, results, args).encode())
+    atomic_write(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(out / "report.html", build_report(rows, prompts, results, args))
     return results
 
 
@@ -447,21 +430,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    except UsageError as exc:
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        return 2
+    except workflow.SCRIPT_ERRORS as exc:
+        return workflow.script_error("evaluate.py", exc)
     try:
         results = evaluate(args)
-    except UsageError as exc:
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"evaluate.py: interrupted; rerun the same command to resume from {args.out}", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, ImportError) as exc:
-        print(f"evaluate.py: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-              file=sys.stderr)
-        return 1
+    except workflow.SCRIPT_ERRORS as exc:  # a UsageError: exit 2; the others: exit 1
+        return workflow.script_error("evaluate.py", exc)
     for name, r in results["translators"].items():
         win = "" if r["win_rate"] is None else (f"  win {r['win_rate']:.0%} [{r['win_rate_ci'][0]:.0%}–"
                                                 f"{r['win_rate_ci'][1]:.0%}] ties {r['tie_rate']:.0%}")

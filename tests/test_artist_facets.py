@@ -6,10 +6,10 @@ The files are read directly with tomllib: these tests hold the data to its forma
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from bridge.tokens import count_tokens
 

@@ -228,11 +228,20 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
         (["--seeds", "1", "1"], "--seeds must be different integers"),
         (["--target", "sd9"], "--target: unknown model 'sd9'"),
         (["--max-chars", "3"], "no prompts left after the filters"),
+        (["--samples", "-1"], "--samples has to be at least 0 but is -1"),
+        (["--images-per-second", "0"], "--images-per-second has to be above 0 but is 0.0"),
     ]
     for extra, message in cases:
         assert build_pairs.main(["--simulated", "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
+
+
+def test_the_shared_checks_fill_tiny_defaults_and_the_mode(tmp_path):
+    args = build_pairs.parse_args(["--tiny", "--out", str(tmp_path)])
+    assert (args.mode, args.size, args.steps, args.shard_size, args.device) == ("tiny", 32, 2, 2, "cpu")
+    args = build_pairs.parse_args(["--simulated", "--size", "64", "--out", str(tmp_path)])
+    assert (args.mode, args.size, args.steps, args.shard_size, args.device) == ("simulated", 64, None, 256, None)
 
 
 # ---- the parts

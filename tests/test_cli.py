@@ -148,6 +148,14 @@ def test_bad_input_is_one_line_error_with_exit_code(argv, code, needle):
     assert needle in one_line_error(r)
 
 
+def test_one_usage_error_for_translate_prompt_and_the_scripts():
+    from bridge import cli
+    from bridge.workflows.common import UsageError
+    from bridge.workflows.corpora import CorpusError
+
+    assert cli.UsageError is UsageError and issubclass(CorpusError, UsageError)
+
+
 def test_no_prompt_on_a_terminal_is_a_usage_error():
     r = run(tty_stdin=True)
     assert r.code == 2 and "no prompt given" in one_line_error(r)
@@ -181,7 +189,26 @@ def test_output_is_written_whole_or_not_at_all(tmp_path):
     assert r.code == 2
     assert dst.read_text() == "previous results\n"  # nothing already written is lost
     r = run("--output", str(tmp_path / "missing-dir" / "out.txt"), "a cat")
-    assert r.code == 1 and "does not exist" in one_line_error(r)
+    assert r.code == 1 and f"folder {tmp_path / 'missing-dir'} does not exist" in one_line_error(r)
+    assert run("--output", str(dst), "a cat").code == 0
+    assert dst.read_text().startswith("a cat") and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+@pytest.mark.parametrize(("content", "code", "needle"), [
+    (None, 1, "knowledge file not found: "),  # missing: an input failure
+    (b"\xff\xfe", 1, "cannot read knowledge file "),  # not UTF-8
+    ("folder", 1, "cannot read knowledge file "),
+    (b"x = [", 2, "is not valid TOML"),  # malformed: a usage error, as a bad flag value
+    (b'[[rule]]\nid = "x"\n', 2, "'match' is missing"),
+])
+def test_a_knowledge_file_that_cannot_be_read_is_exit_1_a_malformed_one_exit_2(tmp_path, content, code, needle):
+    path = tmp_path / "mine.toml"
+    if content == "folder":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    r = run("--knowledge", str(path), "a cat")
+    assert r.code == code and needle in one_line_error(r)
 
 
 @pytest.mark.parametrize("prompt", ["(x:nan)", "(x:inf)", "(x:1e309)", "(x:-3)", "((a:1.2.3))", "((((a", "a]]]]",

@@ -192,6 +192,8 @@ def test_a_killed_run_resumes_without_rendering_anything_twice(tiny_run, tmp_pat
 def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
     cases = [
         (["--seeds", "0"], "--seeds needs at least 2 different seeds"),
+        (["--seeds", "0", "0", "1"], "--seeds must be different integers >= 0 but are [0, 0, 1]"),
+        (["--batch-size", "0"], "--batch-size has to be at least 1 but is 0"),
         (["--target", "sd9"], "--target: unknown model 'sd9'; known models:"),
         (["--prompts", "nope"], "is neither a file nor a corpus; corpora: parti, diffusiondb"),
         (["--translators", "rules"], "must include the baseline 'identity'"),

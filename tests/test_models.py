@@ -2,7 +2,6 @@ import dataclasses
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,11 @@ from bridge.models import (
     list_models,
     load_registry,
 )
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = REPO / "bridge" / "rules" / "data" / "NOTES.md"

@@ -13,7 +13,6 @@ import io
 import json
 import re
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,11 @@ from script_loader import load_script
 
 from bridge import cli
 from bridge.models import use_registry
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "a castle on a hill, trending on artstation, 8k"

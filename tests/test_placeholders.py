@@ -1,6 +1,8 @@
 """Protected syntax through placeholders (bridge/learned/placeholders.py): exact round trip, the rules bridge's network
 policy, and check() catching every way a model can break a placeholder."""
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from bridge.learned.placeholders import (
     restore,
 )
 from bridge.load import load_translator
+from bridge.syntax import parse, render, walk_text
 
 SYNTAX = ["(castle:1.3)", "((masterpiece))", "[fog]", "[day:night:0.5]", "[cat|dog]", " BREAK ", " AND ", " :1.2",
           "<lora:detail:0.6>", "<hypernet:anime:1>", "\\(escaped\\)", "negative:", "{red|blue}", "a < b", "||", "<extra_id_4>", "(unclosed", "stray)",
@@ -103,3 +106,23 @@ def test_align_keeps_source_weights_and_rejects_targets_that_drop_syntax():
     # syntax only the target has stays literal text
     assert align("a (castle:1.3) on a [hill] BREAK sunset", p) == \
         "a <extra_id_0>castle<extra_id_1> on a [hill] <extra_id_2> sunset"
+
+
+@settings(max_examples=300, deadline=None)
+@given(prompts)
+def test_the_walk_placeholders_read_is_the_rendered_prompt_in_order(prompt):
+    for clause in parse(prompt).clauses:
+        for step in (None, 1, 2):
+            events = list(walk_text(clause.children, step=step))
+            assert "".join(text for _, text, _ in events) == render(clause.children, step=step)
+            depths = list(itertools.accumulate(edge for _, _, edge in events))
+            assert all(d >= 0 for d in depths) and depths[-1:] in ([], [0])
+
+
+def test_deep_nesting_is_protected_without_recursion():
+    prompt = "(" * 10_000 + "castle" + ")" * 10_000 + " [day:" + "[" * 10_000 + "night" + "]" * 10_000 + ":0.5]"
+    p = protect(prompt)
+    assert p.text == "<extra_id_0>castle<extra_id_1> <extra_id_2>"
+    assert p.slots["<extra_id_2>"] == prompt[prompt.index("[day:"):]  # prompt editing: whole, however deep
+    assert restore(p.text, p) == prompt
+

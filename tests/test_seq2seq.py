@@ -1,6 +1,8 @@
 """The learned bridge's translator (bridge/learned/seq2seq.py) on a tiny random T5 built from a config: loading, batched
-generation, the Translation it returns and its fallback to the rules bridge. Training is tested in test_train.py."""
+generation, the Translation it returns and its fallback to the rules bridge; its text format (textformat.py), bridge.json
+(bridge_info.py) and metrics (metrics.py). Training is tested in test_train.py."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -8,21 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from bridge.learned.bridge_info import BridgeInfo
+from bridge.learned.metrics import chrf
 from bridge.learned.placeholders import protect
-from bridge.learned.seq2seq import (
-    BridgeInfo,
-    Seq2SeqTranslator,
-    chrf,
-    encode_example,
-    format_input,
-    format_output,
-    rerank,
-    split_output,
-    t5_from_config,
-    train_tokenizer,
-)
+from bridge.learned.seq2seq import Seq2SeqTranslator, rerank
+from bridge.learned.textformat import encode_example, format_input, format_output, split_output
 from bridge.load import load_translator
 from bridge.recipe import Recipe
+from bridge.testing import t5_from_config, train_tokenizer
 from bridge.translation import Translation, TranslationOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,10 +59,46 @@ def translator(bridge_dir):
 
 
 def test_importing_the_bridge_modules_imports_no_torch():
-    code = ("import sys, bridge.learned.seq2seq, bridge.learned.placeholders; "
+    code = ("import sys, bridge.learned.seq2seq, bridge.learned.placeholders, bridge.learned.textformat, "
+            "bridge.learned.bridge_info, bridge.learned.metrics, bridge.seq2seq; bridge.seq2seq.Seq2SeqTranslator; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# What training/train.py, data/build_pairs.py, the tests, the benchmarks and the docs import from the old paths.
+OLD_NAMES = ["BRIDGE_FILE", "FORMAT_VERSION", "BridgeInfo", "Candidate", "Example", "Seq2SeqTranslator", "chrf",
+             "encode_example", "evaluate_examples", "format_input", "format_output", "rerank", "split_output"]
+
+
+@pytest.mark.parametrize("path", ["bridge.learned.seq2seq", "bridge.seq2seq"])
+def test_the_old_import_paths_still_work(path):
+    import bridge.learned.bridge_info
+    import bridge.learned.metrics
+    import bridge.learned.textformat
+    import bridge.testing
+
+    module = importlib.import_module(path)
+    homes = [bridge.learned.bridge_info, bridge.learned.metrics, bridge.learned.textformat, bridge.testing]
+    for name in OLD_NAMES:
+        home = next((m for m in homes if name in m.__all__), module)
+        assert getattr(module, name) is getattr(home, name), name
+
+
+def test_bridge_json_round_trips_and_is_checked(tmp_path):
+    info = BridgeInfo("sd15", "sd2", weights="lora", base_model="t5-small", negatives=False, metrics={"chrf": 50.0})
+    path = info.save(tmp_path)
+    assert path.name == "bridge.json" and json.loads(path.read_text())["kind"] == "seq2seq"
+    assert [p.name for p in tmp_path.iterdir()] == ["bridge.json"]  # no temporary file left behind
+    assert BridgeInfo.load(tmp_path) == info
+    assert info.text_format["input"] == "{source} to {target}: {prompt}"  # no negative part without negatives
+    with pytest.raises(ValueError, match="needs base_model"):
+        BridgeInfo("sd15", "sd2", weights="lora")
+    with pytest.raises(ValueError, match="upgrade prompt-bridge"):
+        BridgeInfo("sd15", "sd2", format_version=99)
+    path.write_text(json.dumps({"source": "sd15", "target": "sd2", "colour": "red"}))
+    with pytest.raises(ValueError, match="unknown key 'colour'"):
+        BridgeInfo.load(tmp_path)
 
 
 def test_text_format():

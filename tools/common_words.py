@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=3000)
     args = parser.parse_args(argv)
 
+    from bridge.datafiles import atomic_write
     from bridge.tokens import _clean, _pretokens, count_tokens
 
     corpora = ROOT / "data" / "corpora"
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         counts.update({w: 10**6 for w in _pretokens(_clean(text)) if w.isascii()})
     words = [w for w, _ in counts.most_common(args.top) if len(w) > 1 and count_tokens(w) < len(w)]
     out = ROOT / "bridge" / "data" / "common_words.txt"
-    out.write_text("".join(f"{w} {count_tokens(w)}\n" for w in sorted(words)), encoding="utf-8")
+    atomic_write(out, "".join(f"{w} {count_tokens(w)}\n" for w in sorted(words)))
     print(f"{len(words)} words -> {out}")
     return 0
 

@@ -23,9 +23,9 @@ boundaries. `--check` exits 1 if a knowledge file's `count` values differ from t
 weak mode: counts each `[[rule]]` of sd2_weak_concepts.toml: the prompts the warning would fire on, i.e. that
 contain one of the rule's `names` (word-bounded, like artists) or match one of its `patterns` (Python regexes,
 re.IGNORECASE, searched in the prompt as written), and contain none of its `unless` phrases (word-bounded).
-`--celebrities` instead counts the candidate list CELEBRITIES below (famous real people of the photographic era:
-actors, musicians, politicians, business people, athletes, internet figures; no fictional characters and no one
-whose name is in artists.txt, since sd1_artists.toml handles those); a phrase of NOT_CELEBRITIES ("rick grimes")
+`--celebrities` instead counts the candidate list CELEBRITIES, read from tools/celebrities.txt (famous real people
+of the photographic era: actors, musicians, politicians, business people, athletes, internet figures; no fictional
+characters and no one whose name is in artists.txt, since sd1_artists.toml handles those); a phrase of NOT_CELEBRITIES ("rick grimes")
 is read as one name that is no candidate's, so it never counts for the candidate inside it ("grimes"). With
 `--json` it prints rows to paste. `--examples N` prints up to N matching prompts per rule (per candidate with
 `--celebrities`); `--corpus parti` runs any mode on PartiPrompts instead.
@@ -46,11 +46,15 @@ import csv
 import json
 import re
 import sys
-import tomllib
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 DEFAULT_DATA = Path("/work/shared/data")
 PROMPTS_DIR = "imagereward_diffusiondb_prompts"
@@ -138,127 +142,11 @@ ALIASES: Mapping[str, tuple[str, ...]] = {
 }
 
 
-# weak mode, --celebrities: famous real people SD1 users named as subjects, written from general knowledge.
-# "a|b" lists spellings of one person (the first is the canonical name). Only full names and stage names: no bare
-# first names and no surnames on their own. Fictional characters are not people here, nor is anyone known only from
-# paintings. A spelling with a hyphen also matches DiffusionDB's spaced form ("kim jong - un"). A stage name that is
-# also a common word or phrase is listed only in forms that say it is the person ("rapper bad bunny"); the one-word
-# stage names that are mostly something else in prompts are not listed at all: madonna (the religious image), prince,
-# drake, cher, pink, seal, sting, queen, usher, common, future, ice cube.
-# fmt: off
-CELEBRITIES = (
-    # politicians, royals, public figures
-    "donald trump", "joe biden", "barack obama", "michelle obama", "hillary clinton", "bill clinton",
-    "george w. bush|george w bush|george bush", "vladimir putin", "xi jinping", "kim jong-un|kim jong un",
-    "boris johnson", "queen elizabeth ii|queen elizabeth", "prince charles|king charles", "prince harry",
-    "prince william", "meghan markle", "kate middleton", "princess diana", "angela merkel", "emmanuel macron",
-    "justin trudeau", "volodymyr zelensky|volodymyr zelenskyy", "narendra modi", "jair bolsonaro",
-    "kamala harris", "nancy pelosi", "bernie sanders", "alexandria ocasio-cortez|alexandria ocasio cortez",
-    "ronald reagan", "richard nixon", "john f. kennedy|john f kennedy|john kennedy", "abraham lincoln",
-    "winston churchill", "adolf hitler", "joseph stalin", "vladimir lenin", "mao zedong|mao tse-tung",
-    "fidel castro", "che guevara", "mahatma gandhi", "martin luther king jr.|martin luther king jr|martin luther king",
-    "nelson mandela", "mother teresa", "pope francis", "dalai lama", "ted cruz", "mitch mcconnell", "mike pence",
-    "greta thunberg", "alex jones", "tucker carlson", "joe rogan", "ben shapiro", "jordan peterson", "andrew tate",
-    "saddam hussein", "osama bin laden", "muammar gaddafi", "kim jong-il|kim jong il", "theodore roosevelt",
-    "franklin d. roosevelt|franklin roosevelt",
-    # business, science, tech
-    "elon musk", "jeff bezos", "bill gates", "mark zuckerberg", "steve jobs", "steve wozniak", "tim cook",
-    "warren buffett", "albert einstein", "stephen hawking", "nikola tesla", "marie curie", "neil degrasse tyson",
-    "bill nye", "carl sagan", "richard feynman", "sigmund freud", "charles darwin", "thomas edison",
-    "hideo kojima", "shigeru miyamoto", "gabe newell", "todd howard", "john carmack", "stan lee",
-    # television, internet
-    "oprah winfrey", "ellen degeneres", "jimmy fallon", "conan o'brien|conan obrien", "stephen colbert", "john oliver",
-    "david letterman", "jimmy kimmel", "gordon ramsay", "guy fieri", "martha stewart", "steve irwin",
-    "david attenborough", "anthony bourdain", "fred rogers|mister rogers|mr rogers|mr. rogers", "bear grylls",
-    "steve harvey", "logan paul", "jake paul", "pewdiepie", "mrbeast|mr beast", "markiplier", "jerma985|jerma",
-    "pokimane", "xqc", "hasan piker", "asmongold", "penguinz0|moistcr1tikal", "ricardo milos", "kim kardashian",
-    "kylie jenner", "kendall jenner", "kanye west", "paris hilton", "khloe kardashian", "caitlyn jenner",
-    # actors
-    "tom cruise", "tom hanks", "brad pitt", "leonardo dicaprio", "johnny depp", "will smith", "keanu reeves",
-    "robert downey jr.|robert downey jr|robert downey junior", "chris hemsworth", "chris evans", "chris pratt",
-    "scarlett johansson", "dwayne johnson|dwayne the rock johnson|dwayne 'the rock' johnson", "vin diesel",
-    "jason statham", "arnold schwarzenegger", "sylvester stallone", "bruce willis", "harrison ford", "mark hamill",
-    "carrie fisher", "samuel l. jackson|samuel l jackson|samuel jackson", "morgan freeman", "denzel washington",
-    "nicolas cage|nicholas cage|nic cage", "jim carrey", "danny devito", "bill murray", "jack nicholson", "al pacino",
-    "robert de niro|robert deniro", "clint eastwood", "christopher walken", "steve buscemi", "willem dafoe",
-    "jeff goldblum", "bryan cranston", "aaron paul", "bob odenkirk", "giancarlo esposito", "henry cavill",
-    "ryan reynolds", "ryan gosling", "hugh jackman", "tom hardy", "tom holland", "zendaya", "timothee chalamet",
-    "benedict cumberbatch", "martin freeman", "ian mckellen", "patrick stewart", "daniel radcliffe", "rupert grint",
-    "emma watson", "matt damon", "ben affleck", "christian bale", "heath ledger", "joaquin phoenix", "jared leto",
-    "cillian murphy", "gary oldman", "anthony hopkins", "michael caine", "sean connery", "daniel craig",
-    "pierce brosnan", "idris elba", "michael b. jordan|michael b jordan", "chadwick boseman", "adam driver",
-    "oscar isaac", "pedro pascal", "jason momoa", "gal gadot", "margot robbie", "jennifer lawrence", "anne hathaway",
-    "natalie portman", "emma stone", "angelina jolie", "jennifer aniston", "sandra bullock", "julia roberts",
-    "nicole kidman", "charlize theron", "kate winslet", "cate blanchett", "meryl streep", "keira knightley",
-    "emilia clarke", "sophie turner", "maisie williams", "kit harington", "peter dinklage", "lena headey",
-    "millie bobby brown", "winona ryder", "audrey hepburn", "marilyn monroe", "grace kelly", "elizabeth taylor",
-    "sophia loren", "brigitte bardot", "judy garland", "humphrey bogart", "james dean", "marlon brando",
-    "charlie chaplin", "buster keaton", "bruce lee", "jackie chan", "jet li", "chow yun-fat|chow yun fat",
-    "tony leung", "ken watanabe", "toshiro mifune", "mads mikkelsen", "christoph waltz", "eva green",
-    "monica bellucci", "penelope cruz", "salma hayek", "sofia vergara", "jennifer lopez", "eva mendes",
-    "megan fox", "kristen stewart", "robert pattinson", "elle fanning", "dakota fanning",
-    "anya taylor-joy|anya taylor joy", "florence pugh", "saoirse ronan", "zoe saldana", "lupita nyong'o|lupita nyongo",
-    "viola davis", "halle berry", "rosario dawson", "jessica alba", "mila kunis", "ana de armas", "alicia vikander",
-    "rooney mara", "amy adams", "jessica chastain", "elizabeth olsen", "brie larson", "karen gillan",
-    "tilda swinton", "helena bonham carter", "maggie smith", "judi dench", "alan rickman", "christopher lee",
-    "vincent price", "boris karloff", "bela lugosi", "peter cushing", "sigourney weaver", "linda hamilton",
-    "jamie lee curtis", "john travolta", "uma thurman", "steve carell", "rainn wilson", "jerry seinfeld",
-    "larry david", "will ferrell", "adam sandler", "eddie murphy", "owen wilson", "ben stiller", "seth rogen",
-    "jonah hill", "michael cera", "jack black", "paul rudd", "zach galifianakis", "kevin hart", "john cena",
-    "hulk hogan", "ron perlman", "danny trejo", "nick offerman", "jeff bridges", "john goodman", "kurt russell",
-    "sean bean", "viggo mortensen", "orlando bloom", "elijah wood", "liv tyler", "hugo weaving", "andy serkis",
-    "ewan mcgregor", "hayden christensen", "ian mcdiarmid", "john boyega", "daisy ridley", "tom selleck",
-    "david hasselhoff", "chuck norris", "steven seagal", "jean-claude van damme|jean claude van damme",
-    "dolph lundgren", "michael j. fox|michael j fox", "christopher lloyd", "matthew mcconaughey", "woody harrelson",
-    "jake gyllenhaal", "joseph gordon-levitt|joseph gordon levitt", "ethan hawke", "rami malek", "eddie redmayne",
-    "tom hiddleston", "mark ruffalo", "jeremy renner", "paul bettany", "sydney sweeney", "jenna ortega",
-    "finn wolfhard", "david harbour", "sadie sink", "rowan atkinson", "britt marling", "anna kendrick",
-    "christina hendricks", "kristen bell", "alison brie", "jennifer connelly", "bella thorne", "elizabeth debicki",
-    "aubrey plaza", "olivia wilde", "lily collins", "chloe grace moretz|chloe moretz", "alexandra daddario",
-    "hailee steinfeld", "sarah michelle gellar", "gwyneth paltrow", "kate beckinsale", "milla jovovich",
-    "vanessa hudgens", "jessica biel", "blake lively", "emily blunt", "rachel weisz", "lily james",
-    "amber heard", "jada pinkett smith", "chris rock", "pete davidson", "jason sudeikis", "keegan-michael key",
-    "karl urban", "jon hamm", "elisabeth moss", "mia goth", "emma myers", "kiernan shipka", "lucy liu",
-    "michelle yeoh", "awkwafina", "gong li", "zhang ziyi", "liu yifei", "song kang-ho", "lee min-ho",
-    "priyanka chopra", "maya ali", "aishwarya rai", "deepika padukone", "shah rukh khan", "amitabh bachchan",
-    "mr. t|mr t", "steve martin", "robin williams", "bill cosby", "whoopi goldberg",
-    "betty white", "jennifer coolidge", "michael keaton", "val kilmer", "george clooney", "russell crowe",
-    "mel gibson", "liam neeson", "kevin costner", "kevin bacon", "kevin spacey", "macaulay culkin",
-    "joe pesci", "john malkovich", "edward norton", "brendan fraser", "adam west", "hugh laurie",
-    "david tennant", "matt smith", "jodie whittaker", "peter capaldi", "tom baker", "gillian anderson",
-    "david duchovny", "jessica lange", "sarah paulson", "evan peters", "bella ramsey", "kaley cuoco",
-    "selena gomez", "jennifer garner",
-    # models
-    "bella hadid", "gigi hadid", "cara delevingne", "kate moss", "naomi campbell", "tyra banks", "heidi klum",
-    "adriana lima", "gisele bundchen", "miranda kerr", "emily ratajkowski", "cindy crawford",
-    "dita von teese", "bettie page",
-    # musicians
-    "madison beer", "billie eilish", "ariana grande", "taylor swift", "miley cyrus", "lady gaga", "katy perry",
-    "beyonce", "rihanna", "dua lipa", "doja cat", "lizzo", "nicki minaj", "cardi b", "megan thee stallion",
-    "shakira", "britney spears", "christina aguilera", "avril lavigne", "lana del rey", "lorde", "adele", "bjork",
-    "grimes", "elvis presley", "michael jackson", "freddie mercury", "david bowie", "john lennon", "paul mccartney",
-    "ringo starr", "george harrison", "mick jagger", "keith richards", "jimi hendrix", "kurt cobain",
-    "jim morrison", "bob dylan", "bob marley", "johnny cash", "dolly parton", "frank sinatra", "ozzy osbourne",
-    "marilyn manson", "snoop dogg", "eminem", "travis scott", "post malone", "the weeknd",
-    "rapper bad bunny|singer bad bunny",
-    "harry styles", "justin bieber", "ed sheeran", "shawn mendes", "bruno mars", "elton john", "stevie wonder",
-    "ray charles", "tupac shakur|2pac", "jay-z|jay z", "kendrick lamar", "lil nas x", "kylie minogue",
-    "debbie harry", "grace jones", "tina turner", "whitney houston", "amy winehouse", "janis joplin",
-    "stevie nicks", "joan jett", "dave grohl", "james hetfield", "lemmy kilmister", "gene simmons",
-    "serj tankian", "chester bennington", "corey taylor", "louis armstrong", "jimmy page", "robert plant",
-    "iggy pop", "lou reed", "nick cave", "tom waits", "thom yorke", "billy idol", "rob zombie", "alice cooper",
-    "dr. dre|dr dre", "mf doom", "earl sweatshirt", "notorious b.i.g.|notorious b. i. g.|biggie smalls", "flavor flav", "pharrell williams", "lil wayne",
-    # athletes
-    "michael jordan", "lebron james", "kobe bryant", "shaquille o'neal|shaquille oneal", "cristiano ronaldo",
-    "lionel messi", "neymar", "david beckham", "serena williams", "usain bolt", "muhammad ali", "mike tyson",
-    "conor mcgregor", "tiger woods", "roger federer", "tom brady", "floyd mayweather", "khabib nurmagomedov",
-    "zlatan ibrahimovic", "diego maradona",
-    # writers
-    "stephen king", "j. k. rowling|j.k. rowling|jk rowling", "george r. r. martin|george r.r. martin|george rr martin",
-    "ernest hemingway", "edgar allan poe", "mark twain", "oscar wilde", "franz kafka", "hunter s. thompson|hunter s thompson",
-    "neil gaiman", "friedrich nietzsche", "karl marx", "jean-paul sartre",
-)
-# fmt: on
+# weak mode, --celebrities: famous real people SD1 users named as subjects, one a line in celebrities.txt beside
+# this file ("a|b" lists spellings of one person, the first the canonical name; what is listed and what is not
+# is said at its top).
+CELEBRITIES = tuple(line.strip() for line in (Path(__file__).resolve().parent / "celebrities.txt").read_text(
+    encoding="utf-8").splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 # Phrases that hold a candidate's spelling but name someone or something else: read as one name that counts for no
 # one, so "walter white face to face with rick grimes" is not a prompt naming the musician Grimes.
@@ -423,7 +311,7 @@ def run_artists(args: argparse.Namespace, prompts: list[str]) -> int:
     if args.check:
         entries = load_knowledge(args.check)["artist"]
         return report_mismatches((e["name"], e.get("count"), counts[fold(e["name"])]) for e in entries)
-    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: args.top]
+    top = by_count(counts)[: args.top]
     if args.json:
         rows = [{"name": n, "count": k, "aliases": groups[n][1:]} for n, k in top]
         print(json.dumps(rows, ensure_ascii=False, indent=1))
@@ -455,15 +343,13 @@ def run_weak(args: argparse.Namespace, prompts: list[str]) -> int:
         groups = celebrity_groups(args.data)
         found = count_celebrities(prompts, groups)
         counts = {name: len(hits) for name, hits in found.items()}
-        top = [(n, k) for n, k in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if k >= args.min]
+        top = [(n, k) for n, k in by_count(counts) if k >= args.min]
         print(f"{len(groups)} candidates, {len(top)} with count >= {args.min}", file=sys.stderr)
         if args.json:
             print(json.dumps([{"name": n, "count": k, "spellings": groups[n]} for n, k in top], indent=1))
         else:
             for name, count in top[: args.top]:
-                print(f"{count:6d}  {' | '.join(groups[name])}")
-                for prompt in found[name][: args.examples]:
-                    print(f"          {' '.join(prompt.split())[:200]}")
+                print_hits(count, " | ".join(groups[name]), found[name][: args.examples])
         return 0
     path = args.check or KNOWLEDGE_DIR / "sd2_weak_concepts.toml"
     entries = load_knowledge(path)["rule"]
@@ -475,10 +361,20 @@ def run_weak(args: argparse.Namespace, prompts: list[str]) -> int:
         print(json.dumps([{"id": rule_id, "count": len(hits)} for rule_id, hits in matched.items()], indent=1))
         return 0
     for rule_id, hits in matched.items():
-        print(f"{len(hits):6d}  {rule_id}")
-        for prompt in hits[: args.examples]:
-            print(f"          {' '.join(prompt.split())[:200]}")
+        print_hits(len(hits), rule_id, hits[: args.examples])
     return 0
+
+
+def by_count(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """(name, count) pairs, most counted first, then by name."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def print_hits(count: int, label: str, examples: Iterable[str]) -> None:
+    """A table row (count, label), then each example prompt on one line of at most 200 characters."""
+    print(f"{count:6d}  {label}")
+    for prompt in examples:
+        print(f"          {' '.join(prompt.split())[:200]}")
 
 
 def report_mismatches(rows: Iterable[tuple[str, int | None, int]]) -> int:

@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     new = refresh(text)
     if "--check" in argv:
         return 0 if new == text else 1
-    README.write_text(new, encoding="utf-8")
+    from bridge.datafiles import atomic_write
+
+    atomic_write(README, new)
     return 0
 
 

@@ -70,6 +70,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from bridge.datafiles import atomic_dir
 from bridge.learned.seq2seq import BridgeInfo, Example, encode_example
 from bridge.translation import TranslationOptions
 
@@ -307,12 +308,13 @@ def tiny_tokenizer(examples: list[Example], vocab_size: int, out: Path, accelera
     tokenizes the same way."""
     from transformers import AutoTokenizer
 
-    from bridge.learned.seq2seq import train_tokenizer
+    from bridge.testing import train_tokenizer
 
     saved = out / CHECKPOINTS / "tokenizer"
     if accelerator.is_main_process and not saved.is_dir():
         texts = [t for e in examples for t in (e.input_text, e.target_text)]
-        _atomic_dir(saved, train_tokenizer(texts, vocab_size).save_pretrained)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        atomic_dir(saved, train_tokenizer(texts, vocab_size).save_pretrained)
     accelerator.wait_for_everyone()
     return AutoTokenizer.from_pretrained(saved)
 
@@ -323,7 +325,7 @@ def build_model(config: TrainConfig, tokenizer: Any, out: Path, is_main: bool) -
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from bridge.learned.placeholders import MAX_SLOTS, placeholder
-    from bridge.learned.seq2seq import t5_from_config
+    from bridge.testing import t5_from_config
 
     if config.tiny:
         model = t5_from_config(len(tokenizer), d_model=config.d_model, layers=config.layers, heads=config.heads,
@@ -342,7 +344,7 @@ def build_model(config: TrainConfig, tokenizer: Any, out: Path, is_main: bool) -
         from peft import LoraConfig, TaskType, get_peft_model
 
         if config.tiny and is_main:  # a random base ships inside the bridge folder
-            _atomic_dir(out / "base", model.save_pretrained)
+            atomic_dir(out / "base", model.save_pretrained)
         targets = config.lora_targets if config.lora_targets == "all-linear" else config.lora_targets.split(",")
         model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=config.lora_r,
                                                  lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -437,15 +439,6 @@ def evaluate(model: Any, tokenizer: Any, info: BridgeInfo, examples: list[Exampl
     metrics |= evaluate_examples(Seq2SeqTranslator(model, tokenizer, info), examples, batch_size=config.batch_size)
     model.train()
     return metrics
-
-
-def _atomic_dir(final: Path, write) -> None:
-    """Write a folder through ``write(tmp)`` then rename it into place: readers see all of it or none."""
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    _publish(tmp, final)
 
 
 def _publish(tmp: Path, final: Path) -> None:

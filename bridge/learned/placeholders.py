@@ -44,7 +44,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bridge.syntax import Alternation, Break, Editing, Emphasis, NetworkTag, Text, parse, render
+from bridge.syntax import Alternation, Break, Editing, NetworkTag, Text, parse, walk_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -57,7 +57,7 @@ __all__ = ["MAX_SLOTS", "PLACEHOLDER_PATTERN", "Protected", "TooManySlotsError",
 
 MAX_SLOTS = 100  # T5 vocabularies hold 100 sentinels, <extra_id_0> ... <extra_id_99>
 PLACEHOLDER_PATTERN = re.compile(r"<extra_id_(\d+)>")
-# Literal text protected like syntax: placeholder look-alikes, the "negative:" of the text format (bridge.learned.seq2seq),
+# Literal text protected like syntax: placeholder look-alikes, the "negative:" of the text format (bridge.learned.textformat),
 # escapes such as "\(", dynamic-prompt choices "{a|b}", and characters T5 cannot write.
 _LITERAL = re.compile(r"<extra_id_\d+>|negative:|\\.?|\{[^{}]*\}|[{}<>]", re.DOTALL)
 
@@ -218,8 +218,8 @@ def _network_policy(text: str, options, rules: RulesTranslator, label: str
 
 
 def _pieces(text: str, names: list[str]) -> list[_Piece]:
-    """``text`` as translatable text and protected syntax, neighbouring syntax merged (iterative: deep nesting is
-    fine). ``names`` are embedding names to protect."""
+    """``text`` as translatable text and protected syntax, neighbouring syntax merged, in the order of
+    :func:`bridge.syntax.walk_text` (iterative: deep nesting is fine). ``names`` are embedding names to protect."""
     names_pattern = None
     if names:
         alternatives = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
@@ -229,29 +229,24 @@ def _pieces(text: str, names: list[str]) -> list[_Piece]:
     for i, clause in enumerate(prompt.clauses):
         if i:
             flat.append((("and", prompt.separators[i - 1]), prompt.separators[i - 1]))
-        stack: list[object] = [iter(clause.children)]
-        while stack:
-            top = stack[-1]
-            if isinstance(top, tuple):
-                stack.pop()
-                flat.append(top)
-                continue
-            node = next(top, None)  # type: ignore[call-overload]
-            if node is None:
-                stack.pop()
+        whole: list[str] = []  # the text of the editing or alternation being read: protected whole
+        depth = 0
+        for node, piece, edge in walk_text(clause.children):
+            if depth or (edge == 1 and isinstance(node, (Editing, Alternation))):
+                whole.append(piece)
+                depth += edge
+                if not depth:
+                    syntax = "".join(whole)
+                    flat.append(((type(node).__name__.lower(), syntax), syntax))
+                    whole = []
             elif isinstance(node, Text):
-                flat += _text_pieces(node.text, names_pattern)
+                flat += _text_pieces(piece, names_pattern)
             elif isinstance(node, (Break, NetworkTag)):
-                kind = "break" if isinstance(node, Break) else "network"
-                flat.append(((kind, node.text), node.text))
-            elif isinstance(node, Emphasis):
-                flat.append((("open", node.open), node.open))
-                if node.close:
-                    stack.append((("close", node.close[-1]), node.close))  # the weight is not part of the key
-                stack.append(iter(node.children))
-            elif isinstance(node, (Editing, Alternation)):
-                whole = render([node])
-                flat.append(((type(node).__name__.lower(), whole), whole))
+                flat.append((("break" if isinstance(node, Break) else "network", piece), piece))
+            elif edge == 1:  # an emphasis opens
+                flat.append((("open", piece), piece))
+            elif piece:  # an emphasis closes (unclosed: ""); the weight is not part of the key
+                flat.append((("close", piece[-1]), piece))
         if clause.weight_text:
             flat.append((("clause-weight",), clause.weight_text))
     return _merge(flat)

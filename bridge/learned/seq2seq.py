@@ -1,4 +1,5 @@
-"""The learned bridge: a seq2seq model (T5 family, optionally a LoRA adapter) that rewrites SD1.x prompts for SD2.
+"""The learned bridge's translator: a seq2seq model (T5 family, optionally a LoRA adapter) that rewrites SD1.x prompts
+for SD2.
 
     from bridge.load import load_translator
 
@@ -7,16 +8,10 @@
     t.prompt, t.recipe.width, t.changes[0].rule         # a Translation, as the rules bridge returns
     # ('a (castle:1.3), dramatic fantasy painting', 768, 'seq2seq')
 
-The text format (``FORMAT_VERSION`` 1). The model reads the source prompt and negative, with their protected syntax
-swapped for placeholders (:mod:`bridge.learned.placeholders`), and writes the target prompt and negative::
-
-    input:   sd15 to sd2: <prompt> negative: <negative>
-    output:  <prompt> negative: <negative>
-
-A bridge trained without negatives (``negatives: false`` in bridge.json) reads and writes the prompt alone
-(``sd15 to sd2: <prompt>`` → ``<prompt>``); its negative prompt comes from the rules bridge. The separator is plain
-words because T5's vocabulary lacks characters such as ``<``, ``{`` and ``}`` (they decode as ``⁇``); a literal
-``negative:`` in a prompt reaches the model as a placeholder, so the first one in an output is the separator.
+The parts of the learned bridge, one module each: :mod:`bridge.learned.placeholders` (protected syntax),
+:mod:`bridge.learned.textformat` (model input and output), :mod:`bridge.learned.bridge_info` (bridge.json),
+:mod:`bridge.learned.metrics` (chrF, exact match, syntax preservation) and this translator. Their public names are
+importable from here too (and so from ``bridge.seq2seq``), as are the tiny builders of :mod:`bridge.testing`.
 
 What comes from where in a :class:`~bridge.translation.Translation`: the model's prompt (and negative, when the
 bridge predicts it); the rules bridge's negative otherwise, and always its size and settings (steps, CFG, sampler,
@@ -26,21 +21,31 @@ missing, repeated, invented or out of order), that item falls back to the rules 
 A pair with no direct rules bridge (sdxl → sd15) uses the rules engine's structural stages only (networks, size,
 settings) and keeps the prompt as written as the fallback.
 
-The bridge folder: ``bridge.json`` (:class:`BridgeInfo`), the tokenizer, and full weights (``model.safetensors``) or
-a peft adapter (``adapter_model.safetensors``) over ``base_model`` (a hub id, or a path relative to the folder).
+The bridge folder: ``bridge.json`` (:class:`~bridge.learned.bridge_info.BridgeInfo`), the tokenizer, and full weights
+(``model.safetensors``) or a peft adapter (``adapter_model.safetensors``) over ``base_model`` (a hub id, or a path
+relative to the folder).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import os
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.learned.placeholders import Protected, TooManySlotsError, align, check, protect, restore
+from bridge.learned.bridge_info import BRIDGE_FILE, BridgeInfo
+from bridge.learned.metrics import chrf, evaluate_examples
+from bridge.learned.placeholders import TooManySlotsError
+from bridge.learned.textformat import (
+    FORMAT_VERSION,
+    Example,
+    encode_example,
+    format_input,
+    format_output,
+    split_output,
+)
 from bridge.models import is_hub_id
 from bridge.recipe import Recipe
 from bridge.translation import Change, Translation, TranslationOptions
@@ -50,153 +55,15 @@ if TYPE_CHECKING:
 
     from bridge.rules import RulesTranslator
 
+# Besides Candidate, Seq2SeqTranslator and rerank, names re-exported from the modules above: training/train.py,
+# data/build_pairs.py, the tests and the documented path ``bridge.seq2seq`` import them from here.
 __all__ = ["BRIDGE_FILE", "FORMAT_VERSION", "BridgeInfo", "Candidate", "Example", "Seq2SeqTranslator", "chrf",
-           "encode_example", "evaluate_examples", "format_input", "format_output", "rerank", "split_output", "t5_from_config",
-           "train_tokenizer"]
+           "encode_example", "evaluate_examples", "format_input", "format_output", "rerank", "split_output"]
 
-FORMAT_VERSION = 1
-BRIDGE_FILE = "bridge.json"
-NEGATIVE_MARKER = "negative:"
-NEGATIVE_SEPARATOR = f" {NEGATIVE_MARKER} "
-WEIGHTS = ("full", "lora")
 # The structural stages of the rules engine: what a pair without a rules bridge still gets from it.
 STRUCTURAL_KINDS = ("networks", "size", "clip-skip", "settings", "tokens")
 # Rules changes kept beside the model's prompt: they explain the parts of the recipe the rules bridge set.
 RULES_CHANGE_PREFIXES = ("size", "clip-skip")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The text format
-
-
-def format_input(prompt: str, negative: str | None = None, *, source: str, target: str) -> str:
-    """The model input: ``format_input("a cat", "blurry", source="sd15", target="sd2")`` is
-    ``'sd15 to sd2: a cat negative: blurry'`` (without ``negative`` that part is left out)."""
-    text = f"{source} to {target}: {prompt}"
-    return text if negative is None else text + NEGATIVE_SEPARATOR + negative
-
-
-def format_output(prompt: str, negative: str | None = None) -> str:
-    """The model output: ``format_output("a cat", "blurry") == 'a cat negative: blurry'``."""
-    return prompt if negative is None else prompt + NEGATIVE_SEPARATOR + negative
-
-
-def split_output(text: str) -> tuple[str, str | None]:
-    """``(prompt, negative)`` of a model output; negative is None when the output has no negative part."""
-    prompt, separator, negative = text.partition(NEGATIVE_MARKER)
-    return (prompt.strip(), negative.strip()) if separator else (text.strip(), None)
-
-
-@dataclass
-class Example:
-    """One source (and optionally target) encoded for the model: its input text, the protected syntax, the target
-    text with the same placeholders, and the target as restored text (the reference metrics compare against)."""
-
-    input_text: str
-    prompt: Protected
-    negative: Protected | None
-    target_text: str | None = None
-    reference: str | None = None
-
-    def problems(self, raw: str) -> list[str]:
-        """What is wrong with a raw model output for this input (empty when every placeholder is intact)."""
-        prompt, negative = split_output(raw)
-        problems = check(prompt, self.prompt)
-        if self.negative is not None:
-            if negative is None:
-                return [*problems, f"the negative part (after {NEGATIVE_MARKER!r}) is missing"]
-            problems += [f"negative: {p}" for p in check(negative, self.negative)]
-        return problems
-
-    def restore(self, raw: str) -> tuple[str, str | None]:
-        """(prompt, negative) of a raw output with the protected syntax put back."""
-        prompt, negative = split_output(raw)
-        if self.negative is None or negative is None:
-            return restore(prompt, self.prompt), None
-        return restore(prompt, self.prompt), restore(negative, self.negative)
-
-
-def encode_example(prompt: str, negative: str = "", *, source: str, target: str, negatives: bool = True,
-                   options: TranslationOptions | None = None, target_prompt: str | None = None,
-                   target_negative: str = "") -> Example | None:
-    """Protect and format one source prompt (and, for training, its target) as the model reads and writes them.
-
-    With a target, returns None when the target does not keep the source's protected syntax (see
-    :func:`bridge.learned.placeholders.align`): such a pair cannot teach the model to keep it. Raises TooManySlotsError.
-    """
-    o = options or TranslationOptions()
-    policy = {"networks": o.networks, "network_map": o.network_map, "embeddings": o.embeddings}
-    p = protect(prompt, **policy, disable=o.disable, source=source, target=target)
-    n = protect(negative, **policy, disable=o.disable, source=source, target=target, label="negative prompt",
-                start=len(p.slots)) if negatives else None
-    example = Example(format_input(p.text, n.text if n else None, source=source, target=target), p, n)
-    if target_prompt is None:
-        return example
-    pair = {"source": source, "target_model": target, **policy}
-    aligned_prompt = align(target_prompt, p, **pair)
-    aligned_negative = align(target_negative, n, **pair) if n is not None else None
-    if aligned_prompt is None or (n is not None and aligned_negative is None):
-        return None
-    example.target_text = format_output(aligned_prompt, aligned_negative)
-    example.reference = format_output(*example.restore(example.target_text))
-    return example
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The bridge folder
-
-
-@dataclass
-class BridgeInfo:
-    """bridge.json: what a learned bridge is and how it was made."""
-
-    source: str
-    target: str
-    weights: str = "full"  # "full": the whole model in the folder; "lora": a peft adapter over base_model
-    base_model: str | None = None  # hub id or path (relative to the folder) of the model an adapter applies to
-    negatives: bool = True  # the model reads and writes negative prompts too
-    num_beams: int = 1  # decoding translate() uses
-    max_source_tokens: int = 256
-    max_target_tokens: int = 256
-    format_version: int = FORMAT_VERSION
-    text_format: dict[str, str] = field(default_factory=lambda: {
-        "input": "{source} to {target}: {prompt}" + NEGATIVE_SEPARATOR + "{negative}",
-        "output": "{prompt}" + NEGATIVE_SEPARATOR + "{negative}",
-        "placeholders": "<extra_id_N> for protected syntax (bridge/learned/placeholders.py)",
-    })
-    training: dict[str, Any] = field(default_factory=dict)  # the config of the run
-    data: dict[str, Any] = field(default_factory=dict)  # files, sha256 of the data, rows used
-    metrics: dict[str, Any] = field(default_factory=dict)  # final evaluation on held-out pairs
-
-    def __post_init__(self) -> None:
-        if self.weights not in WEIGHTS:
-            raise ValueError(f"bridge.json: weights must be one of {', '.join(WEIGHTS)} but is {self.weights!r}")
-        if self.weights == "lora" and not self.base_model:
-            raise ValueError("bridge.json: a LoRA bridge needs base_model (a hub id or a path inside the folder)")
-        if self.format_version > FORMAT_VERSION:
-            raise ValueError(f"bridge.json has format version {self.format_version}; this prompt-bridge reads "
-                             f"versions up to {FORMAT_VERSION}: upgrade prompt-bridge")
-        if not self.negatives:
-            self.text_format = {k: v.split(NEGATIVE_SEPARATOR)[0] if k != "placeholders" else v
-                                for k, v in self.text_format.items()}
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike) -> BridgeInfo:
-        path = Path(folder) / BRIDGE_FILE
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data.pop("kind", None)
-        unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__})
-        if unknown:
-            raise ValueError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(cls.__dataclass_fields__)}")
-        return cls(**data)
-
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write bridge.json atomically (it marks the folder as a complete bridge)."""
-        path = Path(folder) / BRIDGE_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"kind": "seq2seq", **asdict(self)}, indent=2, default=str) + "\n", "utf-8")
-        os.replace(tmp, path)
-        return path
 
 
 @dataclass
@@ -208,10 +75,6 @@ class Candidate:
     negative_prompt: str | None
     raw: str
     problems: list[str]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The translator
 
 
 class Seq2SeqTranslator:
@@ -348,8 +211,7 @@ class Seq2SeqTranslator:
         """Translate recipes with one batched generation; see the module docstring for what comes from where."""
         options = options or TranslationOptions()
         recipes = [_as_recipe(r) for r in recipes]
-        fallback_options = TranslationOptions(options.networks, options.network_map, options.embeddings,
-                                              options.disable + self._structural, options.knowledge)
+        fallback_options = dataclasses.replace(options, disable=options.disable + self._structural)
         ruled = [self.rules.translate(r, fallback_options) for r in recipes]
         examples = self._encode_all(recipes, options)
         ready = [e for e in examples if e is not None]
@@ -457,99 +319,3 @@ def _rules_for(source: str, target: str) -> tuple[RulesTranslator, tuple[str, ..
     if kb.negatives:
         off.append("negative.*")
     return rules, tuple(off)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Metrics
-
-
-CHRF_ORDER = 6  # character n-grams up to 6, as in chrF (Popović 2015) and sacrebleu
-CHRF_BETA = 2  # recall weighted twice as much as precision
-
-
-def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus chrF (0-100): character n-gram F-score, n = 1..6, beta = 2, whitespace ignored; n-gram statistics are
-    summed over the corpus, then precision and recall averaged over the orders, as sacrebleu computes it.
-
-    >>> chrf(["a castle on a hill"], ["a castle on a hill"])
-    100.0
-    >>> round(chrf(["a castle"], ["a stone castle on a hill"]), 1)
-    24.8
-    """
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    matches = [0] * CHRF_ORDER
-    hyp_total = [0] * CHRF_ORDER
-    ref_total = [0] * CHRF_ORDER
-    for hyp, ref in zip(hypotheses, references, strict=True):
-        hyp, ref = "".join(hyp.split()), "".join(ref.split())
-        for n in range(1, CHRF_ORDER + 1):
-            h = Counter(hyp[i : i + n] for i in range(len(hyp) - n + 1))
-            r = Counter(ref[i : i + n] for i in range(len(ref) - n + 1))
-            matches[n - 1] += sum((h & r).values())
-            hyp_total[n - 1] += sum(h.values())
-            ref_total[n - 1] += sum(r.values())
-    orders = [n for n in range(CHRF_ORDER) if hyp_total[n] and ref_total[n]]
-    if not orders:
-        return 100.0 if not any(hyp_total) and not any(ref_total) else 0.0
-    precision = sum(matches[n] / hyp_total[n] for n in orders) / len(orders)
-    recall = sum(matches[n] / ref_total[n] for n in orders) / len(orders)
-    if precision + recall == 0:
-        return 0.0
-    b2 = CHRF_BETA**2
-    return 100 * (1 + b2) * precision * recall / (b2 * precision + recall)
-
-
-def evaluate_examples(translator: Seq2SeqTranslator, examples: Sequence[Example], *, batch_size: int = 32
-                      ) -> dict[str, float]:
-    """Generation metrics of ``translator`` on encoded pairs (greedy): chrF and exact match of the restored output
-    against the reference, and the syntax-preservation rate of the raw output (every placeholder intact)."""
-    raws = [r[0] for r in translator.generate([e.input_text for e in examples], batch_size=batch_size)]
-    restored = [format_output(*e.restore(raw)) for e, raw in zip(examples, raws, strict=True)]
-    references = [e.reference or "" for e in examples]
-    n = max(len(examples), 1)
-    return {
-        "chrf": chrf(restored, references),
-        "exact_match": sum(h == r for h, r in zip(restored, references, strict=True)) / n,
-        "syntax_preservation": sum(not e.problems(raw) for e, raw in zip(examples, raws, strict=True)) / n,
-    }
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Models from scratch: tiny runs, tests, benchmarks (real runs load a pretrained model and its own tokenizer)
-
-
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> Any:
-    """A byte-level BPE tokenizer trained on ``texts`` (a transformers fast tokenizer, T5's special tokens:
-    ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, the placeholders ``<extra_id_N>`` as single tokens). Decoding is exact."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from bridge.learned.placeholders import MAX_SLOTS, placeholder
-
-    sentinels = [placeholder(i) for i in range(MAX_SLOTS)]
-    special = ["<pad>", "</s>", "<unk>", *sentinels]
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   additional_special_tokens=sentinels, model_input_names=["input_ids", "attention_mask"])
-
-
-def t5_from_config(vocab_size: int, *, d_model: int = 64, layers: int = 2, heads: int = 4, d_ff: int = 256,
-                   seed: int = 0) -> Any:
-    """A randomly initialised T5 (``T5ForConditionalGeneration``) of the given size: no download. t5-small is
-    ``d_model=512, layers=6, heads=8, d_ff=2048`` with vocab 32128."""
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    config = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=d_model // heads, d_ff=d_ff, num_layers=layers,
-                      num_decoder_layers=layers, num_heads=heads, dropout_rate=0.0, decoder_start_token_id=0,
-                      pad_token_id=0, eos_token_id=1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return T5ForConditionalGeneration(config)

@@ -57,7 +57,7 @@ from typing import Any
 
 from bridge.datafiles import read_toml
 
-__all__ = ["RULES_DIR", "RULE_PARAMS", "Artist", "ArtistParams", "EmphasisParams", "KnowledgeBase", "KnowledgeError",
+__all__ = ["RULES_DIR", "RULE_PARAMS", "Artist", "ArtistParams", "EmphasisParams", "KnowledgeBase", "KnowledgeError", "KnowledgeFileError",
            "NegativeDefault", "NetworksParams", "PhraseParams", "Rule", "SizeParams", "WeakConceptParams", "slug"]
 
 RULES_DIR = Path(__file__).resolve().parent / "data"
@@ -66,6 +66,10 @@ ARTIST_ACTIONS = ("keep", "replace", "keep_and_describe")
 
 class KnowledgeError(ValueError):
     """A knowledge file that cannot be read or is malformed (the message names the file and the entry)."""
+
+
+class KnowledgeFileError(KnowledgeError):
+    """A knowledge file that cannot be read at all: missing, a folder, unreadable, not UTF-8."""
 
 
 def slug(name: str) -> str:
@@ -272,9 +276,9 @@ def _read_toml(path: Path) -> dict:
     try:
         return read_toml(path)
     except FileNotFoundError:
-        raise KnowledgeError(f"knowledge file not found: {path}") from None
-    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
-        raise KnowledgeError(f"cannot read knowledge file {path}: {exc}") from None
+        raise KnowledgeFileError(f"knowledge file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KnowledgeFileError(f"cannot read knowledge file {path}: {exc}") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError (tomllib is imported only when a file is parsed)
         raise KnowledgeError(f"knowledge file {path} is not valid TOML: {exc}") from None
 

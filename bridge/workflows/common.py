@@ -1,5 +1,7 @@
-"""What the workflow scripts (data/build_pairs.py, eval/evaluate.py) share: loading the renderer and scorer they
-render and score with (real, ``--tiny`` or ``--simulated``), render cache keys, atomic files, saved images, progress.
+"""What the workflow scripts (data/build_pairs.py, eval/evaluate.py) share: :class:`UsageError` (translate-prompt
+raises it too), their common flags and checks, their error lines and exit codes, loading the renderer and scorer they
+render and score with (real, ``--tiny`` or ``--simulated``), render cache keys, saved images, progress. Files are
+written with :func:`bridge.datafiles.atomic_write`.
 
     >>> from bridge.workflows.common import load_renderer, load_scorer
     >>> renderer = load_renderer("sd21-base", mode="tiny")          # or mode="simulated", or "real" (the default)
@@ -16,7 +18,6 @@ first, so a model that is not packaged (the next generation) can be a source or 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -24,6 +25,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     from tqdm import tqdm
@@ -31,9 +34,10 @@ if TYPE_CHECKING:
     from bridge.imaging.score import ScoreConfig
     from bridge.recipe import Recipe
 
-__all__ = ["IMAGE_FORMATS", "MODES", "RENDER_SETTINGS", "cache_key", "image_bytes", "load_renderer", "load_scorer",
-           "progress_bar", "renderer_id", "requested_settings", "resolve_models_and_mode", "scorer_config",
-           "use_registry_file", "write_atomic"]
+__all__ = ["IMAGE_FORMATS", "MODES", "RENDER_SETTINGS", "SCRIPT_ERRORS", "UsageError", "add_mode_flags",
+           "add_model_flags", "cache_key", "check_script_args", "check_seeds", "image_bytes", "load_renderer",
+           "load_scorer", "progress_bar", "renderer_id", "requested_settings", "resolve_models_and_mode",
+           "scorer_config", "script_error", "use_registry_file"]
 
 MODES = ("real", "tiny", "simulated")
 TINY_RENDERER_ID = "tiny-{kind}-seed0"
@@ -41,34 +45,100 @@ RENDER_SETTINGS = ("width", "height", "steps", "cfg_scale", "sampler", "clip_ski
 IMAGE_FORMATS = {"png": {}, "webp": {"quality": 92, "method": 6}}
 
 
-def use_registry_file(path: str | Path | None, usage_error: type[Exception]) -> None:
+class UsageError(ValueError):
+    """A bad command line or setting that the user can fix: translate-prompt and the scripts print its message on one
+    line and exit 2."""
+
+
+# What a script reports as one line (script_error): a UsageError exits 2, the others 1; any other exception is a
+# bug and keeps its traceback.
+SCRIPT_ERRORS = (ValueError, OSError, RuntimeError, ImportError)
+
+
+def script_error(prog: str, exc: BaseException) -> int:
+    """Print a script's failure as one line on stderr and return its exit code: 2 for a :class:`UsageError` (its
+    message), 1 for the others (the exception's type and the first line of its message)."""
+    if isinstance(exc, UsageError):
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{prog}: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+    return 1
+
+
+# ---------------------------------------------------------------- the scripts' shared flags and checks
+
+
+def add_model_flags(group: Any, *, target: str) -> None:
+    """``--registry``, ``--source`` and ``--target`` (default ``target``) on an argparse parser or group."""
+    group.add_argument("--registry", metavar="FILE", help="your own registry file (the layout of "
+                                                          "bridge/data/models.toml): models and bridges --source and "
+                                                          "--target may name")
+    group.add_argument("--source", default="sd15", help="model key the prompts were written for")
+    group.add_argument("--target", default=target, help="model key to render with")
+
+
+def add_mode_flags(group: Any, *, tiny_help: str) -> None:
+    """``--tiny`` or ``--simulated`` (one at most; :func:`resolve_models_and_mode` turns them into ``args.mode``)."""
+    mode = group.add_mutually_exclusive_group()
+    mode.add_argument("--tiny", action="store_true", help=tiny_help)
+    mode.add_argument("--simulated", action="store_true",
+                      help="the simulated world of bridge.workflows.simulated (no torch)")
+
+
+def check_seeds(seeds: Sequence[int], *, least: int = 1) -> None:
+    """``--seeds``: different integers >= 0, at least ``least`` of them."""
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UsageError(f"--seeds must be different integers >= 0 but are {seeds}")
+    if len(seeds) < least:
+        raise UsageError(f"--seeds needs at least {least} different seeds but got {seeds}")
+
+
+def check_script_args(args: argparse.Namespace, *, at_least: Mapping[str, int], seeds: int = 1,
+                      tiny: Mapping[str, Any] | None = None) -> None:
+    """The checks every script makes, in this order: ``--seeds`` (:func:`check_seeds`, at least ``seeds``), each
+    flag of ``at_least`` (an attribute name: its least value) when given, then :func:`resolve_models_and_mode`. With
+    ``--tiny`` the flags of ``tiny`` left unset take its values, and the device is the CPU."""
+    check_seeds(args.seeds, least=seeds)
+    for name, least in at_least.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise UsageError(f"--{name.replace('_', '-')} has to be at least {least} but is {value}")
+    resolve_models_and_mode(args)
+    if args.tiny:
+        for name, value in (tiny or {}).items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+        args.device = "cpu"
+
+
+def use_registry_file(path: str | Path | None) -> None:
     """``--registry FILE``: lay a user registry file (the layout of bridge/data/models.toml) over the packaged registry for
-    every lookup that follows (:func:`bridge.models.use_registry`); ``usage_error`` when it is missing or malformed.
-    None leaves the registry as it is."""
+    every lookup that follows (:func:`bridge.models.use_registry`); :class:`UsageError` when it is missing or
+    malformed. None leaves the registry as it is."""
     if path is None:
         return
     from bridge.models import RegistryError, use_registry
 
     if not os.path.isfile(path):
-        raise usage_error(f"--registry: no such registry file: {path}")
+        raise UsageError(f"--registry: no such registry file: {path}")
     try:
         use_registry(path)
     except RegistryError as exc:
-        raise usage_error(f"--registry: {exc}") from None
+        raise UsageError(f"--registry: {exc}") from None
 
 
-def resolve_models_and_mode(args: Any, usage_error: type[Exception]) -> None:
+def resolve_models_and_mode(args: Any) -> None:
     """The scripts' shared flags: ``args.registry`` (when the script has it) is laid over the packaged registry,
-    ``args.source``/``args.target`` become registry keys (``usage_error`` naming the flag otherwise) and ``args.mode``
-    is set from ``--tiny``/``--simulated``."""
+    ``args.source``/``args.target`` become registry keys (:class:`UsageError` naming the flag otherwise) and
+    ``args.mode`` is set from ``--tiny``/``--simulated``."""
     from bridge.models import UnknownModelError, get_model
 
-    use_registry_file(getattr(args, "registry", None), usage_error)
+    use_registry_file(getattr(args, "registry", None))
     for flag in ("source", "target"):
         try:
             setattr(args, flag, get_model(getattr(args, flag)).key)
         except UnknownModelError as exc:
-            raise usage_error(f"--{flag}: {exc}") from None
+            raise UsageError(f"--{flag}: {exc}") from None
     args.mode = "tiny" if args.tiny else "simulated" if args.simulated else "real"
 
 
@@ -150,7 +220,7 @@ def load_scorer(config: ScoreConfig, *, mode: str = "real", device: str | None =
     return CombinedScorer(config, device=device)
 
 
-# ---------------------------------------------------------------- render cache keys, files, images
+# ---------------------------------------------------------------- render cache keys, images
 
 
 def requested_settings(recipe: Recipe) -> dict[str, Any]:
@@ -159,20 +229,11 @@ def requested_settings(recipe: Recipe) -> dict[str, Any]:
 
 def cache_key(model: str, recipe: Recipe, seed: int) -> str:
     """A render's identity: a hash of the model, prompt, negative prompt, seed and settings."""
+    import hashlib  # milliseconds to import: translate-prompt imports this module for UsageError
+
     blob = json.dumps({"model": model, "prompt": recipe.prompt, "negative_prompt": recipe.negative_prompt,
                        "seed": seed, "settings": requested_settings(recipe)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name, flush it to disk, then rename: a killed run never leaves a half-written file under
-    its real name (the temporary name starts with a dot and ends in .tmp)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
 
 
 def image_bytes(image: Any, image_format: str) -> bytes:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.library import LibraryError, read_library
+from bridge.workflows.common import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -56,8 +57,8 @@ _WHITESPACE = re.compile(r"\s+")
 _EMPHASIS = re.compile(r"\(\(|\[\[|:\s*[0-9.]+\s*\)|<(?:lora|hypernet|lyco):")
 
 
-class CorpusError(ValueError):
-    """Prompts that cannot be read: the message names the source and what would be valid."""
+class CorpusError(UsageError):
+    """Prompts that cannot be read: the message names the source and what would be valid (a usage error: exit 2)."""
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
+from bridge.datafiles import atomic_write
 from bridge.recipe import Recipe
 from bridge.translation import TranslationOptions
-from bridge.workflows.common import cache_key, write_atomic
+from bridge.workflows.common import cache_key
 from bridge.workflows.corpora import SourcePrompt, normalise
 
 if TYPE_CHECKING:
@@ -323,7 +324,7 @@ def write_shard(path: Path, rows: list[dict[str, Any]]) -> None:
 
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=schema()), buffer)
-    write_atomic(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- the dataset card

@@ -1,34 +1,7 @@
-"""Prompt libraries in and out: migrate a whole library of SD1.x prompts, keeping every row and its other columns.
+"""Prompt library items and formats: :class:`LibraryItem`, and each format's reader (file -> items) and writer
+(items with their new recipes -> the file's bytes), in ``READERS`` and ``WRITERS`` by format name (``FORMATS``).
 
-Read a file or a folder, translate each recipe, write the result in the same format::
-
-    from bridge.library import read_library, write_library
-    from bridge.load import translate
-
-    items = read_library("prompts.csv", column="caption")  # or a .txt, .jsonl, .parquet, styles.csv, .png, a folder
-    recipes = [translate(item.recipe, source="sd15", target="sd2").recipe for item in items]
-    write_library(items, recipes, "prompts-sd2.csv")  # the same rows, prompt replaced, width/height added
-
-    items = read_library("outputs/")  # every supported file inside, recursively, sorted by path
-    write_library(items, recipes_for(items), "outputs-sd2/")  # mirrors outputs/a/1.png as outputs-sd2/a/1.png
-
-Formats (`FORMATS`; chosen from the suffix, see `detect_format`, unless `format=` says otherwise):
-
-- text (.txt): one prompt per line. Blank lines are skipped (they are not prompts); `line` is the line in the file.
-  Written back as one prompt per line, so the negative prompt and the size are not kept: use jsonl for those.
-- csv (.csv), tsv (.tsv): a header row, then one row per prompt. The prompt column is `column=`, else the first of
-  "prompt", "Prompt", "text", "caption"; the negative prompt column is `negative_column=`, else "negative_prompt" when
-  present. Integer "width" and "height" columns fill the recipe's size. Blank lines hold no row and are skipped.
-- jsonl (.jsonl): one JSON object per line; the prompt key is `column=` (default "prompt"). Blank lines are skipped.
-- parquet (.parquet): one row per prompt, columns chosen as for csv; needs pyarrow (the ml extra), imported only here.
-- styles: an A1111 styles.csv (named so, or with the header exactly `name,prompt,negative_prompt`): one item per style,
-  keyed by its name. A `{prompt}` placeholder is kept verbatim.
-- png: the A1111 infotext in the PNG's "parameters" text chunk (tEXt, zTXt or iTXt). Written as a copy of the PNG with
-  the new infotext; the original file is never modified.
-
-Nothing is dropped silently: a row with an empty prompt is an item with an empty prompt; malformed rows, files that are
-not UTF-8 and PNGs without "parameters" raise `LibraryError` naming the file and the line (or byte offset).
-Writes are atomic (a temporary file, then `os.replace`), and never replace a file the library was read from.
+:mod:`bridge.library` reads and writes whole libraries with them; its docstring describes each format.
 """
 
 from __future__ import annotations
@@ -38,7 +11,6 @@ import io
 import json
 import os
 import struct
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,15 +23,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMATS",
+    "FORMAT_SUFFIX",
+    "READERS",
+    "SUFFIX_FORMATS",
     "SUPPORTED_SUFFIXES",
+    "WRITERS",
     "LibraryError",
     "LibraryItem",
+    "Source",
     "detect_format",
-    "read_library",
-    "write_library",
 ]
 
-_SUFFIX_FORMATS = {
+SUFFIX_FORMATS = {
     ".txt": "text",
     ".csv": "csv",
     ".tsv": "tsv",
@@ -67,9 +42,9 @@ _SUFFIX_FORMATS = {
     ".parquet": "parquet",
     ".png": "png",
 }
-SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_SUFFIX_FORMATS)
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(SUFFIX_FORMATS)
 FORMATS: tuple[str, ...] = ("text", "csv", "tsv", "jsonl", "parquet", "styles", "png")
-_FORMAT_SUFFIX = {**{fmt: suffix for suffix, fmt in _SUFFIX_FORMATS.items()}, "styles": ".csv"}
+FORMAT_SUFFIX = {**{fmt: suffix for suffix, fmt in SUFFIX_FORMATS.items()}, "styles": ".csv"}
 _DELIMITERS = {"csv": ",", "tsv": "\t", "styles": ","}
 
 PROMPT_COLUMNS = ("prompt", "Prompt", "text", "caption")  # tried in this order when `column` is not given
@@ -108,7 +83,9 @@ class LibraryItem:
     negative_column: str | None = None
 
 
-class _Source(NamedTuple):
+class Source(NamedTuple):
+    """A file to read: its path, its name in item keys, and the folder it was found in (None: given itself)."""
+
     path: Path
     name: str  # relative to the folder read, or the file name: the start of each key
     root: str | None
@@ -122,7 +99,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     'jsonl'
     """
     path = Path(path)
-    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise LibraryError(
             f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; supported: "
@@ -133,83 +110,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     return fmt
 
 
-def read_library(
-    path: str | os.PathLike[str],
-    *,
-    column: str | None = None,
-    negative_column: str | None = None,
-    format: str | None = None,
-) -> list[LibraryItem]:
-    """Read the prompts of a file, or of every supported file in a folder (recursively, sorted by path; hidden files
-    and folders are skipped, so are files of other types). Items come in file order, then row order.
-
-    `column` and `negative_column` choose the prompt columns of csv, tsv, jsonl and parquet files; `format` (one of
-    FORMATS) overrides the suffix, for every file when `path` is a folder.
-    """
-    path = Path(path)
-    if format is not None and format not in FORMATS:
-        raise LibraryError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
-    if path.is_dir():
-        files = _library_files(path, format)
-        sources = [_Source(file, file.relative_to(path).as_posix(), str(path)) for file in files]
-    elif path.is_file():
-        sources = [_Source(path, path.name, None)]
-    else:
-        raise LibraryError(f"{path}: no such file or folder")
-    items: list[LibraryItem] = []
-    for source in sources:
-        fmt = format or detect_format(source.path)
-        items += _READERS[fmt](source, column, negative_column)
-    return items
-
-
-def write_library(
-    items: Sequence[LibraryItem],
-    recipes: Sequence[Recipe],
-    out: str | os.PathLike[str],
-    *,
-    format: str | None = None,
-) -> list[Path]:
-    """Write `recipes` (one per item, e.g. the migrated ones) in each item's format, or in `format` when given
-    (converting, e.g. text to jsonl; png and styles need items read from PNGs and styles.csv). Returns the files written.
-
-    Rows keep their other columns and order; the prompt is replaced, the negative prompt too when its column existed
-    or the new one is not empty (a "negative_prompt" column is added), and "width"/"height" columns are set when the
-    recipe has a size (not for styles). PNGs are written as copies with the new infotext in their "parameters" chunk.
-
-    `out` is a file when the items come from one file read on its own; it is a folder when the library was read from a
-    folder, comes from several files, or `out` is an existing folder or has no suffix: each file is written under it at
-    its path relative to the folder read (its file name otherwise), with the suffix of `format` when converting.
-    """
-    if len(items) != len(recipes):
-        raise LibraryError(f"got {len(items)} library items but {len(recipes)} recipes; pass one recipe per item")
-    if format is not None and format not in FORMATS:
-        raise LibraryError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
-    targets = _plan_targets(items, Path(out), format)
-    written = []
-    for target, (fmt, indices) in targets.items():
-        group = [(items[i], recipes[i]) for i in indices]
-        _write_atomic(target, _WRITERS[fmt](group))
-        written.append(target)
-    return written
-
-
 # Reading.
-
-
-def _library_files(folder: Path, format: str | None) -> list[Path]:
-    files, unsupported = [], []
-    for file in sorted(folder.rglob("*")):
-        if any(part.startswith(".") for part in file.relative_to(folder).parts) or not file.is_file():
-            continue
-        if format is None and file.suffix.lower() not in _SUFFIX_FORMATS:
-            unsupported.append(file.relative_to(folder).as_posix())
-        else:
-            files.append(file)
-    if not files:
-        found = f"found only {', '.join(unsupported)}" if unsupported else "it has no files"
-        raise LibraryError(f"{folder}: no prompt files ({', '.join(SUPPORTED_SUFFIXES)}); {found}")
-    return files
 
 
 def _read_text(path: Path) -> str:
@@ -242,7 +143,7 @@ def _first_csv_row(path: Path) -> list[str] | None:
         return None  # not readable here: reading it as csv reports the problem
 
 
-def _read_text_lines(source: _Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
+def _read_text_lines(source: Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
     items = []
     for number, line in enumerate(_read_text(source.path).split("\n"), start=1):
         prompt = line.strip()
@@ -252,7 +153,7 @@ def _read_text_lines(source: _Source, column: str | None, negative_column: str |
     return items
 
 
-def _read_delimited(source: _Source, column: str | None, negative_column: str | None, kind: str) -> list[LibraryItem]:
+def _read_delimited(source: Source, column: str | None, negative_column: str | None, kind: str) -> list[LibraryItem]:
     text = _read_text(source.path)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_DELIMITERS[kind], strict=True)
     rows = []  # (line where the row starts, fields)
@@ -290,7 +191,7 @@ def _read_delimited(source: _Source, column: str | None, negative_column: str | 
     return items
 
 
-def _read_jsonl(source: _Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
+def _read_jsonl(source: Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
     prompt_column = column or "prompt"
     negative_column = negative_column or NEGATIVE_COLUMN
     items = []
@@ -312,7 +213,7 @@ def _read_jsonl(source: _Source, column: str | None, negative_column: str | None
     return items
 
 
-def _read_parquet(source: _Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
+def _read_parquet(source: Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
     pa, pq = _pyarrow("reading")
     try:
         table = pq.read_table(source.path)
@@ -326,7 +227,7 @@ def _read_parquet(source: _Source, column: str | None, negative_column: str | No
     ]
 
 
-def _read_png(source: _Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
+def _read_png(source: Source, column: str | None, negative_column: str | None) -> list[LibraryItem]:
     text = _png_parameters(_png_chunks(_read_bytes(source.path), source.path), source.path)
     if text is None:
         raise LibraryError(
@@ -359,7 +260,7 @@ def _choose_columns(
 
 
 def _row_item(
-    source: _Source,
+    source: Source,
     kind: str,
     line: int,
     row: dict[str, Any],
@@ -399,7 +300,7 @@ def _size(value: object) -> int | None:
     return None
 
 
-_READERS: dict[str, Callable[[_Source, str | None, str | None], list[LibraryItem]]] = {
+READERS: dict[str, Callable[[Source, str | None, str | None], list[LibraryItem]]] = {
     "text": _read_text_lines,
     "csv": lambda source, column, negative: _read_delimited(source, column, negative, "csv"),
     "tsv": lambda source, column, negative: _read_delimited(source, column, negative, "tsv"),
@@ -468,61 +369,6 @@ def _png_parameters_chunk(text: str) -> bytes:
 
 
 # Writing.
-
-
-def _plan_targets(items: Sequence[LibraryItem], out: Path, format: str | None) -> dict[Path, tuple[str, list[int]]]:
-    """Each output file with its format and the indices of the items written to it, checked before anything is
-    written: formats possible, no two sources on one file, no input overwritten."""
-    sources = list(dict.fromkeys(item.source for item in items))
-    to_folder = not out.suffix or out.is_dir() or len(sources) > 1 or any(item.root is not None for item in items)
-    if to_folder and out.exists() and not out.is_dir():
-        raise LibraryError(f"{out}: is a file, but the library comes from a folder or several files; give a folder")
-    targets: dict[Path, tuple[str, list[int]]] = {}
-    written_from: dict[Path, str] = {}
-    for index, item in enumerate(items):
-        fmt = format or item.kind
-        if fmt in ("png", "styles") and item.kind != fmt:
-            raise LibraryError(f"{item.source}: cannot write a {item.kind} library as {fmt}; {fmt} needs {fmt} sources")
-        if to_folder:
-            relative = Path(item.source).relative_to(item.root) if item.root is not None else Path(item.source).name
-            target = out / relative
-            if fmt != item.kind:
-                target = target.with_suffix(_FORMAT_SUFFIX[fmt])
-        else:
-            target = out
-            if out.suffix.lower() in _SUFFIX_FORMATS and out.suffix.lower() != _FORMAT_SUFFIX[fmt]:
-                raise LibraryError(
-                    f"{out}: suffix {out.suffix!r} does not match the {fmt} format; name it *{_FORMAT_SUFFIX[fmt]} "
-                    "or pass format= to convert"
-                )
-        if written_from.setdefault(target, item.source) != item.source:
-            raise LibraryError(f"{target}: both {written_from[target]} and {item.source} would be written there")
-        targets.setdefault(target, (fmt, []))[1].append(index)
-    for target in targets:
-        for source in sources:
-            if _same_file(target, Path(source)):
-                raise LibraryError(f"{target}: is an input of the library; write the migrated library elsewhere")
-    return targets
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    return a.exists() and b.exists() and os.path.samefile(a, b)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and os.replace, so `target` is never seen half-written."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with temporary.open("xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _row(item: LibraryItem, recipe: Recipe, *, with_size: bool) -> dict[str, Any]:
@@ -598,7 +444,7 @@ def _png_bytes(group: list[tuple[LibraryItem, Recipe]]) -> bytes:
     return b"".join(parts)
 
 
-_WRITERS: dict[str, Callable[[list[tuple[LibraryItem, Recipe]]], bytes]] = {
+WRITERS: dict[str, Callable[[list[tuple[LibraryItem, Recipe]]], bytes]] = {
     "text": _text_bytes,
     "csv": lambda group: _delimited_bytes(group, "csv"),
     "tsv": lambda group: _delimited_bytes(group, "tsv"),

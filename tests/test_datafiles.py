@@ -1,0 +1,102 @@
+"""bridge.datafiles: the one atomic write (files and folders) and the cached TOML reader."""
+
+import os
+
+import pytest
+
+from bridge import datafiles
+from bridge.datafiles import atomic_dir, atomic_write, read_toml
+
+
+def test_atomic_write_writes_text_and_bytes_and_replaces_the_old_file(tmp_path):
+    path = tmp_path / "out.txt"
+    atomic_write(path, "café\n")
+    assert path.read_bytes() == "café\n".encode()
+    atomic_write(path, "café\n", encoding="latin-1", fsync=False)
+    assert path.read_bytes() == b"caf\xe9\n"
+    atomic_write(str(path), b"\x00\x01")
+    assert path.read_bytes() == b"\x00\x01"
+    assert os.listdir(tmp_path) == ["out.txt"]  # no temporary file left
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "out.txt"
+    path.write_text("old\n")
+
+    def crash(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(datafiles.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, "new\n")
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_a_missing_folder_is_a_clear_error_and_is_not_created(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        atomic_write(tmp_path / "missing" / "out.txt", "x")
+    assert error.value.strerror == f"folder {tmp_path / 'missing'} does not exist"
+    assert not (tmp_path / "missing").exists()
+
+
+def test_temporary_names_are_hidden_unique_and_end_in_tmp(tmp_path, monkeypatch):
+    seen = []
+    real_replace = os.replace
+
+    def spy(source, target):
+        seen.append(os.path.basename(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(datafiles.os, "replace", spy)
+    atomic_write(tmp_path / "a.txt", "1")
+    atomic_write(tmp_path / "a.txt", "2")
+    assert len(set(seen)) == 2
+    assert all(name.startswith(f".a.txt.{os.getpid()}-") and name.endswith(".tmp") for name in seen)
+
+
+def test_atomic_dir_puts_a_whole_folder_in_place_of_the_old_one(tmp_path):
+    final = tmp_path / "bridge"
+
+    def write(folder):
+        (folder / "sub").mkdir()
+        (folder / "sub" / "weights.bin").write_bytes(b"w")
+        (folder / "bridge.json").write_text("{}")
+
+    assert atomic_dir(final, write) == final
+    assert sorted(p.relative_to(final).as_posix() for p in final.rglob("*")) == ["bridge.json", "sub",
+                                                                               "sub/weights.bin"]
+    atomic_dir(str(final), lambda folder: (folder / "new.txt").write_text("new"), fsync=False)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]  # the old folder is gone whole
+    assert os.listdir(tmp_path) == ["bridge"]
+
+
+def test_atomic_dir_keeps_the_old_folder_when_writing_fails_and_clears_stale_temporaries(tmp_path):
+    final = tmp_path / "bridge"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    stale = tmp_path / ".bridge.123-abc.tmp"  # left by a killed writer
+    stale.mkdir()
+
+    def write(folder):
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        atomic_dir(final, write)
+    assert [p.name for p in final.iterdir()] == ["old.txt"]
+    assert os.listdir(tmp_path) == ["bridge"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        atomic_dir(tmp_path / "missing" / "bridge", write)
+
+
+def test_read_toml_caches_the_parsed_file_and_sees_an_edit(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PROMPT_BRIDGE_NO_CACHE", raising=False)
+    path = tmp_path / "data.toml"
+    path.write_text('a = 1\n[t]\nb = ["x"]\n')
+    assert read_toml(path) == {"a": 1, "t": {"b": ["x"]}}
+    cached = list((tmp_path / "cache" / "prompt-bridge").iterdir())
+    assert len(cached) == 1 and cached[0].suffix == ".marshal"  # written whole: no temporary left
+    assert read_toml(path) == {"a": 1, "t": {"b": ["x"]}}  # from the cache
+    path.write_text("a = 22\n")
+    assert read_toml(path) == {"a": 22}
