@@ -1,8 +1,21 @@
 """The phrase stage: magic words kept, dropped or rephrased, and artist names rewritten, in one pass over the
 phrases; then the artists' one style phrase composed (bridge/rules/artists.py) and put where the first of them was.
 
-What the stage adds never makes A1111 split a prompt that fitted its 75-token chunks: the style phrase is trimmed
-item by item, and if the magic-word replacements alone would spill, the pass runs again with those tags dropped.
+How it composes its edits:
+
+- Phrases are cut at commas, at ``.`` ``;`` ``!`` ``?`` before a space (not after an initial, an abbreviation or a
+  spaced decimal), at ``|`` and ``+`` between spaces, and at ``BREAK`` (bridge/rules/phrases.py); every separator
+  the bridge does not touch stays as written.
+- Magic words are looked up as written and, when the phrase holds digits, hyphens or punctuation, by their variant
+  key. A replacement is dropped when the rest of the prompt already says it, or names a medium of another family.
+- Artist names are found after markers, in lists and (the names the bridge replaces) anywhere in run-on text. The
+  first described artist leaves a slot; after all phrases, ``compose_style`` fills it once from the facets of every
+  described artist, within the style budget.
+- What the stage adds never makes A1111 split a prompt that fitted its 75-token chunks: the style phrase is trimmed
+  item by item, and if the magic-word replacements alone would spill, the pass runs again with those tags dropped.
+
+Time: on SD1 keyword soups the edits cost about 100 us a prompt and the style phrase with its spill check about 60;
+the chunk check does token work the token stage would otherwise do, and leaves it remembered.
 """
 
 from __future__ import annotations
