@@ -28,7 +28,6 @@ __all__ = ["LONGEST_KEY", "Memo", "memoized"]
 LONGEST_KEY = 400  # characters: a longer text (a pasted blob) is worked out each time, not remembered
 
 V = TypeVar("V")
-_MISSING: Any = object()
 
 
 class Memo(Generic[V]):
@@ -73,15 +72,17 @@ def memoized(size: int, longest: int = LONGEST_KEY) -> Callable[[Callable[..., V
 
     def wrap(fn: Callable[..., V]) -> Callable[..., V]:
         memo: Memo[V] = Memo(size, longest)
+        values, put = memo._values, memo.put  # (read directly: this wrapper runs on every call of the hot path)
 
         @functools.wraps(fn)
         def call(*args: Any) -> V:
             key = args[0] if len(args) == 1 else args
-            value = memo.get(key, _MISSING)
-            if value is _MISSING:
+            try:
+                return values[key]
+            except KeyError:
                 value = fn(*args)
-                memo.put(key, value)
-            return value
+                put(key, value)
+                return value
 
         call.cache_clear = memo.clear  # type: ignore[attr-defined]
         call.memo = memo  # type: ignore[attr-defined]  # (for tests: what is kept)

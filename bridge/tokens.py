@@ -49,16 +49,19 @@ import operator
 import re
 import unicodedata
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 from bridge.memo import memoized
 from bridge.syntax import attention, parse
 
-__all__ = ["CHUNK_TOKENS", "COMMA_BACKTRACK", "Chunk", "chunk", "chunk_count", "count_tokens", "overflows", "tokenize"]
+__all__ = [
+    "CHUNK_TOKENS", "COMMA_BACKTRACK", "Chunk", "Span", "chunk", "chunk_count", "chunk_spans", "count_tokens",
+    "overflows", "tokenize",
+]
 
 VOCAB_PATH = Path(__file__).parent / "data" / "clip_bpe_vocab.txt.gz"
 MERGE_COUNT = 49152 - 256 - 2  # CLIP's rule: the first 48,894 merges (49,408 tokens = 2 x 256 bytes + merges + 2)
@@ -292,13 +295,14 @@ class Chunk:
         return CHUNK_TOKENS - self.tokens
 
 
-class _Run(NamedTuple):
-    """The tokens of a clause's text between two BREAKs, as parallel lists."""
+class _Runs(NamedTuple):
+    """The tokens of a clause's text, one list per run between two BREAKs, in parallel lists of lists (``symbols``
+    is what :func:`chunk_spans` takes)."""
 
-    symbols: list[str]
-    texts: list[str]  # each token as it reads in Chunk.text: a space where the prompt has one before it, then the
-    # token without its end-of-word mark (still in byte symbols)
-    weights: list[float]
+    symbols: list[list[str]]
+    texts: list[list[str]]  # each token as it reads in Chunk.text: a space where the prompt has one before it, then
+    # the token without its end-of-word mark (still in byte symbols)
+    weights: list[list[float]]
 
 
 def _phrases(cleaned: str) -> list[str]:
@@ -321,7 +325,7 @@ _UNSPLITTABLE = re.compile(r", (?:(?<=[^\w ], )|(?<=_, )|(?=, ))")
 
 
 def _tokens_and_texts(cleaned: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The tokens of cleaned text, and their texts (see _Run.texts; the first has no space before it)."""
+    """The tokens of cleaned text, and their texts (see _Runs.texts; the first has no space before it)."""
     found = [_spaced_tokens(w) for w in _spaced_words(cleaned)]
     return (tuple(itertools.chain.from_iterable(tokens for tokens, _ in found)),
             tuple(itertools.chain.from_iterable(texts for _, texts in found)))
@@ -398,28 +402,30 @@ def _spaced_tokens(spaced_word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tokens, tuple(texts)
 
 
-def _runs(text: str) -> list[_Run]:
+def _runs(text: str) -> _Runs:
     """The tokens of one clause's text (see :func:`chunk`), cut at each BREAK."""
-    runs = [_Run([], [], [])]
+    runs = _Runs([[]], [[]], [[]])
     gap = False
     for piece, weight in _attention(text):
         if piece == "BREAK" and weight == -1:
-            runs.append(_Run([], [], []))
+            runs.symbols.append([])
+            runs.texts.append([])
+            runs.weights.append([])
             continue
-        run = runs[-1]
-        first = len(run.symbols)
+        symbols, texts = runs.symbols[-1], runs.texts[-1]
+        first = len(symbols)
         phrases = _piece_phrases(piece)
         spaces = map(str.endswith, phrases[:-1], itertools.repeat(" "))
         # the first phrase, then each next one with the comma before it
         parts = [_phrase_tokens(phrases[0]), *map(_after_comma, phrases[1:], spaces)]
-        run.symbols.extend(itertools.chain.from_iterable(map(operator.itemgetter(0), parts)))
-        run.texts.extend(itertools.chain.from_iterable(map(operator.itemgetter(1), parts)))
-        added = len(run.symbols) - first
+        symbols.extend(itertools.chain.from_iterable(map(operator.itemgetter(0), parts)))
+        texts.extend(itertools.chain.from_iterable(map(operator.itemgetter(1), parts)))
+        added = len(symbols) - first
         if added:
-            run.weights.extend([weight] * added)
+            runs.weights[-1].extend([weight] * added)
             # BREAK inside brackets is weighted text whose surrounding spaces attention() dropped: keep it a word
-            if (gap or piece[:1].isspace() or piece == "BREAK") and not run.texts[first].startswith(" "):
-                run.texts[first] = " " + run.texts[first]
+            if (gap or piece[:1].isspace() or piece == "BREAK") and not texts[first].startswith(" "):
+                texts[first] = " " + texts[first]
         gap = piece[-1:].isspace() or piece == "BREAK"
     return runs
 
@@ -429,51 +435,65 @@ def _decode(texts: list[str]) -> str:
     return text.translate(_FROM_SYMBOLS).encode("latin-1").decode("utf-8", errors="replace")
 
 
-class _Bound(NamedTuple):
-    """Where one chunk starts and ends in its run."""
+class Span(NamedTuple):
+    """Where one chunk starts and ends: tokens ``start`` to ``end - 1`` of run number ``run`` (a run is the text
+    between two BREAKs)."""
 
-    run: _Run
+    run: int
     start: int
     end: int
-    offset: int  # index of the run's first token in the clause's tokens
+    offset: int  # index of the run's first token among the tokens of all the runs
     ended_by: EndedBy
 
 
-def _bounds(runs: list[_Run], comma_backtrack: int) -> list[_Bound]:
-    """Where A1111's chunks of the runs of one clause start and end.
+Token = TypeVar("Token")
 
-    A1111 fills a chunk token by token (sd_hijack_clip.tokenize_line); this jumps from one full chunk to the next
-    with the same outcome. When token 76 arrives at a full chunk: if the chunk's last remembered comma is among its
-    last ``comma_backtrack`` tokens (and token 76 is not itself a comma), the tokens after that comma move on with
-    token 76; otherwise the chunk is cut at 75 tokens. Every comma is remembered except one that arrives at a full
-    chunk, A1111's quirk: it opens the next chunk without being remembered there.
+
+def chunk_spans(runs: Sequence[Sequence[Token]], comma: Token, *,
+                comma_backtrack: int = COMMA_BACKTRACK) -> list[Span]:
+    """A1111's 75-token chunks of one clause, as spans of its ``runs`` (its tokens between BREAKs, in order): the
+    project's one chunker. Tokens are of any kind that compares with ``comma``: CLIP BPE strings here (``",</w>"``),
+    a pipeline tokenizer's ids in :func:`bridge.imaging.conditioning.prompt_chunks`.
+
+    A1111 fills a chunk token by token (``modules/sd_hijack_clip.py``, ``tokenize_line``); this jumps from one full
+    chunk to the next with the same outcome. Each BREAK ends a chunk (an empty one too). When token 76 arrives at a
+    full chunk: if the chunk's last remembered comma is among its last ``comma_backtrack`` tokens (and token 76 is
+    not itself a comma), the tokens after that comma move on with token 76 (``"comma"``); otherwise the chunk is cut
+    at 75 tokens (``"limit"``). Every comma is remembered except one that arrives at a full chunk, A1111's quirk: it
+    opens the next chunk without being remembered there. An empty run after the last BREAK makes no chunk, but there
+    is always at least one chunk.
+
+    >>> [(s.run, s.start, s.end, s.ended_by) for s in chunk_spans([[1] * 70 + [0] + [2] * 10], comma=0)]
+    [(0, 0, 71, 'comma'), (0, 71, 81, 'end')]
+    >>> [(s.run, s.start, s.end, s.ended_by) for s in chunk_spans([["a</w>"], []], comma=",</w>")]
+    [(0, 0, 1, 'break')]
     """
-    bounds: list[_Bound] = []
+    spans: list[Span] = []
     offset = 0
-    for number, run in enumerate(runs, 1):
-        symbols = run.symbols
-        n = len(symbols)
+    last = len(runs) - 1
+    for number, tokens in enumerate(runs):
+        n = len(tokens)
         start = remembered_from = 0
         while n - start > CHUNK_TOKENS:
             arriving = start + CHUNK_TOKENS
-            if comma_backtrack and symbols[arriving] != COMMA:
+            if comma_backtrack and tokens[arriving] != comma:
                 # the last comma among the chunk's last comma_backtrack tokens, if it is remembered
                 low = max(remembered_from, arriving - comma_backtrack)
-                window = symbols[low:arriving]
-                if COMMA in window:
-                    comma = arriving - 1 - window[::-1].index(COMMA)
-                    bounds.append(_Bound(run, start, comma + 1, offset, "comma"))
-                    start = remembered_from = comma + 1
+                window = tokens[low:arriving]
+                if comma in window:
+                    after_comma = arriving - window[::-1].index(comma)
+                    spans.append(Span(number, start, after_comma, offset, "comma"))
+                    start = remembered_from = after_comma
                     continue
-            bounds.append(_Bound(run, start, arriving, offset, "limit"))
+            spans.append(Span(number, start, arriving, offset, "limit"))
             start = arriving
-            remembered_from = arriving + 1 if symbols[arriving] == COMMA else arriving
-        if number < len(runs):
-            bounds.append(_Bound(run, start, n, offset, "break"))
-        elif start < n or not bounds:
-            bounds.append(_Bound(run, start, n, offset, "end"))
+            remembered_from = arriving + 1 if tokens[arriving] == comma else arriving
+        if number < last:
+            spans.append(Span(number, start, n, offset, "break"))
+        elif start < n or not spans:
+            spans.append(Span(number, start, n, offset, "end"))
         offset += n
-    return bounds
+    return spans
 
 
 def chunk(text: str, *, comma_backtrack: int = COMMA_BACKTRACK) -> list[Chunk]:
@@ -488,8 +508,10 @@ def chunk(text: str, *, comma_backtrack: int = COMMA_BACKTRACK) -> list[Chunk]:
     >>> [(c.tokens, c.ended_by) for c in chunk("word " * 70 + ", " + "word " * 10)]
     [(71, 'comma'), (10, 'end')]
     """
-    return [Chunk(b.end - b.start, _decode(b.run.texts[b.start : b.end]), tuple(b.run.weights[b.start : b.end]),
-                  b.offset + b.start, b.ended_by) for b in _bounds(_runs(text), comma_backtrack)]
+    runs = _runs(text)
+    return [Chunk(s.end - s.start, _decode(runs.texts[s.run][s.start : s.end]),
+                  tuple(runs.weights[s.run][s.start : s.end]), s.offset + s.start, s.ended_by)
+            for s in chunk_spans(runs.symbols, COMMA, comma_backtrack=comma_backtrack)]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -521,10 +543,11 @@ def _overflows(prompt: str, steps: int) -> tuple[str, ...]:
             if _fits(text):
                 continue
             when = f"from step {step}: " if len(first_step) > 1 else ""
-            bounds = _bounds(_runs(text), COMMA_BACKTRACK)
-            for k, (before, after) in enumerate(itertools.pairwise(bounds), 2):
+            runs = _runs(text)
+            spans = chunk_spans(runs.symbols, COMMA)
+            for k, (before, after) in enumerate(itertools.pairwise(spans), 2):
                 if before.ended_by in ("limit", "comma"):
-                    message = where + when + _split_message(k, len(bounds), before, after)
+                    message = where + when + _split_message(k, len(spans), runs.texts[before.run], before, after)
                     if message not in messages:
                         messages.append(message)
     return tuple(messages)
@@ -538,7 +561,7 @@ def chunk_count(prompt: str, *, steps: int = 20) -> int:
     >>> chunk_count("a castle AND " + "word " * 80)
     3
     """
-    return sum(max(len(_bounds(_runs(text), COMMA_BACKTRACK)) if not _fits(text) else _break_runs(text)
+    return sum(max(_break_runs(text) if _fits(text) else len(chunk_spans(_runs(text).symbols, COMMA))
                    for text in texts) for texts in _clause_texts(prompt, steps))
 
 
@@ -605,9 +628,9 @@ def _phrase_bound(cleaned: str) -> int:
     return sum(common.get(word) or len(word.encode("utf-8")) for word in _pretokens(cleaned))
 
 
-def _split_message(k: int, total: int, before: _Bound, after: _Bound) -> str:
-    """The warning for the split between two chunks of one run, quoting the words each side of it."""
-    texts = before.run.texts
+def _split_message(k: int, total: int, texts: list[str], before: Span, after: Span) -> str:
+    """The warning for the split between two chunks of one run (``texts``: the run's token texts), quoting the words
+    each side of it."""
     tail, more_before = _last_words(texts, before.start, before.end, CONTEXT_WORDS)
     head, more_after = _first_words(texts, after.start, after.end, CONTEXT_WORDS)
     quoted_tail = ("…" if more_before else "") + " ".join(tail)

@@ -1,4 +1,5 @@
-"""bridge.imaging.render and bridge.testing on tiny random models (CPU, no hub): conditioning, batching, samplers, loading."""
+"""bridge.imaging (render, conditioning, samplers, pipelines) and bridge.testing on tiny random models (CPU, no hub):
+conditioning, batching, samplers, loading."""
 
 import random
 import subprocess
@@ -11,15 +12,9 @@ np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from bridge.imaging.render import (
-    SAMPLERS,
-    Renderer,
-    RenderRequest,
-    encode_weighted,
-    make_scheduler,
-    prompt_chunks,
-    schedule_step,
-)
+from bridge.imaging.conditioning import encode_weighted, negative_texts, prompt_chunks, schedule_step
+from bridge.imaging.render import Renderer, RenderRequest, make_scheduler
+from bridge.imaging.samplers import SAMPLERS
 from bridge.models import UnknownModelError, get_model
 from bridge.recipe import Recipe
 from bridge.testing import (
@@ -80,6 +75,16 @@ def test_importing_render_and_testing_stays_light():
 
 # --------------------------------------------------------------------------------------------------------------------
 # bridge.testing
+
+
+def test_render_keeps_its_names_and_the_documented_path_works():
+    import bridge.render
+    from bridge.imaging import conditioning, render, samplers
+
+    assert bridge.render.Renderer is Renderer and bridge.render.RenderRequest is RenderRequest
+    assert render.SAMPLERS is samplers.SAMPLERS and render.make_scheduler is samplers.make_scheduler
+    for name in ("PromptChunk", "encode_weighted", "prompt_chunks", "schedule_step"):
+        assert getattr(render, name) is getattr(conditioning, name)
 
 
 def test_tiny_pipelines_mirror_sd1_and_sd2(tiny_sd1, tiny_sd2):
@@ -201,22 +206,28 @@ def test_break_starts_a_new_chunk_but_not_inside_brackets(tiny_sd1):
     assert len(prompt_chunks(tok, "(a cat BREAK a dog)")) == 1  # A1111 reads a bracketed BREAK as a word
 
 
-@pytest.mark.parametrize("text", [
-    "word " * 70 + ", " + "word " * 10,
-    "masterpiece, best quality, " * 12 + "(a castle:1.3) [fog]",
-    "x, " * 40 + "y " * 60,
-    "BREAK a (cat:1.2) BREAK",
-    "",
-])
-def test_chunks_agree_with_bridge_tokens(tiny_sd1, text):
-    """bridge.tokens chunks prompts without a tokenizer (for counts and warnings); the renderer chunks the model's
-    token ids. Both follow A1111: they must agree on every chunk's tokens and weights."""
-    from bridge.tokens import chunk
+def test_renderer_cuts_its_tokenizer_ids_with_the_shared_chunker(tiny_sd1):
+    """The renderer tokenizes with its pipeline's tokenizer and cuts the ids with bridge.tokens.chunk_spans (the
+    chunker bridge.tokens counts with): comma backtracking, BREAK at either end, and A1111's quirk that a comma
+    arriving at a full chunk is not remembered in the next."""
+    te, tok = tiny_sd1.text_encoder, tiny_sd1.tokenizer
+    cat, comma, dog = 2368, 267, tokens(tok, "dog")[0]
+    renderer = renderer_for(tiny_sd1)
+    plan = renderer._plan(0, RenderRequest("cat " * 70 + ", " + "dog " * 10, steps=STEPS))
+    assert plan.positive.chunks == 2
+    positive, _ = renderer._encode(plan, {})
+    first = by_hand(te, [49406, *[cat] * 70, comma, 49407], [1.0] * 73, pad_id=49407)
+    second = by_hand(te, [49406, *[dog] * 10, 49407], [1.0] * 12, pad_id=49407)
+    assert torch.allclose(positive.embeddings[0, :77], first, atol=1e-6)
+    assert torch.allclose(positive.embeddings[0, 77:], second, atol=1e-6)
 
-    end = tiny_sd1.tokenizer.eos_token_id
-    ours = [[(t, w) for t, w in zip(c.tokens[1:-1], c.weights[1:-1], strict=True) if t != end]
-            for c in prompt_chunks(tiny_sd1.tokenizer, text)]
-    assert [(len(c), tuple(w for _, w in c)) for c in ours] == [(c.tokens, c.weights) for c in chunk(text)]
+    def real(chunks):
+        return [[t for t in c.tokens[1:-1] if t != 49407] for c in chunks]
+
+    assert real(prompt_chunks(tok, "BREAK a cat")) == [[], tokens(tok, "a cat")]
+    assert real(prompt_chunks(tok, "a cat BREAK")) == [tokens(tok, "a cat")]
+    quirk = real(prompt_chunks(tok, "cat " * 75 + ", " + "dog " * 80, comma_backtrack=75))
+    assert quirk == [[cat] * 75, [comma] + [dog] * 74, [dog] * 6]  # remembered, the comma would end chunk 2 alone
 
 
 def test_negative_prompt_is_padded_to_the_prompt_length_with_the_empty_prompt(tiny_sd1):
@@ -233,9 +244,7 @@ def test_negative_prompt_is_padded_to_the_prompt_length_with_the_empty_prompt(ti
 
 
 def test_negative_prompt_reads_and_and_tags_as_words_but_edits_per_step():
-    from bridge.imaging.render import _negative_texts
-
-    assert _negative_texts("ugly <lora:x:1> AND [blurry:sharp:1]", 2) == [
+    assert negative_texts("ugly <lora:x:1> AND [blurry:sharp:1]", 2) == [
         "ugly <lora:x:1> AND blurry",
         "ugly <lora:x:1> AND sharp",
     ]

@@ -8,7 +8,6 @@ import itertools
 import json
 import subprocess
 import sys
-import tomllib
 import unicodedata
 from pathlib import Path
 
@@ -19,6 +18,11 @@ from hypothesis import strategies as st
 import bridge.tokens
 from bridge.syntax import PromptSyntaxError, attention
 from bridge.tokens import CHUNK_TOKENS, VOCAB_PATH, Chunk, chunk, count_tokens, overflows, tokenize
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = REPO / "data" / "corpora"  # shipped copies of the shared corpora (see its SOURCES.md)
@@ -376,6 +380,20 @@ def test_chunker_matches_the_reference_on_real_prompts(real_prompts):
     assert len(long) > 100
     for prompt in long:
         assert _as_tuples(chunk(prompt)) == _reference_chunks(prompt), prompt
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(chunk_parts, max_size=200), st.sampled_from([20, 0, 3, 75]))
+def test_chunker_takes_any_kind_of_token(parts, backtrack):
+    """chunk_spans is the one chunker: chunk() runs it over BPE strings, the renderer over its tokenizer's ids
+    (tests/test_render.py on the tiny pipeline). Spans depend only on where the commas are, not on the token type."""
+    from bridge.tokens import COMMA, _runs, chunk_spans
+
+    runs = _runs(" ".join(parts)).symbols
+    ids: dict[str, int] = {COMMA: 267}
+    as_ids = [[ids.setdefault(t, 1000 + len(ids)) for t in run] for run in runs]
+    assert (chunk_spans(as_ids, 267, comma_backtrack=backtrack)
+            == chunk_spans(runs, COMMA, comma_backtrack=backtrack))
 
 
 @settings(max_examples=300, deadline=None)
