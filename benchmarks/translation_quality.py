@@ -22,7 +22,7 @@ the end (not between digits: "f / 1. 8"); words are compared lower-case without 
 (difflib, autojunk off, run only on the part between the common prefix and suffix; A1111's emphasis brackets and
 weights are blanked first, so ``((x))`` -> ``(x:1.21)`` inserts nothing).
 
-* spill: the translation needs more 75-token chunks than the original (A1111's chunking, ``bridge.tokens.chunk``,
+* spill: the translation needs more 75-token chunks than the original (A1111's chunking, ``bridge.chunks.chunk``,
   summed over ``AND`` clauses; a text of at most 75 tokens without BREAK/AND is one chunk).
 * growth: more than 16 CLIP tokens inserted: the token counts of the inserted runs, summed (gross: removals do not
   offset it). Where the changed middle part is over 2,000 characters its net token growth is taken instead. Tokens:
@@ -176,8 +176,8 @@ def tokenizer_name() -> str:
 @functools.lru_cache(maxsize=4096)
 def chunks(text: str) -> int:
     """How many 75-token chunks A1111 encodes ``text`` in (summed over ``AND`` clauses; network tags left out)."""
+    from bridge.chunks import chunk
     from bridge.syntax import PromptSyntaxError
-    from bridge.tokens import chunk
     from bridge.tokens import count_tokens as bridge_count
 
     if "BREAK" not in text and "AND" not in text and bridge_count(text) <= CHUNK:

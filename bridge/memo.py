@@ -7,8 +7,8 @@ stays bounded whatever the input. A memo only saves time: every caller gets the 
 no code asks whether something was remembered (the tests compare translations with and without memories).
 
 What is kept, and how much: the plain phrases the phrase stage left alone and the artist rewrites (per plan), the
-literals inside each word (the weak-concept prefilter), normalized phrases, and in tokens.py the tokens of each word
-and the counts and tokens of each comma-separated phrase; each memo holds 256 to 65,536 entries. A process that has
+literals inside each word (the weak-concept prefilter), normalized phrases, the tokens of each word (tokens.py) and
+the counts and tokens of each comma-separated phrase (chunks.py); each memo holds 256 to 65,536 entries. A process that has
 translated 200,000 distinct prompts holds about 100 MB more than at start and grows ever more slowly after, so a
 long-running host (the ComfyUI node, the A1111 extension) stays bounded.
 

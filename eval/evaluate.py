@@ -10,7 +10,7 @@ translator:
   a tie counts one half; the tie rate is reported too, with a 95% percentile-bootstrap CI over prompts;
 - no-op rate: the share of prompts whose translated prompt is byte-identical to the source;
 - token overflows: prompts whose translation has running text (between BREAKs, per AND clause) over 75 CLIP tokens,
-  which plain diffusers truncates and A1111 cuts into chunks encoded apart (bridge.tokens, CLIP's BPE, which SD1 and
+  which plain diffusers truncates and A1111 cuts into chunks encoded apart (bridge.chunks over CLIP's BPE, which SD1 and
   SD2 share).
 
 Translators: `identity` (the SD1 prompt fed to SD2 unchanged, no negative, the renderer's defaults for the target),
@@ -55,13 +55,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.chunks import overflows
 from bridge.datafiles import atomic_write
 from bridge.imaging.score import EVAL_SCORER, ScoreConfig
 from bridge.load import load_translator
 from bridge.models import NoBridgeError
 from bridge.recipe import Recipe
 from bridge.syntax import PromptSyntaxError
-from bridge.tokens import overflows
 from bridge.workflows import common as workflow
 from bridge.workflows import corpora
 from bridge.workflows import eval_report as report
@@ -192,7 +192,7 @@ def forced(recipe: Recipe, args: argparse.Namespace) -> Recipe:
 
 
 def overflows_chunk(prompt: str) -> bool:
-    """Whether A1111 has to cut ``prompt``'s running text at the 75-token limit (bridge.tokens; BREAKs are fine).
+    """Whether A1111 has to cut ``prompt``'s running text at the 75-token limit (bridge.chunks; BREAKs are fine).
     A prompt A1111 cannot parse counts as no overflow: it fails for another reason."""
     try:
         return bool(overflows(prompt))

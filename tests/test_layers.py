@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bridge"
 # Bottom to top. A module belongs to the layer of the longest name here that it starts with.
 LAYERS = {
     "bridge.syntax": 1, "bridge.datafiles": 1, "bridge.memo": 1,
-    "bridge.tokens": 2, "bridge.recipe": 2, "bridge.models": 2, "bridge.dialects": 2,
+    "bridge.tokens": 2, "bridge.chunks": 2, "bridge.recipe": 2, "bridge.models": 2, "bridge.dialects": 2,
     "bridge.translation": 3,
     "bridge.rules": 4, "bridge.learned": 4, "bridge.imaging": 4,
     "bridge.chain": 5, "bridge.load": 5,
@@ -30,9 +30,9 @@ LAYERS = {
     "bridge": 8, "bridge.seq2seq": 8, "bridge.render": 8,  # the package's lazy names and the documented old paths
 }
 HEAVY = ("torch", "diffusers", "transformers", "open_clip", "peft", "accelerate", "datasets", "numpy", "PIL")
-RULES_PATH = ("bridge.syntax", "bridge.datafiles", "bridge.memo", "bridge.tokens", "bridge.recipe", "bridge.models",
-              "bridge.dialects", "bridge.translation", "bridge.rules", "bridge.chain", "bridge.load", "bridge.library",
-              "bridge.migration", "bridge.cli")
+RULES_PATH = ("bridge.syntax", "bridge.datafiles", "bridge.memo", "bridge.tokens", "bridge.chunks", "bridge.recipe",
+              "bridge.models", "bridge.dialects", "bridge.translation", "bridge.rules", "bridge.chain", "bridge.load",
+              "bridge.library", "bridge.migration", "bridge.cli")
 
 
 def _modules() -> dict[str, Path]:

@@ -207,8 +207,8 @@ def test_break_starts_a_new_chunk_but_not_inside_brackets(tiny_sd1):
 
 
 def test_renderer_cuts_its_tokenizer_ids_with_the_shared_chunker(tiny_sd1):
-    """The renderer tokenizes with its pipeline's tokenizer and cuts the ids with bridge.tokens.chunk_spans (the
-    chunker bridge.tokens counts with): comma backtracking, BREAK at either end, and A1111's quirk that a comma
+    """The renderer tokenizes with its pipeline's tokenizer and cuts the ids with bridge.chunks.chunk_spans (the
+    chunker bridge.chunks counts with): comma backtracking, BREAK at either end, and A1111's quirk that a comma
     arriving at a full chunk is not remembered in the next."""
     te, tok = tiny_sd1.text_encoder, tiny_sd1.tokenizer
     cat, comma, dog = 2368, 267, tokens(tok, "dog")[0]

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from bridge import translate
+from bridge.chunks import chunk_count
 from bridge.rules import KnowledgeBase, RulesTranslator
 from bridge.rules.knowledge import RULES_DIR, KnowledgeError
-from bridge.tokens import chunk_count, count_tokens
+from bridge.tokens import count_tokens
 from bridge.translation import TranslationOptions
 
 KB = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml")

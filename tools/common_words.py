@@ -2,7 +2,7 @@
 
     python tools/common_words.py [--top 3000]
 
-bridge.tokens uses the list for a cheap upper bound on a prompt's token count (a listed word takes its listed count,
+bridge.chunks uses the list for a cheap upper bound on a prompt's token count (a listed word takes its listed count,
 any other pre-token at most one token per byte), so a short prompt is known to fit in 75 tokens without loading the
 BPE vocabulary. Counted over the shipped corpora (data/corpora), plus every word the SD1 -> SD2 knowledge writes
 (default negatives, artist descriptions, replacements); a test checks every listed count.
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bridge.datafiles import atomic_write
-    from bridge.tokens import _clean, _pretokens, count_tokens
+    from bridge.tokens import clean, count_tokens, pretokens
 
     corpora = ROOT / "data" / "corpora"
     prompts = [json.loads(line)["prompt"] for line in (corpora / "diffusiondb_prompts.jsonl").open(encoding="utf-8")]
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     kb = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml")
     written = [n.prompt for n in kb.negatives.values()] + [a.description for a in kb.artists.values()]
     written += [r.params.replacement for r in kb.rules.values() if r.kind == "phrase"]
-    counts = Counter(word for p in prompts for word in _pretokens(_clean(p)) if word.isascii())
+    counts = Counter(word for p in prompts for word in pretokens(clean(p)) if word.isascii())
     for text in written:
-        counts.update({w: 10**6 for w in _pretokens(_clean(text)) if w.isascii()})
+        counts.update({w: 10**6 for w in pretokens(clean(text)) if w.isascii()})
     words = [w for w, _ in counts.most_common(args.top) if len(w) > 1 and count_tokens(w) < len(w)]
     out = ROOT / "bridge" / "data" / "common_words.txt"
     atomic_write(out, "".join(f"{w} {count_tokens(w)}\n" for w in sorted(words)))

@@ -4,7 +4,7 @@
     (['a cat', 'a dog'], (0, 0, 1))
 
 - Chunks (:func:`prompt_chunks`): the pipeline's own tokenizer turns each emphasis piece into ids, and
-  :func:`bridge.tokens.chunk_spans` (the project's one A1111 chunker, after A1111's ``modules/sd_hijack_clip.py``
+  :func:`bridge.chunks.chunk_spans` (the project's one A1111 chunker, after A1111's ``modules/sd_hijack_clip.py``
   ``tokenize_line``) cuts them into 75-token chunks: at the limit, at the last comma within 20 tokens of it, and at
   ``BREAK``. Each chunk is wrapped in start/end tokens and padded to 77.
 - Emphasis (:func:`encode_weighted`): ``(word:1.3)`` / ``[word]`` scales each token's hidden state and the mean is
@@ -30,10 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bridge.chunks import CHUNK_TOKENS, COMMA_BACKTRACK, chunk_spans
 from bridge.syntax import NetworkTag, Text, parse
 from bridge.syntax import attention as parse_attention
 from bridge.syntax import render as render_nodes
-from bridge.tokens import CHUNK_TOKENS, COMMA_BACKTRACK, chunk_spans
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +66,7 @@ def prompt_chunks(tokenizer: Any, text: str, *, comma_backtrack: int = COMMA_BAC
     """Split ``text`` (a prompt as it reaches the text encoder: no tags, editing resolved) into A1111's chunks.
 
     Emphasis comes from :func:`bridge.syntax.attention`. Each piece is tokenized on its own by ``tokenizer`` (the
-    pipeline's); the ids between BREAKs go to :func:`bridge.tokens.chunk_spans`, the same chunker that counts chunks
+    pipeline's); the ids between BREAKs go to :func:`bridge.chunks.chunk_spans`, the same chunker that counts chunks
     for the bridge. Chunks are padded with the end token and wrapped in start/end tokens; the model's own pad token
     (SD 2: ``"!"``) is applied later, by :func:`encode_weighted`. An empty text gives one chunk.
     """

@@ -18,7 +18,7 @@ What :meth:`Renderer.render` does, in order:
 2. group: requests that can share a batch (same size, steps, sampler, guidance and number of 77-token chunks).
 3. encode, per batch, the way AUTOMATIC1111 does (:func:`~bridge.imaging.conditioning.encode_weighted`, the one
    place this happens): ``(word:1.3)`` / ``[word]`` emphasis scales each token's hidden state and the mean is
-   restored; prompts past 75 tokens become several 77-token chunks (:func:`bridge.tokens.chunk_spans` over the
+   restored; prompts past 75 tokens become several 77-token chunks (:func:`bridge.chunks.chunk_spans` over the
    pipeline tokenizer's ids: a chunk also breaks at the last comma within 20 tokens of the limit, and at ``BREAK``);
    prompt and negative prompt are padded to the same number of chunks with the empty prompt's encoding.
 4. denoise: every image starts from its own noise, drawn on the CPU from ``torch.Generator().manual_seed(seed)``, and

@@ -331,7 +331,7 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
     has_medium = bool(prompt_media)
     facets_taken: set[str] = set()
     for item, facet in candidates:
-        cost = bool(style.items) + count(item)  # counts add up at ", " (bridge/tokens.py)
+        cost = bool(style.items) + count(item)  # counts add up at ", " (bridge/chunks.py)
         if length + cost > budget:  # checked first: the cheapest test, and most candidates of a long list fail it
             style.left_out.append((item, f"over the style budget of {budget} tokens"))
             continue

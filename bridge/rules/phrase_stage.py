@@ -256,7 +256,7 @@ def _count_tokens(text: str) -> int:
 
 def _spills(work: Work, text: str | None = None) -> bool:
     """Whether the prompt (or ``text``) needs more of A1111's 75-token chunks than the user's prompt did."""
-    from bridge.tokens import chunk_count
+    from bridge.chunks import chunk_count
 
     try:
         chunks = chunk_count(str(work.prompt) if text is None else text)

@@ -266,7 +266,7 @@ def _merged_negative(before: str, added: str) -> str | None:
     after = head + added
     if not before.strip():
         return after
-    from bridge.tokens import chunk_count
+    from bridge.chunks import chunk_count
 
     try:
         limit = max(1, chunk_count(before))
@@ -398,7 +398,7 @@ def settings(work: Work, rules: list[Rule]) -> None:
 
 
 def tokens(work: Work, rules: list[Rule]) -> None:
-    from bridge.tokens import overflows
+    from bridge.chunks import overflows
 
     for label, prompt in _prompts(work):
         try:

@@ -148,7 +148,7 @@ class Work:
     @cached_property
     def user_chunks(self) -> int | None:
         """How many 75-token chunks A1111 encodes the user's prompt in (None when A1111 would reject it)."""
-        from bridge.tokens import chunk_count
+        from bridge.chunks import chunk_count
 
         try:
             return chunk_count(self.recipe.prompt)
