@@ -111,7 +111,7 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
                 own_look=PhraseSet(artist_params.own_look))
 
 
-@dataclass(frozen=True)
+@dataclass
 class NetworksApplied:
     """One prompt after the networks stage alone (:meth:`RulesTranslator.apply_networks`)."""
 

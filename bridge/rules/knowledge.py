@@ -79,9 +79,10 @@ def slug(name: str) -> str:
 
 # Each kind of rule takes its own parameters, typed, each default written once (here). A knowledge file gives them
 # as keys of the [[rule]] table; a key the kind does not take is an error, so that a typo never goes unnoticed.
+# (Read-only by convention, not frozen: a frozen dataclass costs the CLI's start-up about half a millisecond more.)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class PhraseParams:
     """A magic word or phrase: kept, dropped, or replaced by ``replacement``."""
 
@@ -91,7 +92,7 @@ class PhraseParams:
     count: int = 0  # how often the corpus has it (tools/count_artists.py), for the record
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class WeakConceptParams:
     """A warning for what the target is weak at, found by name (``names``) or pattern, not where ``unless`` is."""
 
@@ -102,12 +103,12 @@ class WeakConceptParams:
     count: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class NetworksParams:
     embeddings: tuple[str, ...] = ()  # textual-inversion names known to be SD1 embeddings
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class ArtistParams:
     """How the artists' one style phrase is composed (bridge/rules/artists.py)."""
 
@@ -116,7 +117,7 @@ class ArtistParams:
     own_look: tuple[str, ...] = ()  # words with which a prompt asks for a realistic look: no artist medium then
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class EmphasisParams:
     """Weights are moved toward 1.0 by ``toward_one`` of their distance, except outside ``keep_outside`` (kept as
     written) or within ``leave_within`` of 1.0 (left alone)."""
@@ -126,13 +127,13 @@ class EmphasisParams:
     leave_within: float = 0.1
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class SizeParams:
     multiple: int = 64  # each side a multiple of this
     buckets: tuple[tuple[int, int], ...] = ()  # (width, height) sizes the target was trained at; none: any size
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class NoParams:
     """The kinds that take no parameters."""
 

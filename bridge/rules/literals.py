@@ -10,7 +10,7 @@ case-insensitive or verbose text) makes it claim nothing, which costs the prefil
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["required_literals"]
 
@@ -28,8 +28,7 @@ class _Unknown(Exception):
     """The pattern uses a construct the reader does not understand, so nothing is claimed about it."""
 
 
-@dataclass(frozen=True)
-class _Piece:
+class _Piece(NamedTuple):
     """What is known of a piece of a pattern: ``exact``, every string it can match (when few and short: ``colou?r``
     is "color" or "colour"), and ``needs``, strings one of which every match contains (None: nothing known)."""
 
