@@ -9,9 +9,13 @@ import re
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from bridge.tokens import count_tokens
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport (a dependency there)
+    import tomli as tomllib
 
 KNOWLEDGE = Path(__file__).resolve().parent.parent / "bridge" / "rules" / "data" / "knowledge"
 ARTIST_KEYS = {"name", "aliases", "count", "action", "fact", "medium", "style", "light", "palette", "subject_features"}

@@ -105,9 +105,6 @@ class Seq2SeqTranslator:
         ``device`` defaults to CUDA when available; ``dtype`` ("float16", "bfloat16", a torch dtype) to the stored
         one. An adapter is merged into its base model for faster generation.
         """
-        import torch
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
         text = os.fspath(path_or_hub_id)
         folder = Path(text)
         if not folder.exists() and is_hub_id(text):
@@ -117,6 +114,9 @@ class Seq2SeqTranslator:
         if not (folder / BRIDGE_FILE).is_file():
             raise FileNotFoundError(f"no {BRIDGE_FILE} in {text!r}: give a folder written by training/train.py or "
                                     "a hub id such as user/sd15-to-sd2")
+        import torch  # (after the check: a folder that is no bridge says so without the ML stack)
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
         info = BridgeInfo.load(folder)
         kwargs = {"dtype": getattr(torch, dtype) if isinstance(dtype, str) else dtype} if dtype else {}
         tokenizer = AutoTokenizer.from_pretrained(folder)
