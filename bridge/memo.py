@@ -8,13 +8,13 @@ no code asks whether something was remembered (the tests compare translations wi
 
 What is kept, and how much: the plain phrases the phrase stage left alone and the artist rewrites (per plan), the
 literals inside each word (the weak-concept prefilter), normalized phrases, the tokens of each word (tokens.py) and
-the counts and tokens of each comma-separated phrase (chunks.py); each memo holds 256 to 65,536 entries. A process that has
-translated 200,000 distinct prompts holds about 100 MB more than at start and grows ever more slowly after, so a
-long-running host (the ComfyUI node, the A1111 extension) stays bounded.
+the counts and tokens of each comma-separated phrase (chunks.py); each memo holds 256 to 65,536 entries. A process
+that has translated 200,000 distinct prompts holds about 100 MB more than at start and grows ever more slowly after,
+so a long-running host (the ComfyUI node, the A1111 extension) stays bounded.
 
->>> square_of = memoized(size=2)(lambda text: text * 2)
->>> square_of("ab"), square_of("ab")
-('abab', 'abab')
+>>> twice = memoized(size=2)(lambda text: text * 2)
+>>> twice("ab"), twice("ab"), len(twice.memo)
+('abab', 'abab', 1)
 """
 
 from __future__ import annotations

@@ -53,8 +53,9 @@ def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 def evaluate_examples(translator: Any, examples: Sequence[Example], *, batch_size: int = 32
                       ) -> dict[str, float]:
-    """Generation metrics of ``translator`` (a Seq2SeqTranslator: anything with its ``generate``) on encoded pairs (greedy): chrF and exact match of the restored output
-    against the reference, and the syntax-preservation rate of the raw output (every placeholder intact)."""
+    """Generation metrics of ``translator`` (a Seq2SeqTranslator: anything with its ``generate``) on encoded pairs
+    (greedy): chrF and exact match of the restored output against the reference, and the syntax-preservation rate of
+    the raw output (every placeholder intact)."""
     raws = [r[0] for r in translator.generate([e.input_text for e in examples], batch_size=batch_size)]
     restored = [format_output(*e.restore(raw)) for e, raw in zip(examples, raws, strict=True)]
     references = [e.reference or "" for e in examples]

@@ -281,9 +281,9 @@ class Style:
         return ", ".join(self.items)
 
 
-def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: PhraseSet, families: dict[str, str], subjects: dict[str, PhraseSet], budget: int,
-                  count: Callable[[str], int], own_palette: PhraseSet | None = None,
-                  own_look: PhraseSet | None = None) -> Style:
+def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: PhraseSet, families: dict[str, str],
+                  subjects: dict[str, PhraseSet], budget: int, count: Callable[[str], int],
+                  own_palette: PhraseSet | None = None, own_look: PhraseSet | None = None) -> Style:
     """Merge the facets of ``artists`` (in the order the prompt named them) into one style phrase.
 
     Candidates come in this priority: the first artist's medium, each artist's first style, one light, one palette,

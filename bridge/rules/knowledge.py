@@ -57,8 +57,8 @@ from typing import Any
 
 from bridge.datafiles import read_toml
 
-__all__ = ["RULES_DIR", "RULE_PARAMS", "Artist", "ArtistParams", "EmphasisParams", "KnowledgeBase", "KnowledgeError", "KnowledgeFileError",
-           "NegativeDefault", "NetworksParams", "PhraseParams", "Rule", "SizeParams", "WeakConceptParams", "slug"]
+__all__ = ["RULES_DIR", "RULE_PARAMS", "Artist", "ArtistParams", "EmphasisParams", "KnowledgeBase", "KnowledgeError",
+           "KnowledgeFileError", "NegativeDefault", "NetworksParams", "PhraseParams", "Rule", "SizeParams", "WeakConceptParams", "slug"]
 
 RULES_DIR = Path(__file__).resolve().parent / "data"
 ARTIST_ACTIONS = ("keep", "replace", "keep_and_describe")

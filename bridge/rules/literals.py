@@ -3,8 +3,8 @@
 Most prompts cannot match a given weak-concept pattern, and when every match must contain one of a few literals
 ("says", "reads") a substring test rules those prompts out far faster than the regex. The literals are read from the
 pattern text by a small recursive-descent reader rather than from the interpreter's private regex parser, whose
-output changes between Python releases. The reader is conservative: what it does not understand (backreferences, conditionals,
-case-insensitive or verbose text) makes it claim nothing, which costs the prefilter, never a match.
+output changes between Python releases. The reader is conservative: what it does not understand (backreferences,
+conditionals, case-insensitive or verbose text) makes it claim nothing, which costs the prefilter, never a match.
 """
 
 from __future__ import annotations
