@@ -6,12 +6,12 @@ Kept light on purpose: argparse and the rules bridge only, no torch, so one prom
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from bridge.cli_output import InputError, from_dialect, stdin_lines, to_dialect
 from bridge.workflows.common import UsageError  # a bad flag value or missing argument: exit 2
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -25,17 +25,28 @@ examples:
   translate-prompt "a castle, by greg rutkowski, <lora:detail:0.6>, 8k"
   translate-prompt --explain --to sd21 "portrait of a knight, ((masterpiece)), trending on artstation"
   cat prompts.txt | translate-prompt --format json > sd2_prompts.jsonl
+  tail -f queue.txt | translate-prompt - --quiet     (each line answered as soon as it is read)
+  translate-prompt --input library.csv --format json --warnings-summary > sd2.jsonl
   translate-prompt --input prompts.txt --output sd2_prompts.txt --keep-networks
   translate-prompt --list-models
 
 formats:
   text   the SD2 prompt, one line per input prompt (with --explain: the whole recipe and every change)
   a1111  A1111 infotext (prompt, Negative prompt, Steps/Sampler/CFG/Size line), blocks separated by a blank line
-  json   one JSON object per prompt (JSON Lines): prompt, negative_prompt, width, height, steps, cfg_scale,
-         sampler, seed, model, changes [rule, before, after, reason], warnings
+  json   one JSON object per prompt (JSON Lines): key (library item) and/or line (1-based, stdin and files),
+         source_prompt (the input), prompt, negative_prompt, width, height, steps, cfg_scale, sampler, seed,
+         model, changes [rule, before, after, reason, fact], warnings, notes. --explain adds nothing (every record
+         already carries its changes and reasons); --diff adds "diff", the word diff marked [-removed-] {+added+}
+
+stdin: with no PROMPT and no --input, or with '-' / '--input -', prompts are read one per line and each answer is
+written (and flushed) before the next line is read. A blank line gives a blank output line (a record with an
+empty prompt in json): line N of the output answers line N of the input. Empty stdin: no output, exit 0.
+
+warnings go to stderr (-q silences them; they stay in json records). --warnings-summary counts them at the end
+by kind: "rule ID" when the warning names its rule, else its words with names, quotes and numbers masked.
 
 exit codes: 0 ok, 1 input/output failure (missing or undecodable file), 2 usage error (bad flag value, unknown
-model). Warnings go to stderr.
+model, bad --color).
 """
 
 
@@ -43,13 +54,19 @@ PROGRESS_MIN = 200  # prompts: below this a progress bar is noise
 PARALLEL_MIN = 2000  # prompts: below this, starting worker processes costs more than it saves
 
 
-class InputError(Exception):
-    """A file that cannot be read or written: exit 1."""
-
-
 class _Parser(argparse.ArgumentParser):
+    target_action: argparse.Action | None = None
+
     def error(self, message: str) -> NoReturn:  # one line, no usage dump
         raise UsageError(message)
+
+    def format_help(self) -> str:  # --to lists the registry's targets, read only when help is asked for
+        if self.target_action is not None:
+            from bridge.cli_output import target_keys
+
+            self.target_action.help = (f"model to translate for (default: {DEFAULT_TARGET}): "
+                                       f"{', '.join(target_keys())} (the model registry; --list-models)")
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
         "flagged. No model weights needed.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,  # -h is ours, so that help goes to main's stdout
     )
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     parser.add_argument("prompts", nargs="*", metavar="PROMPT",
-                        help="SD1.x prompt(s) to translate; without any, prompts are read from --input or stdin, "
-                        "one per line")
+                        help="SD1.x prompt(s) to translate; '-' or none: read stdin, one prompt per line")
+    parser.add_argument("--version", action="store_true", help="print translate-prompt's version and exit")
     parser.add_argument("-i", "--input", metavar="PATH",
                         help="a prompt library to migrate: a .txt (one prompt per line), .csv/.tsv, .jsonl, "
-                        ".parquet, an A1111 styles.csv, PNG files with infotext, or a folder of them")
+                        ".parquet, an A1111 styles.csv, PNG files with infotext, or a folder of them; '-': stdin")
     parser.add_argument("--column", metavar="NAME",
                         help="the prompt column of a CSV/TSV/JSONL/Parquet library (default: prompt, text, caption)")
     parser.add_argument("-o", "--output", metavar="PATH",
@@ -78,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "side-by-side diff per prompt")
     parser.add_argument("--from", dest="source", default=None, metavar="MODEL",
                         help="model the prompts were written for (default: sd15; see --list-models)")
-    parser.add_argument("--to", dest="target", default=None, metavar="MODEL",
-                        help="model to translate for (default: sd2, the 768 v-model; sd2-base, sd21, sd21-base)")
+    parser.target_action = parser.add_argument("--to", dest="target", default=None, metavar="MODEL",
+                                               help="model to translate for (default: sd2; see --list-models)")
     parser.add_argument("-n", "--negative", default=None, metavar="TEXT",
                         help="the negative prompt you used with these prompts (merged with the SD2 default)")
     parser.add_argument("-f", "--format", default="text", metavar="FORMAT",
@@ -93,7 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes for a large library (default: one per CPU core, up to 8, from "
                         f"{PARALLEL_MIN} prompts on; 1 = none)")
     parser.add_argument("--explain", action="store_true", help="show the full recipe and why each change was made")
-    parser.add_argument("--diff", action="store_true", help="show what changed in each prompt (coloured on a tty)")
+    parser.add_argument("--diff", action="store_true", help="show what changed in each prompt (coloured: --color)")
+    parser.add_argument("--color", default="auto", metavar="WHEN",
+                        help="colour the --diff: auto (default: on a terminal, off with NO_COLOR or TERM=dumb, on "
+                        "with FORCE_COLOR), always or never; it wins over the environment")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no warnings or progress bar on stderr (they stay in json records); errors are still shown")
+    parser.add_argument("--warnings-summary", action="store_true",
+                        help="at the end, count the warnings by kind on stderr (kinds: see below)")
     parser.add_argument("--list-models", action="store_true", help="list the known models and bridges, then exit")
     parser.add_argument("--keep-networks", action="store_true",
                         help="keep SD1 LoRA/hypernetwork tags and embeddings (they will not load on SD2)")
@@ -123,10 +149,10 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     stderr = stderr or sys.stderr
     parser = build_parser()
     try:
-        try:
-            args = parser.parse_args(argv)
-        except SystemExit as exit_:  # --help
-            return int(exit_.code or 0)
+        args = parser.parse_args(argv)
+        if args.help:
+            stdout.write(parser.format_help())
+            return EXIT_OK
         return _run(args, stdin, stdout, stderr)
     except UsageError as exc:
         print(f"translate-prompt: error: {exc} (see --help)", file=stderr)
@@ -139,11 +165,19 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
 
 
 def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    from bridge.cli_output import COLORS, print_models
     from bridge.models import list_bridges, list_models
     from bridge.rules.knowledge import KnowledgeError, KnowledgeFileError
 
+    if args.version:
+        from bridge import __version__
+
+        stdout.write(f"translate-prompt {__version__}\n")
+        return EXIT_OK
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}; valid formats: {', '.join(FORMATS)}")
+    if args.color not in COLORS:
+        raise UsageError(f"unknown --color {args.color!r}; valid values: {', '.join(COLORS)}")
     for flag, value in (("--input-dialect", args.input_dialect), ("--dialect", args.dialect)):
         if value not in DIALECTS:
             raise UsageError(f"unknown {flag} {value!r}; valid dialects: {', '.join(DIALECTS)}")
@@ -159,7 +193,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
         except RegistryError as exc:
             raise UsageError(str(exc)) from None
     if args.list_models:
-        _print_models(stdout, list_models(), list_bridges())
+        print_models(stdout, list_models(), list_bridges())
         return EXIT_OK
     try:
         translator = _load_translator(args)
@@ -179,53 +213,127 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
             check(options.disable)
         except KnowledgeError as exc:
             raise UsageError(str(exc)) from None
+    return _Run(args, translator, options, stdout, stderr).run(stdin)
 
-    items, recipes = _read_input(args, stdin)
-    from bridge.migration import MigrationRow, progress, translate_all
 
-    color = args.diff and _is_tty(stdout) and not args.output
-    blocks: list[str] = []
-    rows: list[MigrationRow] = []
-    results = []
-    recipes = [_from_dialect(recipe, args.input_dialect, stderr) for recipe in recipes]
-    translated = translate_all(translator, recipes, options, _jobs(args, translator, len(recipes)))
-    for i, (recipe, translation) in enumerate(progress(zip(recipes, translated), len(recipes), stream=stderr,
-                                                       min_total=PROGRESS_MIN)):
-        key = items[i].key if items else f"prompt {i + 1}"
-        if translation is None:
-            if items is None:
-                raise UsageError("empty prompt: give the SD1.x prompt to translate, e.g. 'a castle on a hill, 8k'")
-            # A library row with no prompt is passed through as it was: never dropped.
-            print(f"warning: {key}: empty prompt, kept as it was", file=stderr)
-            rows.append(MigrationRow(key, recipe.prompt, recipe.negative_prompt, None, "empty prompt"))
-            results.append(recipe)
-            continue
-        translation = _to_dialect(translation, args.dialect)
-        for warning in translation.warnings:
-            print(f"warning: {key}: {warning}" if items else f"warning: {warning}", file=stderr)
-        rows.append(MigrationRow(key, recipe.prompt, recipe.negative_prompt, translation))
-        results.append(translation.recipe)
-        blocks.append(_format(translation, args, color, key if items else None))
+class _Run:
+    """One run after the checks: entries in input order, each written as it comes."""
 
-    if args.output and items is not None and args.format == "text":
-        from bridge.library import LibraryError, write_library
+    def __init__(self, args: argparse.Namespace, translator, options, stdout: TextIO, stderr: TextIO):
+        from collections import Counter
 
-        try:
-            write_library(items, results, args.output)
-        except LibraryError as exc:
-            raise InputError(str(exc)) from None
-    elif args.output:
-        _write_output(Path(args.output), "".join(blocks))
-    else:
-        stdout.write("".join(blocks))
-    if args.report:
-        from bridge.migration import write_report
+        from bridge.cli_output import use_color
 
-        try:
-            write_report(args.report, rows, source=translator.source, target=translator.target)
-        except OSError as exc:
-            raise InputError(f"cannot write report {args.report}: {exc.strerror}") from None
-    return EXIT_OK
+        self.args, self.translator, self.options, self.stdout, self.stderr = args, translator, options, stdout, stderr
+        self.color = args.diff and use_color(args.color, stdout, os.environ, bool(args.output))
+        self.blocks: list[str] = []  # kept for --output (written whole at the end); stdout is written as we go
+        self.rows: list = []  # MigrationRow for --report
+        self.results: list = []  # one recipe per library item, for write_library
+        self.kinds: Counter = Counter()
+        self.flush = False
+
+    def run(self, stdin: TextIO) -> int:
+        from bridge.recipe import Recipe
+
+        args = self.args
+        items, recipes = _read_input(args, stdin)
+        if recipes is None:  # stdin, streamed: each line answered before the next is read
+            self.flush = True
+            for number, line in enumerate(stdin_lines(stdin), 1):
+                recipe = Recipe(prompt=line, negative_prompt=args.negative or "")
+                if not line.strip():
+                    self.emit(recipe, None, line=number)
+                    continue
+                translation = self.translator.translate(self.from_dialect(recipe), self.options)
+                self.emit(recipe, translation, label=f"line {number}", line=number)
+        else:
+            self.run_batch(items, recipes)
+        self.finish(items)
+        return EXIT_OK
+
+    def run_batch(self, items: list | None, recipes: list) -> None:
+        from bridge.migration import MigrationRow, progress, translate_all
+        from bridge.recipe import Recipe
+
+        args = self.args
+        count = len(recipes)
+        translated = translate_all(self.translator, [self.from_dialect(r) for r in recipes], self.options,
+                                   _jobs(args, self.translator, count))
+        # A .txt read by the library skips blank lines: they come back as blank answers, so line N answers line N.
+        fill = items is not None and Path(args.input).is_file() and all(i.kind == "text" for i in items)
+        previous = 0
+        for i, translation in enumerate(progress(translated, count, stream=self.stderr,
+                                                 min_total=count + 1 if args.quiet else PROGRESS_MIN)):
+            recipe, item = recipes[i], items[i] if items else None
+            if item is None:
+                self.emit(recipe, translation)
+                continue
+            if fill and item.line:
+                for gap in range(previous + 1, item.line):
+                    self.emit(Recipe(prompt=""), None, line=gap)
+                previous = item.line
+            self.results.append(translation.recipe if translation else recipe)
+            if translation is None:  # a library row with no prompt is passed through as it was: never dropped
+                self.warn(f"{item.key}: empty prompt, kept as it was", "empty prompt")
+                self.rows.append(MigrationRow(item.key, recipe.prompt, recipe.negative_prompt, None, "empty prompt"))
+                self.emit(recipe, None, key=item.key, line=item.line, warnings=["empty prompt, kept as it was"])
+            else:
+                self.emit(recipe, translation, label=item.key, key=item.key, line=item.line)
+
+    def from_dialect(self, recipe):
+        return from_dialect(recipe, self.args.input_dialect, self.warn)
+
+    def warn(self, message: str, kind: str) -> None:
+        self.kinds[kind] += 1
+        if not self.args.quiet:
+            print(f"warning: {message}", file=self.stderr)
+
+    def emit(self, recipe, translation, *, label: str | None = None, key: str | None = None, line: int | None = None,
+             warnings: list[str] | None = None) -> None:
+        from bridge.cli_output import json_record, text_block, warning_kind
+        from bridge.migration import MigrationRow
+
+        args = self.args
+        if translation is not None:
+            translation = to_dialect(translation, args.dialect)
+            for warning in translation.warnings:
+                self.warn(f"{label}: {warning}" if label else warning, kind=warning_kind(warning))
+            self.rows.append(MigrationRow(label or "prompt", recipe.prompt, recipe.negative_prompt, translation))
+        if args.format == "json":
+            block = json_record(translation, fmt_diff=args.diff, source_prompt=recipe.prompt,
+                                source_negative=recipe.negative_prompt, key=key, line=line,
+                                source=self.translator.source, target=self.translator.target, warnings=warnings)
+        else:
+            block = text_block(translation, args.format, args.explain, args.diff, self.color)
+        if args.output:
+            self.blocks.append(block)
+        else:
+            self.stdout.write(block)
+            if self.flush:
+                self.stdout.flush()
+
+    def finish(self, items: list | None) -> None:
+        args = self.args
+        if args.output and items is not None and args.format == "text":
+            from bridge.library import LibraryError, write_library
+
+            try:
+                write_library(items, self.results, args.output)
+            except LibraryError as exc:
+                raise InputError(str(exc)) from None
+        elif args.output:
+            _write_output(Path(args.output), "".join(self.blocks))
+        if args.report:
+            from bridge.migration import write_report
+
+            try:
+                write_report(args.report, self.rows, source=self.translator.source, target=self.translator.target)
+            except OSError as exc:
+                raise InputError(f"cannot write report {args.report}: {exc.strerror}") from None
+        if args.warnings_summary:
+            from bridge.cli_output import warnings_summary
+
+            self.stderr.write(warnings_summary(self.kinds))
 
 
 def _jobs(args: argparse.Namespace, translator, count: int) -> int:
@@ -237,33 +345,6 @@ def _jobs(args: argparse.Namespace, translator, count: int) -> int:
     if count < PARALLEL_MIN or not isinstance(translator, RulesTranslator) or sys.platform == "win32":
         return 1
     return min(os.cpu_count() or 1, 8)
-
-
-def _from_dialect(recipe, dialect: str, stderr: TextIO):
-    """Input prompts in compel or ComfyUI syntax become A1111 syntax, the bridge's own."""
-    if dialect == "a1111":
-        return recipe
-    from bridge.dialects import to_a1111
-
-    prompt, negative = to_a1111(recipe.prompt, dialect), to_a1111(recipe.negative_prompt, dialect)
-    for warning in dict.fromkeys(prompt.warnings + negative.warnings):
-        print(f"warning: reading {dialect}: {warning}", file=stderr)
-    return recipe.replace(prompt=prompt.text, negative_prompt=negative.text)
-
-
-def _to_dialect(translation, dialect: str):
-    """The translated prompts written in the requested front end's syntax."""
-    if dialect == "a1111":
-        return translation
-    from dataclasses import replace
-
-    from bridge.dialects import from_a1111
-
-    prompt, negative = from_a1111(translation.prompt, dialect), from_a1111(translation.negative_prompt, dialect)
-    warnings = [*translation.warnings, *(f"writing {dialect}: {w}" for w in
-                                         dict.fromkeys(prompt.warnings + negative.warnings))]
-    recipe = translation.recipe.replace(prompt=prompt.text, negative_prompt=negative.text)
-    return replace(translation, recipe=recipe, warnings=warnings)
 
 
 def _load_translator(args: argparse.Namespace):
@@ -337,19 +418,23 @@ def _decode(data: bytes, name: str) -> str:
                          "save it as UTF-8") from None
 
 
-def _read_input(args: argparse.Namespace, stdin: TextIO) -> tuple[list | None, list]:
-    """The recipes to translate, and the library items they came from (None for prompts given inline or on stdin)."""
+def _read_input(args: argparse.Namespace, stdin: TextIO) -> tuple[list | None, list | None]:
+    """The recipes to translate and the library items they came from (None for prompts given inline); (None, None)
+    when the prompts are to be streamed from stdin."""
     from bridge.recipe import Recipe
 
     negative = args.negative or ""
+    dash = "-" in args.prompts
+    if dash and (len(args.prompts) > 1 or args.input):
+        raise UsageError("'-' reads the prompts from stdin: give it alone, without other prompts or --input")
     if args.prompts and args.input:
         raise UsageError("give prompts as arguments or with --input, not both")
-    if args.prompts:
+    if args.prompts and not dash:
         for prompt in args.prompts:
             if not prompt.strip():
                 raise UsageError("empty prompt: give the SD1.x prompt to translate, e.g. 'a castle on a hill, 8k'")
         return None, [Recipe(prompt=p, negative_prompt=negative) for p in args.prompts]
-    if args.input:
+    if args.input and args.input != "-":
         from bridge.library import LibraryError, read_library
 
         if not Path(args.input).exists():
@@ -365,14 +450,9 @@ def _read_input(args: argparse.Namespace, stdin: TextIO) -> tuple[list | None, l
                 if not item.recipe.negative_prompt:
                     item.recipe = item.recipe.replace(negative_prompt=negative)
         return items, [item.recipe for item in items]
-    if _is_tty(stdin):
+    if not dash and not args.input and _is_tty(stdin):
         raise UsageError("no prompt given: pass one as an argument, use --input FILE, or pipe prompts on stdin")
-    buffer = getattr(stdin, "buffer", None)
-    text = _decode(buffer.read(), "stdin") if buffer is not None else stdin.read()
-    prompts = [line for line in text.splitlines() if line.strip()]
-    if not prompts:
-        raise UsageError("no prompts in stdin: it is empty or only blank lines")
-    return None, [Recipe(prompt=p, negative_prompt=negative) for p in prompts]
+    return None, None
 
 
 def _read_network_map(path: str) -> dict[str, str]:
@@ -410,79 +490,6 @@ def _is_tty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Output
-
-
-def _format(translation, args: argparse.Namespace, color: bool, key: str | None = None) -> str:
-    if args.format == "json":
-        row = translation.to_dict()
-        if key is not None:
-            row = {"key": key, **row}
-        return json.dumps(row, ensure_ascii=False) + "\n"
-    parts: list[str] = []
-    if args.format == "a1111":
-        parts.append(translation.to_infotext() + "\n\n")
-    elif args.explain:
-        parts.append(_explained(translation))
-    else:
-        parts.append(translation.prompt + "\n")
-    if args.diff:
-        original = translation.original.prompt if translation.original else ""
-        parts.append(_diff(original, translation.prompt, color))
-        if translation.original and translation.original.negative_prompt != translation.negative_prompt:
-            parts.append(_diff(translation.original.negative_prompt, translation.negative_prompt, color,
-                               label="negative: "))
-    if args.explain and args.format == "a1111":
-        parts.append(_changes_text(translation))
-    return "".join(parts)
-
-
-def _explained(translation) -> str:
-    r = translation.recipe
-    lines = [
-        f"Prompt ({translation.target}): {r.prompt}",
-        f"Negative prompt: {r.negative_prompt}",
-        (f"Size: {r.width}x{r.height}, Steps: {r.steps}, CFG scale: {r.cfg_scale:g}, Sampler: {r.sampler}, "
-         f"Model: {r.model}"),
-    ]
-    return "\n".join(lines) + "\n" + _changes_text(translation)
-
-
-def _changes_text(translation) -> str:
-    if not translation.changes:
-        return "Changes: none (the prompt already suits the target)\n\n"
-    lines = [*(f"Note: {n}" for n in translation.notes), f"Changes ({translation.source} -> {translation.target}):"]
-    for change in translation.changes:
-        after = repr(change.after) if change.after else "(removed)"
-        hop = f"[{change.hop}] " if change.hop else ""
-        lines.append(f"  - {hop}{change.rule}: {change.before!r} -> {after}")
-        lines.append(f"      why: {change.reason}" + (f" [{change.fact}]" if change.fact else ""))
-    return "\n".join(lines) + "\n\n"
-
-
-def _diff(before: str, after: str, color: bool, label: str = "") -> str:
-    """Word-level diff: [-removed-] {+added+}, or red/green on a terminal."""
-    from bridge.migration import word_diff
-
-    out = []
-    for op, text in word_diff(before, after):
-        if op == "=":
-            out.append(text)
-        elif op == "-":
-            out.append(f"\x1b[31m{text}\x1b[0m" if color else f"[-{text}-]")
-        else:
-            out.append(f"\x1b[32m{text}\x1b[0m" if color else f"{{+{text}+}}")
-    return label + "".join(out) + "\n"
-
-
-def _print_models(stdout: TextIO, models, bridges) -> None:
-    stdout.write(f"{'key':<10} {'native':>7}  {'prediction':<13} {'text encoder':<40} name\n")
-    stdout.writelines(f"{m.key:<10} {m.native_size:>7}  {m.prediction_type:<13} {m.text_encoder:<40} {m.name}\n" for m in models)
-    stdout.write("\nbridges (--from -> --to):\n")
-    stdout.writelines(f"  {b.source} -> {b.target}  ({b.kind})\n" for b in bridges)
 
 
 if __name__ == "__main__":

@@ -78,10 +78,11 @@ def test_a1111_format_reads_back_as_infotext():
     assert recipe.negative_prompt and recipe.steps
 
 
-def test_prompts_on_stdin_one_per_line():
+def test_prompts_on_stdin_one_per_line_blank_lines_answered_by_blank_lines():
     r = run(stdin="a castle, 8k\n\n  \na dog, 4k\n")
     assert r.code == 0
-    assert r.out.splitlines() == ["a castle", "a dog"]
+    assert r.out == "a castle\n\n\na dog\n"  # line N of the output answers line N of the input
+    assert run("--format", "a1111", stdin="a castle, 8k\n\n").out.endswith("\n\n\n")
 
 
 def test_input_and_output_files(tmp_path):
@@ -125,7 +126,9 @@ def test_keep_networks_network_map_embeddings_and_disable(tmp_path):
 
 def test_help_teaches_with_examples():
     r = run("--help")
-    assert r.code == 0
+    assert r.code == 0 and r.err == ""
+    assert r.out.startswith("usage: translate-prompt") and "examples:" in r.out and "exit codes:" in r.out
+    assert run("-h").out == r.out
 
 
 @pytest.mark.parametrize(
@@ -140,6 +143,7 @@ def test_help_teaches_with_examples():
         (["--disable-rule", "no-such", "a cat"], 2, "unknown rule 'no-such'"),
         (["--input", "/nonexistent/prompts.txt"], 1, "no such file or folder: /nonexistent/prompts.txt"),
         (["--to", "sd15", "--from", "sd2", "a cat"], 2, "no bridge from 'sd2' to 'sd15'"),
+        (["--color", "sometimes", "a cat"], 2, "unknown --color 'sometimes'; valid values: auto, always, never"),
     ],
 )
 def test_bad_input_is_one_line_error_with_exit_code(argv, code, needle):
@@ -161,9 +165,10 @@ def test_no_prompt_on_a_terminal_is_a_usage_error():
     assert r.code == 2 and "no prompt given" in one_line_error(r)
 
 
-def test_empty_stdin_is_a_usage_error():
-    r = run(stdin="\n \n")
-    assert r.code == 2 and "no prompts in stdin" in one_line_error(r)
+@pytest.mark.parametrize("argv", [[], ["-"], ["--input", "-"]])
+def test_empty_stdin_exits_0_with_no_output(argv):
+    r = run(*argv, stdin="")
+    assert (r.code, r.out, r.err) == (0, "", "")
 
 
 def test_non_utf8_file_is_exit_1_naming_the_offset(tmp_path):
@@ -350,3 +355,168 @@ def test_style_budget_flag():
     assert "over the style budget of 4 tokens" in explained.out
     bad = run("--style-budget", "-3", "a castle")
     assert bad.code == 2 and "'-3'" in bad.err and "whole number" in bad.err
+
+
+# Shell conventions ----------------------------------------------------------------------------------------------------
+
+
+def test_version_prints_the_package_version():
+    import bridge
+
+    r = run("--version")
+    assert (r.code, r.out, r.err) == (0, f"translate-prompt {bridge.__version__}\n", "")
+
+
+@pytest.mark.parametrize(("flag", "env", "tty", "coloured"), [
+    ("auto", {}, True, True),
+    ("auto", {}, False, False),
+    ("auto", {"NO_COLOR": "1"}, True, False),
+    ("auto", {"NO_COLOR": ""}, True, True),  # set but empty: ignored
+    ("auto", {"TERM": "dumb"}, True, False),
+    ("auto", {"FORCE_COLOR": "1"}, False, True),
+    ("auto", {"FORCE_COLOR": "1", "NO_COLOR": "1"}, False, False),
+    ("always", {"NO_COLOR": "1", "TERM": "dumb"}, False, True),  # the flag wins over the environment
+    ("never", {"FORCE_COLOR": "1"}, True, False),
+])
+def test_color_flag_and_environment(monkeypatch, flag, env, tty, coloured):
+    for name in ("NO_COLOR", "FORCE_COLOR", "TERM"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out, err = (FakeTTY() if tty else io.StringIO()), io.StringIO()
+    code = main(["--diff", "--color", flag, "a castle, 8k"], stdin=io.StringIO(""), stdout=out, stderr=err)
+    assert code == 0
+    assert ("\x1b[31m" in out.getvalue()) is coloured
+    assert ("[-" in out.getvalue()) is not coloured
+
+
+def test_dash_and_input_dash_read_stdin():
+    for argv in (["-"], ["--input", "-"], []):
+        r = run(*argv, stdin="a castle, 8k\na dog, 4k\n")
+        assert (r.code, r.out) == (0, "a castle\na dog\n")
+    r = run("-", "a cat", stdin="a dog\n")
+    assert r.code == 2 and "'-' reads the prompts from stdin" in one_line_error(r)
+
+
+def test_blank_lines_in_json_are_records_with_an_empty_prompt_and_the_line():
+    r = run("--format", "json", stdin="a castle, 8k\n\na dog\n")
+    rows = [json.loads(line) for line in r.out.splitlines()]
+    assert [(row["line"], row["source_prompt"], row["prompt"]) for row in rows] == [
+        (1, "a castle, 8k", "a castle"), (2, "", ""), (3, "a dog", "a dog")]
+    assert rows[1]["width"] is None and rows[1]["changes"] == [] and rows[1]["warnings"] == []
+    assert set(rows[1]) == set(rows[0])  # the same keys in every record
+
+
+def test_a_text_file_keeps_its_blank_lines_and_a_csv_its_empty_rows(tmp_path):
+    src = tmp_path / "prompts.txt"
+    src.write_text("a castle, 8k\n\n\na dog, 4k\n", encoding="utf-8")
+    assert run("--input", str(src)).out == "a castle\n\n\na dog\n"
+    rows = [json.loads(line) for line in run("--input", str(src), "--format", "json").out.splitlines()]
+    assert [row["line"] for row in rows] == [1, 2, 3, 4] and rows[1]["prompt"] == ""
+    table = tmp_path / "p.csv"
+    table.write_text("id,prompt\n1,a castle\n2,\n", encoding="utf-8")
+    rows = [json.loads(line) for line in run("--input", str(table), "--format", "json").out.splitlines()]
+    assert [(row["key"], row["prompt"]) for row in rows] == [("p.csv:2", "a castle"), ("p.csv:3", "")]
+    assert rows[1]["warnings"] == ["empty prompt, kept as it was"]
+
+
+class _Log:
+    """A stdin and a stdout that record, in order, each line read and each flushed output."""
+
+    def __init__(self, lines: list[str]):
+        self.lines, self.events, self.pending = list(lines), [], ""
+
+    def readline(self) -> str:
+        line = self.lines.pop(0) if self.lines else ""
+        self.events.append(("read", line))
+        return line
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        return len(text)
+
+    def flush(self) -> None:
+        self.events.append(("flushed", self.pending))
+        self.pending = ""
+
+
+def test_stdin_is_streamed_each_answer_flushed_before_the_next_line_is_read():
+    log = _Log(["a castle, 8k\n", "\n", "a dog, 4k\n"])
+    assert main([], stdin=log, stdout=log, stderr=io.StringIO()) == 0  # type: ignore[arg-type]
+    assert log.events == [("read", "a castle, 8k\n"), ("flushed", "a castle\n"), ("read", "\n"), ("flushed", "\n"),
+                          ("read", "a dog, 4k\n"), ("flushed", "a dog\n"), ("read", "")]
+
+
+def test_stdin_streams_through_a_real_pipe():
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    timer = threading.Timer(60, proc.kill)  # were the output held until EOF, readline would wait for ever
+    timer.start()
+    try:
+        assert proc.stdin and proc.stdout
+        proc.stdin.write(b"a castle, 8k\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"a castle\n"  # answered while stdin is still open
+        proc.stdin.write(b"a dog, 4k\n")
+        proc.stdin.close()
+        assert proc.stdout.read() == b"a dog\n" and proc.wait() == 0
+    finally:
+        timer.cancel()
+        proc.kill()
+        proc.wait()
+
+
+def test_quiet_silences_warnings_which_stay_in_json():
+    prompt = "a castle, <lora:detail:0.6>"
+    assert "lora:detail" in run(prompt).err
+    quiet = run("-q", "--format", "json", prompt)
+    assert quiet.code == 0 and quiet.err == ""
+    assert any("lora:detail" in w for w in json.loads(quiet.out)["warnings"])
+    assert run("--quiet", stdin=prompt + "\n").err == ""
+
+
+def test_warnings_summary_counts_by_kind(tmp_path):
+    src = tmp_path / "p.txt"
+    src.write_text("a castle, <lora:detail:0.6>\na dog, <lora:fur:1>\na cat, easynegative\n", encoding="utf-8")
+    r = run("-q", "--warnings-summary", "--input", str(src))
+    assert r.code == 0
+    lines = r.err.splitlines()
+    assert lines[0] == "warnings: 3 in all, by kind:"
+    assert lines[1] == "       2  removed … from the prompt: an SD1 lora"
+    assert len(lines) == 3 and "embedding" in lines[2]
+    assert run("--warnings-summary", "a castle").err == "warnings: 0 in all\n"
+
+
+def test_json_records_carry_the_input_to_join_back(tmp_path):
+    (row,) = [json.loads(line) for line in run("--format", "json", "a castle, 8k").out.splitlines()]
+    assert row["source_prompt"] == "a castle, 8k" and "line" not in row and "key" not in row
+    src = tmp_path / "prompts.jsonl"
+    src.write_text('{"prompt": "a castle, 8k"}\n{"prompt": "a dog"}\n', encoding="utf-8")
+    rows = [json.loads(line) for line in run("--input", str(src), "--format", "json").out.splitlines()]
+    assert [(r["key"], r["line"], r["source_prompt"]) for r in rows] == [
+        ("prompts.jsonl:1", 1, "a castle, 8k"), ("prompts.jsonl:2", 2, "a dog")]
+    assert list(rows[0])[:3] == ["key", "line", "source_prompt"]
+
+
+def test_diff_and_explain_with_json_are_included_in_the_record():
+    plain = json.loads(run("--format", "json", "a castle, 8k").out)
+    assert json.loads(run("--format", "json", "--explain", "a castle, 8k").out) == plain  # changes already there
+    with_diff = json.loads(run("--format", "json", "--diff", "--color", "always", "a castle, 8k").out)
+    assert with_diff.pop("diff") == "a castle[-, 8k-]" and with_diff == plain
+    assert "--diff adds" in run("--help").out
+
+
+def test_to_help_lists_every_registered_target():
+    from bridge.cli_output import target_keys
+    from bridge.models import list_bridges
+
+    assert target_keys() == [m for m in ("sd15", "sd2-base", "sd2", "sd21-base", "sd21", "sdxl")
+                             if m in {b.target for b in list_bridges()}]
+    help_text = " ".join(run("--help").out.split())
+    assert "(default: sd2): sd15, sd2-base, sd2, sd21-base, sd21, sdxl" in help_text
+    assert "sdxl" in help_text and "examples:" in help_text and "translate-prompt -" in help_text
