@@ -392,3 +392,55 @@ def test_any_prompt_converts_both_ways(dialect, text):
     written = from_a1111(text, dialect)
     assert isinstance(written.text, str)
     assert isinstance(to_a1111(written.text, dialect).text, str)
+
+
+# ComfyUI's embedding:NAME ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("comfy", "a1111", "names"),
+    [
+        ("a castle, embedding:easynegative", "a castle, easynegative", {"easynegative": "easynegative"}),
+        ("embedding:easynegative, blurry", "easynegative, blurry", {"easynegative": "easynegative"}),
+        ("a (embedding:bad_hands:1.2) x", "a (bad_hands:1.2) x", {"bad_hands": "bad_hands"}),
+        ("x\nembedding:sub/neg.safetensors", "x\nneg", {"neg": "sub/neg.safetensors"}),
+        ("a,embedding:neg", "a,embedding:neg", {}),  # not a word start: ComfyUI tokenizes it as text
+        ("(a)embedding:neg", "(a:1.1)neg", {"neg": "neg"}),  # a segment starts a word
+    ],
+)
+def test_comfy_embedding_words_read_as_a1111_names(comfy, a1111, names):
+    """ComfyUI comfy/sd1_clip.py, SDTokenizer.tokenize_with_weights: every weighted segment from token_weights is
+    split at spaces (newlines made spaces); a word starting with embedding_identifier "embedding:" names a file that
+    load_embed looks up with the extensions .safetensors/.pt/.bin, and _try_get_embedding strips commas around it.
+    A1111 names an embedding by its file stem, as a plain word."""
+    converted = to_a1111(comfy, "comfyui")
+    assert (converted.text, converted.embeddings) == (a1111, names)
+
+
+def test_comfy_embedding_without_a_name_is_dropped_and_a_path_is_warned():
+    """load_embed finds no file for an empty name; tokenize_with_weights then logs and skips the word."""
+    assert to_a1111("a embedding: b", "comfyui").text == "a  b"
+    converted = to_a1111("embedding:sub/neg.pt", "comfyui")
+    assert converted.text == "neg" and any("file name alone" in w for w in converted.warnings)
+
+
+def test_comfy_embedding_prefix_written_back_for_names_that_stay():
+    """The names read from embedding: words get their prefix back writing ComfyUI; each must start a word (a space
+    is added after a comma), other words and other dialects are left alone."""
+    names = {"easynegative": "easynegative", "neg": "sub/neg.pt"}
+    assert from_a1111("a castle, easynegative", "comfyui", names).text == "a castle, embedding:easynegative"
+    assert from_a1111("a,(neg:1.2), negative", "comfyui", names).text == "a,(embedding:sub/neg.pt:1.2), negative"
+    assert from_a1111("a castle,easynegative", "comfyui", names).text == "a castle, embedding:easynegative"
+    assert from_a1111("a castle, easynegative", "comfyui").text == "a castle, easynegative"
+    assert from_a1111("a castle, easynegative", "compel", names).text == "a castle, easynegative"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "castle,", "embedding:neg", "embedding:neg,", "(embedding:bad:1.3)",
+                                 "(b:0.8)", "\n"]), max_size=8))
+def test_comfy_embedding_round_trip_keeps_words_and_weights(words):
+    """ComfyUI -> A1111 -> ComfyUI gives every word, embeddings included, the weight ComfyUI gave it."""
+    text = " ".join(words)
+    converted = to_a1111(text, "comfyui")
+    back = from_a1111(converted.text, "comfyui", converted.embeddings).text
+    assert chars(comfy_weights(back)) == chars(comfy_weights(text))

@@ -28,7 +28,8 @@ def test_comfyui_node_contract(comfy):
     assert required["text"][0] == "STRING" and required["text"][1]["multiline"]
     assert "sd15" in required["source"][0] and "sdxl" in required["target"][0]
     assert required["width"][0] == "INT"
-    assert node_cls.RETURN_TYPES == ("STRING", "STRING", "INT", "INT")
+    assert node_cls.RETURN_TYPES == ("STRING", "STRING", "INT", "INT", "STRING")  # report last: old links hold
+    assert node_cls.RETURN_NAMES[:4] == ("positive", "negative", "width", "height")
     assert len(node_cls.RETURN_NAMES) == len(node_cls.RETURN_TYPES)
     function = getattr(node_cls(), node_cls.FUNCTION)
     params = function.__code__.co_varnames[1:function.__code__.co_argcount]
@@ -38,7 +39,8 @@ def test_comfyui_node_contract(comfy):
 def test_comfyui_node_matches_bridge_translate(comfy):
     node = comfy.PromptBridge()
     prompt = "a castle on a hill, by greg rutkowski, 8k, <lora:detail:0.6>"
-    positive, negative, width, height = node.translate(prompt, "blurry", "sd15", "sd21", 512, 768, dialect="a1111")
+    positive, negative, width, height, _ = node.translate(prompt, "blurry", "sd15", "sd21", 512, 768,
+                                                          dialect="a1111")
     expected = translate(prompt, source="sd15", target="sd21", negative_prompt="blurry", width=512, height=768)
     assert (positive, negative, width, height) == (expected.prompt, expected.negative_prompt, 640, 960)
 
@@ -50,7 +52,7 @@ def test_comfyui_node_speaks_comfyui_weights(comfy):
     as_a1111, *_ = node.translate("a ((castle:1.5)) on a hill", "", "sd15", "sd21", 512, 512, dialect="a1111")
     assert as_a1111 == "a (castle:1.52) on a hill"  # A1111 reads 1.65
     empty = node.translate("  ", "", "sd15", "sd21", 512, 512)
-    assert empty == ("  ", "", 512, 512)
+    assert empty == ("  ", "", 512, 512, "")
 
 
 # AUTOMATIC1111 -------------------------------------------------------------------------------------------------------

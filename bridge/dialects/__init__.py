@@ -51,6 +51,7 @@ ComfyUI's in :mod:`bridge.dialects.comfyui`; :mod:`bridge.dialects.a1111` reads 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import ModuleType
 
 from bridge.dialects import comfyui, compel
@@ -75,13 +76,19 @@ DIALECTS = ("a1111", "compel", "comfyui")
 _MODULES: dict[str, ModuleType] = {"compel": compel, "comfyui": comfyui}
 
 
-def from_a1111(text: str, dialect: str) -> Converted:
+def from_a1111(text: str, dialect: str, embeddings: Mapping[str, str] | None = None) -> Converted:
     """Write an A1111 prompt in ``dialect``, each piece with the weight A1111 gives it.
+
+    ``embeddings`` are the ones ``to_a1111`` read from ComfyUI's ``embedding:NAME`` words
+    (:attr:`Converted.embeddings`); writing ComfyUI, a name still in the prompt gets its prefix back. Other dialects
+    write embedding names as plain words, as A1111 does.
 
     >>> from_a1111("(red:1.3) t-shirt, [fog], c++", "compel").text
     '(red)1.3 t-shirt, (fog)0.91, c+\\\\+'
     """
     module = _module(dialect)
+    if module is comfyui:
+        return comfyui.from_a1111(text, embeddings)
     return module.from_a1111(text) if module else Converted(text)
 
 

@@ -7,28 +7,103 @@ first. ``[ ]`` are plain text; ``\\(`` ``\\)`` are the only escapes (a backslash
 backslash). Brackets are matched by depth: after a stray ``)`` brackets stay literal until the depth is back to zero;
 an unclosed ``(`` is literal text. Core ComfyUI has no prompt editing, alternation, BREAK, AND or extra-network tags;
 those are nodes (ConditioningSetTimestepRange, ConditioningConcat, ConditioningCombine, LoraLoader).
+
+Textual inversions (``SDTokenizer.tokenize_with_weights`` and ``_try_get_embedding``): each weighted segment is split
+at spaces (newlines count as spaces) and a word that starts with ``embedding:`` names an embedding file in the
+embeddings folder (a subfolder and the extension ``.safetensors``/``.pt``/``.bin`` may be given); when no file has
+that name, commas around it are stripped and what follows is read as text, so ``embedding:easynegative,`` works. A1111
+names an embedding by its file stem alone, written as a plain word. Reading, ``embedding:sub/easynegative.pt`` becomes
+``easynegative`` and :attr:`Converted.embeddings` remembers the spelling; writing, a name given in ``embeddings`` gets
+its ``embedding:`` word back, with a space before it where ComfyUI would not see a word start.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
 
 from bridge.dialects.a1111 import a1111_clauses, a1111_text
 from bridge.dialects.common import NAMES, Clause, Converted, Item, Piece, Warnings, runs, split_space
 from bridge.syntax import Break, NetworkTag, format_weight
 
 COMFY_ROUND = 1.1  # ComfyUI: each ( ) multiplies by 1.1 unless it carries its own :weight
+EMBEDDING_PREFIX = "embedding:"  # ComfyUI's SDTokenizer.embedding_identifier
+_EMBEDDING_WORD = re.compile(r"(?<![^ \n])embedding:([^ \n]*)")  # a word start: segment start, space or newline
+_EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")  # what ComfyUI's load_embed tries after the bare name
 
 
-def from_a1111(text: str) -> Converted:
-    """Write an A1111 prompt as ComfyUI, each piece with the weight A1111 gives it."""
+def from_a1111(text: str, embeddings: Mapping[str, str] | None = None) -> Converted:
+    """Write an A1111 prompt as ComfyUI, each piece with the weight A1111 gives it.
+
+    ``embeddings`` (A1111 name -> ComfyUI spelling, as :func:`to_a1111` returns them) are written back as
+    ``embedding:`` words wherever the name is still in the prompt.
+
+    >>> from_a1111("a castle, easynegative", {"easynegative": "easynegative"}).text
+    'a castle, embedding:easynegative'
+    """
     warnings = Warnings()
-    return Converted(_write_comfy(a1111_clauses(text, "comfyui", warnings), warnings), list(warnings))
+    names = _name_pattern(embeddings or {})
+    clauses = a1111_clauses(text, "comfyui", warnings)
+    return Converted(_write_comfy(clauses, warnings, names, embeddings or {}), list(warnings), dict(embeddings or {}))
 
 
 def to_a1111(text: str) -> Converted:
-    """Read a ComfyUI prompt and write it as A1111, each piece with the weight ComfyUI gives it."""
+    """Read a ComfyUI prompt and write it as A1111, each piece with the weight ComfyUI gives it.
+
+    >>> converted = to_a1111("a castle, (embedding:sub/easynegative.pt:1.2)")
+    >>> converted.text, converted.embeddings
+    ('a castle, (easynegative:1.2)', {'easynegative': 'sub/easynegative.pt'})
+    """
     warnings = Warnings()
-    pieces: list[Item] = [Piece(piece, weight) for piece, weight in comfy_weights(text)]
-    return Converted(a1111_text(pieces, "comfyui", warnings), list(warnings))
+    embeddings: dict[str, str] = {}
+    pieces: list[Item] = [
+        Piece(_read_embeddings(piece, embeddings, warnings), weight) for piece, weight in comfy_weights(text)
+    ]
+    return Converted(a1111_text(pieces, "comfyui", warnings), list(warnings), embeddings)
+
+
+def _read_embeddings(segment: str, embeddings: dict[str, str], warnings: Warnings) -> str:
+    """``embedding:NAME`` words of one weighted segment as A1111's bare names (recorded in ``embeddings``)."""
+    if EMBEDDING_PREFIX not in segment:
+        return segment
+
+    def swap(match: re.Match) -> str:
+        word = match.group(1)
+        spelled = word.rstrip(",")  # ComfyUI strips commas when no file has the name with them
+        commas = word[len(spelled) :]
+        stem = spelled.replace("\\", "/").rsplit("/", 1)[-1]
+        for suffix in _EMBEDDING_SUFFIXES:
+            if stem.lower().endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        if not stem:
+            warnings.add(f"{match.group()}: names no embedding file; ComfyUI ignores it, removed")
+            return commas
+        if stem != spelled:
+            warnings.add(f"{match.group()}: A1111 names an embedding by its file name alone; read as {stem}")
+        embeddings[stem] = spelled
+        return stem + commas
+
+    return _EMBEDDING_WORD.sub(swap, segment)
+
+
+def _name_pattern(embeddings: Mapping[str, str]) -> re.Pattern | None:
+    if not embeddings:
+        return None
+    alternatives = "|".join(re.escape(name) for name in sorted(embeddings, key=len, reverse=True))
+    return re.compile(r"(?<![\w.:/\\-])(" + alternatives + r")(?![\w-])")
+
+
+def _write_embeddings(text: str, names: re.Pattern, embeddings: Mapping[str, str]) -> str:
+    """Bare embedding names in one written piece as ComfyUI ``embedding:`` words, each starting a word."""
+
+    def swap(match: re.Match) -> str:
+        start, end = match.span()
+        before = " " if start and text[start - 1] not in " \n" else ""
+        after = " " if end < len(text) and text[end] not in " \n," else ""
+        return f"{before}{EMBEDDING_PREFIX}{embeddings[match.group(1)]}{after}"
+
+    return names.sub(swap, text)
 
 
 def comfy_weights(text: str) -> list[tuple[str, float]]:
@@ -99,7 +174,9 @@ def _comfy_segments(text: str) -> list[str]:
     return segments
 
 
-def _write_comfy(clauses: list[Clause], warnings: Warnings) -> str:
+def _write_comfy(
+    clauses: list[Clause], warnings: Warnings, names: re.Pattern | None, embeddings: Mapping[str, str]
+) -> str:
     if len(clauses) > 1:
         warnings.add(
             "AND: core ComfyUI has no AND (composable diffusion: encode each part and join them with "
@@ -108,10 +185,10 @@ def _write_comfy(clauses: list[Clause], warnings: Warnings) -> str:
         )
     elif clauses[0].weight_text:
         warnings.add(f"AND weight {clauses[0].weight_text}: ComfyUI has no per-prompt guidance weight; dropped")
-    return " AND ".join(_comfy_text(clause.items, warnings).strip() for clause in clauses)
+    return " AND ".join(_comfy_text(clause.items, warnings, names, embeddings).strip() for clause in clauses)
 
 
-def _comfy_text(items: list[Item], warnings: Warnings) -> str:
+def _comfy_text(items: list[Item], warnings: Warnings, names: re.Pattern | None, embeddings: Mapping[str, str]) -> str:
     out = ""
     pending_break = False
     for item in runs(items, NAMES["comfyui"], warnings):
@@ -130,6 +207,8 @@ def _comfy_text(items: list[Item], warnings: Warnings) -> str:
             pending_break = True
             continue
         text = item.text.replace("(", "\\(").replace(")", "\\)")
+        if names is not None:
+            text = _write_embeddings(text, names, embeddings)
         if item.weight != 1 and text.strip():
             lead, core, trail = split_space(text)
             text = f"{lead}({core}:{format_weight(item.weight)}){trail}"

@@ -27,6 +27,9 @@ class Converted:
 
     text: str
     warnings: list[str] = field(default_factory=list)
+    # ComfyUI ``embedding:NAME`` words read as A1111's bare embedding names: A1111 name -> the name as ComfyUI wrote
+    # it (a subfolder or file extension kept), for :func:`bridge.dialects.from_a1111` to write the prefix back
+    embeddings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

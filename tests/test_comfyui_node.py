@@ -1,0 +1,168 @@
+"""The ComfyUI node (integrations/comfyui) against ComfyUI's contracts, read in ComfyUI's source, without ComfyUI.
+
+- comfy/sd1_clip.py, SDTokenizer.tokenize_with_weights / _try_get_embedding / load_embed: ``embedding:NAME`` words.
+- execution.py, validate_inputs: VALIDATE_INPUTS gets the constant inputs its signature names (None for a linked
+  one), and anything but True is reported as the error, before the queue runs.
+- nodes.py, init_external_custom_nodes / load_custom_node: each entry of custom_nodes is imported by its path there
+  (a link is not resolved) with importlib.util.spec_from_file_location(<path, '.' -> '_x_'>, <path>/__init__.py);
+  NODE_CLASS_MAPPINGS registers the nodes, and a module without it is skipped and listed as IMPORT FAILED.
+"""
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from script_loader import load_script
+
+from bridge.models import find_path
+
+REPO = Path(__file__).resolve().parent.parent
+NODE_DIR = REPO / "integrations" / "comfyui"
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_script("prompt_bridge_comfyui_pack", NODE_DIR / "__init__.py")
+
+
+@pytest.fixture()
+def node(pack):
+    return pack.NODE_CLASS_MAPPINGS["PromptBridge"]()
+
+
+def run(node, text, negative="", source="sd15", target="sd21", **options):
+    return node.translate(text, negative, source, target, 512, 512, **options)
+
+
+# 1. embedding:NAME ---------------------------------------------------------------------------------------------------
+
+
+def test_embedding_words_are_flagged_and_removed_like_a1111_names(node):
+    """The issue's prompt: ``a castle, embedding:easynegative`` used to come out as ``a castle, embedding:, ...``."""
+    positive, negative, *_, report = run(node, "a castle, embedding:easynegative", "embedding:easynegative, blurry")
+    assert positive == "a castle"
+    assert "embedding" not in negative and negative.startswith("blurry")
+    assert "removed embedding 'easynegative' from the prompt" in report
+    assert "removed embedding 'easynegative' from the negative prompt" in report
+
+
+def test_embedding_of_the_users_own_is_flagged_and_a_kept_one_keeps_its_prefix(node):
+    """An embedding: word names an SD1 embedding even when the bridge does not know the name (it goes to translate's
+    ``embeddings``); kept (networks=keep), it is written back with its prefix and spelling."""
+    positive, *_, report = run(node, "portrait, (embedding:chars/my_char.pt:1.2)")
+    assert positive == "portrait" and "removed embedding 'my_char'" in report
+    positive, negative, *_, report = run(node, "portrait, (embedding:chars/my_char.pt:1.2)", "embedding:easynegative",
+                                         networks="keep")
+    assert "(embedding:chars/my_char.pt:" in positive and "embedding:easynegative" in negative
+    assert "kept embedding 'my_char'" in report
+
+
+# 2. report -----------------------------------------------------------------------------------------------------------
+
+
+def test_report_is_the_last_output_and_lists_warnings_and_notices(node, caplog):
+    """A removed LoRA says which ComfyUI node loads one; the rules' command-line hint is worded for the node; every
+    warning is logged too."""
+    assert type(node).RETURN_TYPES[-1] == "STRING" and type(node).RETURN_NAMES[-1] == "report"
+    with caplog.at_level(logging.INFO, logger="prompt_bridge"):
+        *_, report = run(node, "a castle, by greg rutkowski, <lora:detail:0.6>, 8k")
+    lines = report.splitlines()
+    assert lines[0].startswith("Prompt Bridge sd15 -> sd21: ")
+    assert any("<lora:detail:0.6>" in line and "LoraLoader node" in line for line in lines)
+    assert any(line.startswith("changed (networks)") for line in lines)
+    assert "--keep-networks" not in report and "networks input to keep" in report
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("LoraLoader" in message for message in logged)
+
+
+# 3. VALIDATE_INPUTS --------------------------------------------------------------------------------------------------
+
+
+def test_validate_inputs_rejects_pairs_without_a_bridge(pack):
+    cls = pack.NODE_CLASS_MAPPINGS["PromptBridge"]
+    assert cls.VALIDATE_INPUTS(source="sd15", target="sd21") is True
+    assert cls.VALIDATE_INPUTS(source="sd15", target="sd14") == (
+        "Prompt Bridge: " + _no_bridge("sd15", "sd14"))
+    assert "unknown target model 'sd9'" in cls.VALIDATE_INPUTS(source="sd15", target="sd9")
+    assert cls.VALIDATE_INPUTS(source=None, target="sd21") is True  # linked: known only when it runs
+
+
+def _no_bridge(source, target):
+    with pytest.raises(ValueError) as error:
+        find_path(source, target)
+    return str(error.value)
+
+
+# 4. installing -------------------------------------------------------------------------------------------------------
+
+LOADER = textwrap.dedent("""
+    import importlib.util, json, logging, os, sys
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    assert importlib.util.find_spec("bridge") is None, "bridge must not be installed here"
+    module_path = sys.argv[1]
+    name = module_path.replace(".", "_x_")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(module_path, "__init__.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
+    out = None
+    if mappings:
+        out = mappings["PromptBridge"]().translate("a castle, embedding:easynegative", "", "sd15", "sd21", 512, 512)
+    print(json.dumps({"nodes": sorted(mappings or {}), "out": out}))
+""")
+
+
+def _load_as_comfyui(module_path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """ComfyUI's load_custom_node, in a Python where ``bridge`` is not installed (no site-packages: -S; tomli on
+    Python 3.10 comes from its own folder)."""
+    extra = []
+    if sys.version_info < (3, 11):
+        extra.append(str(Path(importlib.util.find_spec("tomli").origin).parent.parent))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PYTHONPATH"] = os.pathsep.join(extra)
+    env["PROMPT_BRIDGE_NO_CACHE"] = "1"
+    return subprocess.run([sys.executable, "-S", "-c", LOADER, str(module_path)], check=False, cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_linked_folder_imports_the_core_from_its_clone(tmp_path):
+    custom_nodes = tmp_path / "ComfyUI" / "custom_nodes"
+    custom_nodes.mkdir(parents=True)
+    link = custom_nodes / "prompt_bridge"
+    try:
+        link.symlink_to(NODE_DIR, target_is_directory=True)
+    except OSError:
+        pytest.skip("no symlinks here")
+    done = _load_as_comfyui(link, tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["nodes"] == ["PromptBridge"] and result["out"][0] == "a castle"
+
+
+def test_copied_folder_says_what_to_do_in_one_line(tmp_path, pack):
+    copy = tmp_path / "ComfyUI" / "custom_nodes" / "prompt_bridge"
+    shutil.copytree(NODE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    done = _load_as_comfyui(copy, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["nodes"] == []  # no NODE_CLASS_MAPPINGS: ComfyUI lists it as IMPORT FAILED
+    assert done.stderr.strip() == pack.MISSING_CORE and "\n" not in pack.MISSING_CORE
+    assert "ln -s" in pack.MISSING_CORE
+
+
+def test_requirements_hold_only_what_the_project_declares():
+    """requirements.txt (run by ComfyUI-Manager, or by hand) adds nothing the package does not already declare."""
+    toml = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    project = toml.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)}
+    lines = (NODE_DIR / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    requirements = [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+    assert requirements and all(r in declared for r in requirements)
+    assert not any(r.split(">")[0].split("=")[0] in ("torch", "prompt-bridge") for r in requirements)
