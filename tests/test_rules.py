@@ -358,3 +358,18 @@ def test_user_weak_concept_patterns_fire_with_or_without_a_literal_prefilter(tmp
                           ("wyrmling", False)]:
         t = translate(prompt, knowledge=user)
         assert any("rule weak.dragons" in w for w in t.warnings) == fires, prompt
+
+
+def test_emphasis_is_idempotent_on_its_own_output():
+    """An infotext the A1111 extension wrote ("Prompt bridge: sd15->sd2, rules") says its weights were moved for sd2
+    already: translating it again leaves them as they are (they shrank on every pass: 1.5 -> 1.4 -> 1.32)."""
+    first = translate("a ((castle)), (hill:1.5)", source="sd15", target="sd2")
+    assert first.prompt == "a (castle:1.17), (hill:1.4)"
+    pasted = Recipe.from_infotext(f"{first.prompt}\nSteps: 30, Size: 768x768, Prompt bridge: \"sd15->sd2, rules\"")
+    again = translate(pasted, source="sd15", target="sd2")
+    assert again.prompt == first.prompt and not [c for c in again.changes if c.rule == "emphasis"]
+    assert any("weights kept as written" in note for note in again.notes)
+    # For another target the weights were not moved yet: that bridge's rule applies.
+    onward = translate(Recipe(prompt="a (hill:1.5)", extra={"Prompt bridge": "sd15->sd2, rules"}), source="sd15",
+                       target="sd21")
+    assert onward.prompt == "a (hill:1.4)"

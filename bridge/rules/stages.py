@@ -23,6 +23,7 @@ from bridge.rules.phrases import DROP, KEEP, Item, Phrase, containers, edit_phra
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
 
 if TYPE_CHECKING:
+    from bridge.models import ModelSpec
     from bridge.rules.knowledge import Rule
     from bridge.rules.work import NegativeKind, Work
 
@@ -116,8 +117,32 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
 # emphasis
 
 
+BRIDGED_KEY = "Prompt bridge"  # the infotext key the A1111 extension writes: "sd15->sd2, rules"
+
+
+def bridged_for(extra: dict[str, str], target: ModelSpec) -> bool:
+    """Whether infotext ``extra`` says a bridge already translated this prompt for ``target``.
+
+    >>> from bridge.models import get_model
+    >>> bridged_for({"Prompt bridge": "sd15->sd2, rules"}, get_model("sd2"))
+    True
+    >>> bridged_for({"Prompt bridge": "sd15->sd2, rules"}, get_model("sdxl"))
+    False
+    """
+    route = extra.get(BRIDGED_KEY, "").split(",")[0]
+    if "->" not in route:
+        return False
+    done = route.rsplit("->", 1)[1].strip().lower()
+    return done == target.key or done in (alias.lower() for alias in target.aliases)
+
+
 def emphasis(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
+    if bridged_for(work.recipe.extra, work.target):
+        # Its weights were moved toward 1.0 for this target already: moving them again would shrink them on every
+        # pass (1.5 -> 1.4 -> 1.32). A plain weight cannot tell, so the infotext's own record decides.
+        work.notes.append(f"weights kept as written: the infotext says they were translated for {work.target.key}")
+        return
     toward_one, leave_within = rule.params.toward_one, rule.params.leave_within
     low, high = rule.params.keep_outside
     for label, prompt in _prompts(work):
