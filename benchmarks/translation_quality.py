@@ -420,7 +420,6 @@ class Artists:
             self._found[text] = found
         return found
 
-
     def credited(self, text: str) -> bool:
         """Whether ``text`` names an artist: a whole name, or a surname after "by" / "style of"."""
         return bool(self.find(text)) or any(

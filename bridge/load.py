@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["load_translator", "make_recipe", "translate"]
 
+
 def make_recipe(prompt: str | Recipe, negative_prompt: str | None = None, **settings: Any) -> Recipe:
     """A Recipe from a prompt (or a Recipe) plus settings; unknown setting names are an error that lists the valid."""
     unknown = sorted(set(settings) - set(RECIPE_SETTINGS))

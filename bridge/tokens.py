@@ -189,7 +189,6 @@ def _bpe(word: str) -> tuple[str, ...]:
     return tuple(symbols)
 
 
-
 def clean(text: str) -> str:
     """CLIP's text cleaning: the ftfy subset, HTML entities (twice), whitespace collapsed, lower case.
 

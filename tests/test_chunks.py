@@ -164,7 +164,6 @@ def test_fit_check_agrees_with_chunking(real_prompts):
     assert [_fits(p) for p in real_prompts[:3000]] == [fits_by_chunks(p) for p in real_prompts[:3000]]
 
 
-
 # --------------------------------------------------------------------------------------------------------------------
 # The chunker against a token-by-token reference (A1111's loop in sd_hijack_clip.tokenize_line, written plainly)
 
@@ -256,8 +255,6 @@ def test_chunker_takes_any_kind_of_token(parts, backtrack):
     as_ids = [[ids.setdefault(t, 1000 + len(ids)) for t in run] for run in runs]
     assert (chunk_spans(as_ids, 267, comma_backtrack=backtrack)
             == chunk_spans(runs, COMMA, comma_backtrack=backtrack))
-
-
 
 
 @settings(max_examples=400, deadline=None)

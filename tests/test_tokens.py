@@ -146,7 +146,6 @@ print(heavy, read_at_import, read_on_common, read_on_count)
     assert result.stdout.split("\n")[0] == "[] False False True"
 
 
-
 def test_a_short_prompt_is_checked_without_loading_the_vocabulary():
     code = ("import bridge, bridge.tokens as t; "
             "bridge.translate('a castle on a hill, by greg rutkowski, <lora:detail:0.6>, 8k, trending on artstation');"
