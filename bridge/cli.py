@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from bridge.cli_output import InputError, from_dialect, stdin_lines, to_dialect
+from bridge.cli_output import InputError, from_dialect, stdin_lines, to_dialect, with_embeddings
 from bridge.workflows.common import UsageError  # a bad flag value or missing argument: exit 2
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -230,7 +230,7 @@ class _Run:
         self.rows: list = []  # MigrationRow for --report
         self.results: list = []  # one recipe per library item, for write_library
         self.kinds: Counter = Counter()
-        self.flush = False
+        self.flush, self.embeddings = False, {}  # embeddings: ComfyUI's embedding:NAME words read (name -> as written)
 
     def run(self, stdin: TextIO) -> int:
         from bridge.recipe import Recipe
@@ -244,7 +244,8 @@ class _Run:
                 if not line.strip():
                     self.emit(recipe, None, line=number)
                     continue
-                translation = self.translator.translate(self.from_dialect(recipe), self.options)
+                self.embeddings = {}  # a line's embedding:NAME words are its own (read before the options are made)
+                translation = self.translator.translate(self.from_dialect(recipe), self.options_read())
                 self.emit(recipe, translation, label=f"line {number}", line=number)
         else:
             self.run_batch(items, recipes)
@@ -257,7 +258,7 @@ class _Run:
 
         args = self.args
         count = len(recipes)
-        translated = translate_all(self.translator, [self.from_dialect(r) for r in recipes], self.options,
+        translated = translate_all(self.translator, [self.from_dialect(r) for r in recipes], self.options_read(),
                                    _jobs(args, self.translator, count))
         # A .txt read by the library skips blank lines: they come back as blank answers, so line N answers line N.
         fill = items is not None and Path(args.input).is_file() and all(i.kind == "text" for i in items)
@@ -281,7 +282,10 @@ class _Run:
                 self.emit(recipe, translation, label=item.key, key=item.key, line=item.line)
 
     def from_dialect(self, recipe):
-        return from_dialect(recipe, self.args.input_dialect, self.warn)
+        return from_dialect(recipe, self.args.input_dialect, self.warn, self.embeddings)
+
+    def options_read(self):  # after reading: the user's embedding:NAME words added (one options object per batch)
+        return with_embeddings(self.options, self.embeddings)
 
     def warn(self, message: str, kind: str) -> None:
         self.kinds[kind] += 1
@@ -295,7 +299,7 @@ class _Run:
 
         args = self.args
         if translation is not None:
-            translation = to_dialect(translation, args.dialect)
+            translation = to_dialect(translation, args.dialect, self.embeddings)
             for warning in translation.warnings:
                 self.warn(f"{label}: {warning}" if label else warning, kind=warning_kind(warning))
             self.rows.append(MigrationRow(label or "prompt", recipe.prompt, recipe.negative_prompt, translation))
@@ -382,8 +386,7 @@ def _options(args: argparse.Namespace):
         network_map=_read_network_map(args.network_map) if args.network_map else {},
         embeddings=_read_embeddings(args.embeddings) if args.embeddings else (),
         disable=tuple(args.disable_rule),
-        knowledge=args.knowledge,
-        style_budget=args.style_budget,
+        knowledge=args.knowledge, style_budget=args.style_budget,
     )
 
 

@@ -39,27 +39,41 @@ def stdin_lines(stdin: TextIO) -> Iterator[str]:
         offset += len(raw)
 
 
-def from_dialect(recipe, dialect: str, warn):
-    """Input prompts in compel or ComfyUI syntax become A1111 syntax, the bridge's own."""
+def from_dialect(recipe, dialect: str, warn, embeddings: dict[str, str] | None = None):
+    """Input prompts in compel or ComfyUI syntax become A1111 syntax, the bridge's own; the names of ComfyUI's
+    ``embedding:NAME`` words go into ``embeddings`` (A1111 name -> as written), for the options and for
+    :func:`to_dialect` to write the prefix back."""
     if dialect == "a1111":
         return recipe
     from bridge.dialects import to_a1111
 
     prompt, negative = to_a1111(recipe.prompt, dialect), to_a1111(recipe.negative_prompt, dialect)
+    if embeddings is not None:
+        embeddings.update({**negative.embeddings, **prompt.embeddings})
     for warning in dict.fromkeys(prompt.warnings + negative.warnings):
         warn(f"reading {dialect}: {warning}", warning_kind(f"reading {dialect}: {warning}"))
     return recipe.replace(prompt=prompt.text, negative_prompt=negative.text)
 
 
-def to_dialect(translation, dialect: str):
-    """The translated prompts written in the requested front end's syntax."""
+def with_embeddings(options, embeddings: Mapping[str, str]):
+    """``options`` with the names the user wrote as ``embedding:NAME`` added to their embeddings."""
+    from dataclasses import replace
+
+    added = [name for name in embeddings if name not in options.embeddings]
+    return replace(options, embeddings=(*options.embeddings, *added)) if added else options
+
+
+def to_dialect(translation, dialect: str, embeddings: Mapping[str, str] | None = None):
+    """The translated prompts written in the requested front end's syntax (ComfyUI: ``embeddings`` that stay get
+    their ``embedding:`` prefix back)."""
     if dialect == "a1111":
         return translation
     from dataclasses import replace
 
     from bridge.dialects import from_a1111
 
-    prompt, negative = from_a1111(translation.prompt, dialect), from_a1111(translation.negative_prompt, dialect)
+    prompt = from_a1111(translation.prompt, dialect, embeddings)
+    negative = from_a1111(translation.negative_prompt, dialect, embeddings)
     warnings = [*translation.warnings, *(f"writing {dialect}: {w}" for w in
                                          dict.fromkeys(prompt.warnings + negative.warnings))]
     recipe = translation.recipe.replace(prompt=prompt.text, negative_prompt=negative.text)

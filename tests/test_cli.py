@@ -332,6 +332,30 @@ def test_dialects_in_and_out():
     assert bad.code == 2 and "valid dialects: a1111, compel, comfyui" in one_line_error(bad)
 
 
+def test_comfyui_embedding_words_are_the_users_embeddings_in_a_batch(tmp_path):
+    """--input-dialect comfyui: embedding:NAME names one of the user's SD1 embeddings, flagged and removed even when
+    the bridge does not know the name. A file is read whole before translating, so one options object holds the
+    names of every recipe (line 2's bare my_char is then an embedding too); kept, a name gets its prefix back."""
+    src = tmp_path / "p.txt"
+    src.write_text("portrait, embedding:my_char\na castle, my_char\n", encoding="utf-8")
+    r = run("--input-dialect", "comfyui", "--dialect", "comfyui", "--input", str(src))
+    assert r.code == 0 and r.out == "portrait\na castle\n"
+    assert "p.txt:1: removed embedding 'my_char'" in r.err and "p.txt:2: removed embedding 'my_char'" in r.err
+    kept = run("--keep-networks", "--input-dialect", "comfyui", "--dialect", "comfyui", "--input", str(src))
+    assert kept.out == "portrait, embedding:my_char\na castle, embedding:my_char\n"
+    assert run("--input-dialect", "comfyui", "--input", str(src)).out == "portrait\na castle\n"  # written as A1111
+
+
+def test_comfyui_embedding_words_streamed_belong_to_their_line():
+    r = run("--input-dialect", "comfyui", "--dialect", "comfyui", stdin="portrait, embedding:chars/my_char.pt\n"
+            "a castle, my_char\n")
+    assert r.out == "portrait\na castle, my_char\n"  # line 2 never named my_char an embedding
+    assert "line 1: removed embedding 'my_char'" in r.err and "line 2" not in r.err
+    kept = run("--keep-networks", "--input-dialect", "comfyui", "--dialect", "comfyui",
+               stdin="portrait, (embedding:chars/my_char.pt:1.2)\n")
+    assert kept.out.startswith("portrait, (embedding:chars/my_char.pt:1.")
+
+
 def test_large_library_in_worker_processes_gives_the_same_output(tmp_path):
     from itertools import cycle, islice
 

@@ -144,7 +144,7 @@ def test_linked_folder_imports_the_core_from_its_clone(tmp_path):
     done = _load_as_comfyui(link, tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["nodes"] == ["PromptBridge"] and result["out"][0] == "a castle"
+    assert result["nodes"] == ["PromptBridge", "PromptBridgeParts"] and result["out"][0] == "a castle"
 
 
 def test_copied_folder_says_what_to_do_in_one_line(tmp_path, pack):
@@ -166,3 +166,51 @@ def test_requirements_hold_only_what_the_project_declares():
     requirements = [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
     assert requirements and all(r in declared for r in requirements)
     assert not any(r.split(">")[0].split("=")[0] in ("torch", "prompt-bridge") for r in requirements)
+
+
+# 5. BREAK and AND: the parts node --------------------------------------------------------------------------------------
+
+
+def test_parts_node_returns_break_and_and_parts_for_concat_and_combine(pack):
+    """ComfyUI's nodes.py: ConditioningConcat.concat(conditioning_to, conditioning_from) appends the first cond of
+    conditioning_from along the token axis (A1111's BREAK: a new 75-token chunk); ConditioningCombine.combine(
+    conditioning_1, conditioning_2) returns both conds (AND: composable diffusion). The parts node gives each part
+    for its own CLIPTextEncode, how many there are and the layout that says which join goes where."""
+    cls = pack.NODE_CLASS_MAPPINGS["PromptBridgeParts"]
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS["PromptBridgeParts"] == "Prompt Bridge (parts)"
+    assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
+    assert cls.RETURN_NAMES[-1] == "report" and cls.INPUT_TYPES()["optional"]["dialect"][1]["default"] == "a1111"
+    out = dict(zip(cls.RETURN_NAMES, cls().translate_parts(
+        "a castle on a hill, (stone:1.3) BREAK thick fog AND a dragon", "blurry", "sd15", "sd21", 512, 512,
+        disable_rules="emphasis")))
+    assert [out["part_1"], out["part_2"], out["part_3"], out["part_4"]] == [
+        "a castle on a hill, (stone:1.3)", "thick fog", "a dragon", ""]
+    assert out["count"] == 3 and out["layout"] == "part_1 BREAK part_2 AND part_3"
+    assert "layout: part_1 BREAK part_2 AND part_3" in out["report"] and "BREAK:" not in out["report"]
+    assert out["negative"].startswith("blurry") and (out["width"], out["height"]) == (768, 768)
+
+
+def test_parts_node_joins_what_does_not_fit_into_the_last_output(pack):
+    node = pack.NODE_CLASS_MAPPINGS["PromptBridgeParts"]()
+    parts = node.translate_parts("a BREAK b BREAK c AND d BREAK e", "", "sd15", "sd21", 512, 512)
+    assert parts[:6] == ("a", "b", "c", "d, e", 4, "part_1 BREAK part_2 BREAK part_3 AND part_4")
+    assert "5 parts: this node has 4 outputs" in parts[-1]
+    assert node.translate_parts(" ", "", "sd15", "sd21", 512, 512)[4:6] == (0, "")
+
+
+# 6. weight strength ----------------------------------------------------------------------------------------------------
+
+
+def test_weights_option_rescales_by_a1111s_mean_factor(node):
+    """comfy/sd1_clip.py, ClipTokenWeightEncoder.encode_token_weights: z = (z - z_empty) * w + z_empty, no mean
+    restored; A1111's process_tokens multiplies z by the weights and rescales the chunk to its original mean. The
+    option multiplies each weight by 77 / (77 + sum(w - 1)) over its chunk's tokens; 'as written' is unchanged."""
+    prompt = ", ".join(["(castle:1.5)"] * 20)  # 20 weighted tokens: 77 / (77 + 10) = 0.885 -> 1.33
+    as_written, *_, report = run(node, prompt, disable_rules="emphasis")
+    assert as_written == prompt and "rescaled" not in report and "strength can differ" in report
+    rescaled, *_, report = run(node, prompt, disable_rules="emphasis", weights="rescale for ComfyUI")
+    assert rescaled == ", ".join(["(castle:1.33)"] * 20)
+    assert "notice: weights rescaled for ComfyUI" in report
+    assert type(node).INPUT_TYPES()["optional"]["weights"][0] == ["as written", "rescale for ComfyUI"]
+    with pytest.raises(ValueError, match="unknown weights option"):
+        run(node, prompt, weights="louder")

@@ -444,3 +444,28 @@ def test_comfy_embedding_round_trip_keeps_words_and_weights(words):
     converted = to_a1111(text, "comfyui")
     back = from_a1111(converted.text, "comfyui", converted.embeddings).text
     assert chars(comfy_weights(back)) == chars(comfy_weights(text))
+
+
+# ComfyUI: parts and weight rescaling ----------------------------------------------------------------------------------
+
+
+def test_comfy_parts_split_at_break_and_and():
+    from bridge.dialects import from_a1111_parts
+
+    clauses, warnings = from_a1111_parts("a ((castle)) BREAK BREAK fog, <lora:x:1> AND dog :0.5")
+    assert clauses == [["a (castle:1.21)", "fog,"], ["dog"]]
+    assert any("AND weight :0.5" in w for w in warnings) and any("LoraLoader" in w for w in warnings)
+    assert not any(w.startswith(("BREAK", "AND:")) for w in warnings)
+
+
+def test_comfy_rescale_uses_each_chunks_own_factor():
+    """A1111 restores each 77-position chunk's mean: the factor is 77 / (77 + sum(w - 1)) over that chunk's tokens,
+    so a weight after BREAK, in a chunk of its own, is barely touched; 'as written' is unchanged."""
+    text = ", ".join(["(castle:1.5)"] * 20) + " BREAK (fog:1.5)"
+    assert from_a1111(text, "comfyui").text == ", ".join(["(castle:1.5)"] * 20) + ", (fog:1.5)"
+    rescaled = from_a1111(text, "comfyui", rescale=True).text
+    assert rescaled == ", ".join(["(castle:1.33)"] * 20) + ", (fog:1.49)"  # 77/87*1.5, 77/77.5*1.5
+    assert from_a1111("[fog], " + "(castle:0.5), " * 10, "comfyui", rescale=True).text.startswith(
+        "(fog:0.97), (castle:0.54)")  # below 1 a weight moves toward 1: 77 / (77 - 5.09)
+    with pytest.raises(ValueError, match="not compel"):
+        from_a1111("(a:1.2)", "compel", rescale=True)

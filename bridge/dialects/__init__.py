@@ -55,7 +55,7 @@ from collections.abc import Mapping
 from types import ModuleType
 
 from bridge.dialects import comfyui, compel
-from bridge.dialects.comfyui import COMFY_ROUND, comfy_weights
+from bridge.dialects.comfyui import COMFY_ROUND, comfy_weights, from_a1111_parts
 from bridge.dialects.common import Converted
 from bridge.dialects.compel import compel_weights
 from bridge.dialects.compel_reader import COMPEL_MINUS, COMPEL_PLUS
@@ -69,6 +69,7 @@ __all__ = [
     "comfy_weights",
     "compel_weights",
     "from_a1111",
+    "from_a1111_parts",
     "to_a1111",
 ]
 
@@ -76,19 +77,23 @@ DIALECTS = ("a1111", "compel", "comfyui")
 _MODULES: dict[str, ModuleType] = {"compel": compel, "comfyui": comfyui}
 
 
-def from_a1111(text: str, dialect: str, embeddings: Mapping[str, str] | None = None) -> Converted:
+def from_a1111(text: str, dialect: str, embeddings: Mapping[str, str] | None = None, *,
+               rescale: bool = False) -> Converted:
     """Write an A1111 prompt in ``dialect``, each piece with the weight A1111 gives it.
 
     ``embeddings`` are the ones ``to_a1111`` read from ComfyUI's ``embedding:NAME`` words
     (:attr:`Converted.embeddings`); writing ComfyUI, a name still in the prompt gets its prefix back. Other dialects
-    write embedding names as plain words, as A1111 does.
+    write embedding names as plain words, as A1111 does. ``rescale`` (ComfyUI only) multiplies each weight by A1111's
+    mean-restoring factor for its chunk (:func:`bridge.dialects.comfyui.mean_restored`).
 
     >>> from_a1111("(red:1.3) t-shirt, [fog], c++", "compel").text
     '(red)1.3 t-shirt, (fog)0.91, c+\\\\+'
     """
     module = _module(dialect)
     if module is comfyui:
-        return comfyui.from_a1111(text, embeddings)
+        return comfyui.from_a1111(text, embeddings, rescale=rescale)
+    if rescale:
+        raise ValueError(f"rescaling weights is for ComfyUI's weighting, not {dialect}")
     return module.from_a1111(text) if module else Converted(text)
 
 

@@ -15,6 +15,23 @@ that name, commas around it are stripped and what follows is read as text, so ``
 names an embedding by its file stem alone, written as a plain word. Reading, ``embedding:sub/easynegative.pt`` becomes
 ``easynegative`` and :attr:`Converted.embeddings` remembers the spelling; writing, a name given in ``embeddings`` gets
 its ``embedding:`` word back, with a space before it where ComfyUI would not see a word start.
+
+``BREAK`` and ``AND`` (:func:`from_a1111_parts`): core ComfyUI builds them from nodes (``nodes.py``):
+``ConditioningConcat.concat(conditioning_to, conditioning_from)`` appends the first cond of ``conditioning_from`` to
+each of ``conditioning_to`` along the token axis, as A1111 appends a BREAK's new 75-token chunk;
+``ConditioningCombine.combine(conditioning_1, conditioning_2)`` returns both lists, so the sampler denoises with each
+and sums the results, as A1111 does for ``AND`` (composable diffusion, equal weights).
+
+Weight strength (``rescale``): ComfyUI (``ClipTokenWeightEncoder.encode_token_weights`` in ``comfy/sd1_clip.py``)
+encodes an empty prompt beside the chunk when any weight is not 1 and moves each weighted token away from the empty
+prompt's token at that position, ``z = (z - z_empty) * w + z_empty``; nothing else changes. A1111
+(``process_tokens`` in ``modules/sd_hijack_clip.py``) multiplies each token's ``z`` by its weight, then scales the
+whole 77-position chunk so its mean is the mean before weighting. :func:`mean_restored` estimates that second step:
+taking every position to have the same mean, the factor is ``77 / (77 + sum(w - 1))`` over the chunk's tokens
+(A1111's own 75-token chunks, BREAK included), and each weighted piece's weight is multiplied by it, so ``(x:1.3)``
+comes out a little weaker when much of its chunk is weighted up. Its limits: token means differ; the unweighted
+text, which A1111 scales by the same factor, is left as written; ComfyUI's weight acts on the distance from the empty
+prompt and A1111's on the whole embedding, which no weight number makes equal.
 """
 
 from __future__ import annotations
@@ -22,29 +39,102 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from bridge.chunks import CHUNK_TOKENS, COMMA, chunk_spans
 from bridge.dialects.a1111 import a1111_clauses, a1111_text
 from bridge.dialects.common import NAMES, Clause, Converted, Item, Piece, Warnings, runs, split_space
 from bridge.syntax import Break, NetworkTag, format_weight
+from bridge.tokens import tokenize
 
 COMFY_ROUND = 1.1  # ComfyUI: each ( ) multiplies by 1.1 unless it carries its own :weight
 EMBEDDING_PREFIX = "embedding:"  # ComfyUI's SDTokenizer.embedding_identifier
 _EMBEDDING_WORD = re.compile(r"(?<![^ \n])embedding:([^ \n]*)")  # a word start: segment start, space or newline
 _EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")  # what ComfyUI's load_embed tries after the bare name
+A1111_POSITIONS = CHUNK_TOKENS + 2  # the positions A1111's mean runs over: start token, 75 tokens, end and padding
 
 
-def from_a1111(text: str, embeddings: Mapping[str, str] | None = None) -> Converted:
+def from_a1111(text: str, embeddings: Mapping[str, str] | None = None, *, rescale: bool = False) -> Converted:
     """Write an A1111 prompt as ComfyUI, each piece with the weight A1111 gives it.
 
     ``embeddings`` (A1111 name -> ComfyUI spelling, as :func:`to_a1111` returns them) are written back as
-    ``embedding:`` words wherever the name is still in the prompt.
+    ``embedding:`` words wherever the name is still in the prompt. ``rescale`` multiplies the weights by A1111's
+    mean-restoring factor (:func:`mean_restored`).
 
     >>> from_a1111("a castle, easynegative", {"easynegative": "easynegative"}).text
     'a castle, embedding:easynegative'
     """
     warnings = Warnings()
     names = _name_pattern(embeddings or {})
-    clauses = a1111_clauses(text, "comfyui", warnings)
+    clauses = _clauses(text, warnings, rescale)
     return Converted(_write_comfy(clauses, warnings, names, embeddings or {}), list(warnings), dict(embeddings or {}))
+
+
+def from_a1111_parts(
+    text: str, embeddings: Mapping[str, str] | None = None, *, rescale: bool = False
+) -> tuple[list[list[str]], list[str]]:
+    """An A1111 prompt's ``AND`` clauses, each as its ``BREAK`` parts written as ComfyUI, and the warnings.
+
+    Encode each part with its own CLIPTextEncode, join the parts of a clause with ConditioningConcat and the clauses
+    with ConditioningCombine. A part with no text (``BREAK BREAK``) is left out; clause weights are dropped.
+
+    >>> from_a1111_parts("a (castle:1.2) BREAK fog AND a dog")[0]
+    [['a (castle:1.2)', 'fog'], ['a dog']]
+    """
+    warnings = Warnings()
+    names = _name_pattern(embeddings or {})
+    clauses: list[list[str]] = []
+    for clause in _clauses(text, warnings, rescale):
+        if clause.weight_text:
+            warnings.add(f"AND weight {clause.weight_text}: ConditioningCombine has no weight (ConditioningAverage "
+                         "blends two conditionings); dropped")
+        parts: list[list[Item]] = [[]]
+        for item in clause.items:
+            if isinstance(item, Break):
+                parts.append([])
+            else:
+                parts[-1].append(item)
+        written = [_comfy_text(part, warnings, names, embeddings or {}).strip() for part in parts]
+        clauses.append([part for part in written if part] or [""])
+    return clauses, list(warnings)
+
+
+def _clauses(text: str, warnings: Warnings, rescale: bool) -> list[Clause]:
+    clauses = a1111_clauses(text, "comfyui", warnings)
+    if rescale:
+        clauses = [Clause(mean_restored(c.items), c.weight, c.weight_text) for c in clauses]
+    return clauses
+
+
+def mean_restored(items: list[Item]) -> list[Item]:
+    """One clause's pieces with each weight (not 1) times A1111's mean-restoring factor for its chunk.
+
+    The chunks are A1111's (:func:`bridge.chunks.chunk_spans`, each piece tokenized on its own as A1111 does); a
+    piece cut by a chunk end takes the factor of the chunk it starts in. See the module docstring for the limits.
+
+    >>> [round(p.weight, 3) for p in mean_restored([Piece("a ", 1.0), Piece("castle", 1.5)])]
+    [1.0, 1.49]
+    """
+    tokens: list[list[str]] = [[]]
+    owners: list[list[int]] = [[]]  # the index of the piece each token comes from
+    for index, item in enumerate(items):
+        if isinstance(item, Break):
+            tokens.append([])
+            owners.append([])
+        elif isinstance(item, Piece):
+            found = tokenize(item.text)
+            tokens[-1] += found
+            owners[-1] += [index] * len(found)
+    weights = {i: item.weight for i, item in enumerate(items) if isinstance(item, Piece)}
+    factors: dict[int, float] = {}
+    for span in chunk_spans(tokens, COMMA):
+        owned = owners[span.run][span.start : span.end]
+        total = A1111_POSITIONS + sum(weights[i] - 1 for i in owned)
+        if total <= 0:  # weighted below zero on the whole: A1111's factor flips the sign; left as written
+            continue
+        for i in owned:
+            if weights[i] != 1:
+                factors.setdefault(i, A1111_POSITIONS / total)
+    return [Piece(item.text, weights[i] * factors[i]) if i in factors and isinstance(item, Piece) else item
+            for i, item in enumerate(items)]
 
 
 def to_a1111(text: str) -> Converted:

@@ -1,4 +1,5 @@
-"""prompt-bridge as a ComfyUI custom node pack: the "Prompt Bridge" node (see :mod:`.node`).
+"""prompt-bridge as a ComfyUI custom node pack: the "Prompt Bridge" and "Prompt Bridge (parts)" nodes (see
+:mod:`.node`).
 
 Install: clone prompt-bridge, link this folder into ComfyUI's ``custom_nodes`` and restart ComfyUI (the README's
 "In ComfyUI and AUTOMATIC1111" gives the steps). ComfyUI's ``nodes.py`` (``init_external_custom_nodes`` and
@@ -39,9 +40,9 @@ def locate_core(here: str | Path = __file__) -> str | None:
 
 _problem = locate_core()
 if _problem is None:
-    from .node import PromptBridge
+    from .node import PromptBridge, PromptBridgeParts
 
-    NODE_CLASS_MAPPINGS = {"PromptBridge": PromptBridge}
-    NODE_DISPLAY_NAME_MAPPINGS = {"PromptBridge": "Prompt Bridge"}
+    NODE_CLASS_MAPPINGS = {"PromptBridge": PromptBridge, "PromptBridgeParts": PromptBridgeParts}
+    NODE_DISPLAY_NAME_MAPPINGS = {"PromptBridge": "Prompt Bridge", "PromptBridgeParts": "Prompt Bridge (parts)"}
 else:
     logging.getLogger("prompt_bridge").error(_problem)

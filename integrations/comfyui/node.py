@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from bridge.dialects import from_a1111, to_a1111
+from bridge.dialects import from_a1111, from_a1111_parts, to_a1111
 from bridge.models import find_path, list_models
 from bridge.translation import Translation, translate
 
@@ -22,6 +22,9 @@ LOG = logging.getLogger("prompt_bridge")
 _CLI_HINT = "map it with --network-map or keep it with --keep-networks"  # the rules' wording, for the command line
 _NODE_HINT = "set the node's networks input to keep to keep it"
 _LOADERS = {"lora": "LoraLoader", "lyco": "LoraLoader", "hypernet": "HypernetworkLoader"}
+WEIGHTS = ["as written", "rescale for ComfyUI"]
+_RESCALED = ("weights rescaled for ComfyUI: each weight times A1111's mean-restoring factor for its 75-token chunk "
+             "(an estimate; see the README)")
 
 
 class PromptBridge:
@@ -55,6 +58,9 @@ class PromptBridge:
             "optional": {
                 "dialect": (["comfyui", "a1111"], {"default": "comfyui"}),
                 "disable_rules": ("STRING", {"default": ""}),
+                "weights": (WEIGHTS, {"default": WEIGHTS[0], "tooltip": (
+                    "as written: the A1111 numbers; rescale for ComfyUI: weaker where much of a 75-token chunk is "
+                    "weighted, as A1111 restores the mean after weighting and ComfyUI does not")}),
             },
         }
 
@@ -73,26 +79,99 @@ class PromptBridge:
         return True
 
     def translate(self, text: str, negative: str, source: str, target: str, width: int, height: int,
-                  networks: str = "remove", dialect: str = "comfyui", disable_rules: str = "") -> tuple:
+                  networks: str = "remove", dialect: str = "comfyui", disable_rules: str = "",
+                  weights: str = WEIGHTS[0]) -> tuple:
         if not text.strip():
             return (text, negative, width, height, "")  # an empty prompt stays empty: nothing to translate
-        read, read_negative = to_a1111(text, dialect), to_a1111(negative, dialect) if negative.strip() else None
-        embeddings = {**(read_negative.embeddings if read_negative else {}), **read.embeddings}
-        disable = tuple(r.strip() for r in disable_rules.replace(",", " ").split() if r.strip())
-        t = translate(read.text, source=source, target=target,
-                      negative_prompt=read_negative.text if read_negative else "", networks=networks,
-                      embeddings=tuple(embeddings), disable=disable, width=width, height=height)
-        positive_out, negative_out = from_a1111(t.prompt, dialect, embeddings), from_a1111(t.negative_prompt, dialect,
-                                                                                          embeddings)
-        lines = _report(t, dialect, [*read.warnings, *(read_negative.warnings if read_negative else [])],
-                        [*positive_out.warnings, *negative_out.warnings])
-        for line in lines[1:]:
-            LOG.log(logging.INFO if line.startswith("changed") else logging.WARNING, "Prompt Bridge: %s", line)
+        t, embeddings, reading = _translate(text, negative, source, target, width, height, networks, dialect,
+                                            disable_rules)
+        rescale = _rescale(weights, dialect)
+        positive_out = from_a1111(t.prompt, dialect, embeddings, rescale=rescale)
+        negative_out = from_a1111(t.negative_prompt, dialect, embeddings, rescale=rescale)
+        lines = _report(t, dialect, reading, [*positive_out.warnings, *negative_out.warnings], rescale)
         return (positive_out.text, negative_out.text, t.recipe.width or width, t.recipe.height or height,
                 "\n".join(lines))
 
 
-def _report(t: Translation, dialect: str, reading: list[str], writing: list[str]) -> list[str]:
+MAX_PARTS = 4
+
+
+class PromptBridgeParts(PromptBridge):
+    """The translated prompt's BREAK and AND parts, each for its own CLIPTextEncode (ComfyUI's syntax out).
+
+    ``part_1`` … ``part_4`` in prompt order (unused ones empty), ``count`` (how many are used) and ``layout``, the
+    joins: ``part_1 BREAK part_2 AND part_3`` means ConditioningConcat(conditioning_to=part_1,
+    conditioning_from=part_2), then ConditioningCombine of that and part_3. Parts past the fourth are joined into
+    ``part_4`` with ", ", with a warning. The negative prompt is one string, its BREAKs flattened as in Prompt Bridge.
+    """
+
+    RETURN_TYPES = (*("STRING",) * MAX_PARTS, "INT", "STRING", "STRING", "INT", "INT", "STRING")
+    RETURN_NAMES = (*(f"part_{n}" for n in range(1, MAX_PARTS + 1)), "count", "layout", "negative", "width",
+                    "height", "report")
+    OUTPUT_TOOLTIPS = (
+        *(f"part {n} of the translated prompt: encode it with its own CLIPTextEncode" for n in range(1, MAX_PARTS + 1)),
+        "how many parts are used (the rest are empty: leave them unwired)",
+        "how to join the encoded parts: BREAK = ConditioningConcat, AND = ConditioningCombine",
+        "the negative prompt for the target model",
+        "a width the target model renders well",
+        "a height the target model renders well",
+        "what changed, warnings and what to do in ComfyUI: show it with a Preview Any node",
+    )
+    FUNCTION = "translate_parts"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:  # ComfyUI calls it by this name
+        inputs = super().INPUT_TYPES()
+        # BREAK and AND are A1111's: ComfyUI's syntax has no such operators, so the prompt is read as A1111 by default
+        inputs["optional"]["dialect"] = (["a1111", "comfyui"], {"default": "a1111", "tooltip": (
+            "how the prompt is written; the parts come out in ComfyUI's syntax either way")})
+        return inputs
+    DESCRIPTION = ("Like Prompt Bridge, with the translated prompt's BREAK and AND parts apart, for ConditioningConcat "
+                   "and ConditioningCombine.")
+
+    def translate_parts(self, text: str, negative: str, source: str, target: str, width: int, height: int,
+                        networks: str = "remove", dialect: str = "a1111", disable_rules: str = "",
+                        weights: str = WEIGHTS[0]) -> tuple:
+        empty = ("",) * (MAX_PARTS - 1)
+        if not text.strip():
+            return (text, *empty, 0, "", negative, width, height, "")  # nothing to translate, no part to encode
+        t, embeddings, reading = _translate(text, negative, source, target, width, height, networks, dialect,
+                                            disable_rules)
+        rescale = _rescale(weights, "comfyui")
+        clauses, writing = from_a1111_parts(t.prompt, embeddings, rescale=rescale)
+        negative_out = from_a1111(t.negative_prompt, "comfyui", embeddings, rescale=rescale)
+        slots = [(number, part) for number, parts in enumerate(clauses) for part in parts]
+        if len(slots) > MAX_PARTS:
+            writing.append(f"{len(slots)} parts: this node has {MAX_PARTS} outputs, parts {MAX_PARTS}-{len(slots)} "
+                           f"are joined into part_{MAX_PARTS} with ', '")
+            slots[MAX_PARTS - 1:] = [(slots[MAX_PARTS - 1][0], ", ".join(part for _, part in slots[MAX_PARTS - 1:]))]
+        layout = " ".join(("" if i == 0 else "AND " if slots[i - 1][0] != number else "BREAK ") + f"part_{i + 1}"
+                          for i, (number, _) in enumerate(slots))
+        lines = _report(t, "comfyui", reading, [*writing, *negative_out.warnings], rescale)
+        lines.insert(1, f"layout: {layout}")
+        texts = [part for _, part in slots] + [""] * (MAX_PARTS - len(slots))
+        return (*texts, len(slots), layout, negative_out.text, t.recipe.width or width, t.recipe.height or height,
+                "\n".join(lines))
+
+
+def _translate(text: str, negative: str, source: str, target: str, width: int, height: int, networks: str,
+               dialect: str, disable_rules: str) -> tuple[Translation, dict[str, str], list[str]]:
+    """The translation of the prompts read in ``dialect``, the embeddings read, and the reading's warnings."""
+    read, read_negative = to_a1111(text, dialect), to_a1111(negative, dialect) if negative.strip() else None
+    embeddings = {**(read_negative.embeddings if read_negative else {}), **read.embeddings}
+    disable = tuple(r.strip() for r in disable_rules.replace(",", " ").split() if r.strip())
+    t = translate(read.text, source=source, target=target, negative_prompt=read_negative.text if read_negative else "",
+                  networks=networks, embeddings=tuple(embeddings), disable=disable, width=width, height=height)
+    return t, embeddings, [*read.warnings, *(read_negative.warnings if read_negative else [])]
+
+
+def _rescale(weights: str, dialect: str) -> bool:
+    if weights not in WEIGHTS:
+        raise ValueError(f"Prompt Bridge: unknown weights option {weights!r}; valid: {', '.join(WEIGHTS)}")
+    return weights == WEIGHTS[1] and dialect == "comfyui"
+
+
+def _report(t: Translation, dialect: str, reading: list[str], writing: list[str], rescale: bool = False) -> list[str]:
     """The report: a summary line, then one line per change, warning and notice (each once)."""
     lines: list[str] = []
 
@@ -114,7 +193,11 @@ def _report(t: Translation, dialect: str, reading: list[str], writing: list[str]
     for warning in writing:
         if warning not in reading:  # the weights warning reads the same both ways
             add(f"notice: writing {dialect}: {warning}")
+    if rescale:
+        add(f"notice: {_RESCALED}")
     for note in t.notes:
         add(f"note: {note}")
     counts = sum(line.startswith("changed") for line in lines), sum(line.startswith("warning") for line in lines)
+    for line in lines:
+        LOG.log(logging.INFO if line.startswith("changed") else logging.WARNING, "Prompt Bridge: %s", line)
     return [f"Prompt Bridge {t.source} -> {t.target}: {counts[0]} changes, {counts[1]} warnings", *lines]
