@@ -122,10 +122,12 @@ LOADER = textwrap.dedent("""
 
 def _load_as_comfyui(module_path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     """ComfyUI's load_custom_node, in a Python where ``bridge`` is not installed (no site-packages: -S; tomli on
-    Python 3.10 comes from its own folder)."""
+    Python 3.10 is copied to a folder of its own, since its site-packages may hold an installed ``bridge``)."""
     extra = []
     if sys.version_info < (3, 11):
-        extra.append(str(Path(importlib.util.find_spec("tomli").origin).parent.parent))
+        deps = tmp_path / "deps"
+        shutil.copytree(Path(importlib.util.find_spec("tomli").origin).parent, deps / "tomli")
+        extra.append(str(deps))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONPATH"] = os.pathsep.join(extra)
     env["PROMPT_BRIDGE_NO_CACHE"] = "1"
