@@ -23,7 +23,9 @@ negative weight ``(x:-1)``     written as 0; warning                         kep
 ``c++``, ``a - b`` in a group  ``c+\\+``, ``(a \\- b)``: escaped; warning     plain
 ``BREAK``                      ``("a", "b").and()``: the same mechanism      removed, parts joined with ", "; warning
 ``a AND b :0.5``               ``("a", "b").and(1, 0.5)``; warning           the word AND kept, weights dropped;
-                                                                             warning
+                                                                             warning (the node "Prompt Bridge
+                                                                             (parts)" returns BREAK and AND parts
+                                                                             apart: comfyui.from_a1111_parts)
 lone clause weight ``a :1.2``  dropped; warning                              dropped; warning
 ``[a:b:0.5]``, ``[a|b]``       kept as literal text; warning                 kept as literal text; warning
 ``<lora:name:0.8>``            ``withLora(name, 0.8)``; warning (the app     removed; warning (use a LoraLoader node)
