@@ -211,6 +211,9 @@ def test_img2img_keeps_its_size_by_default(host):
 def test_warnings_shown_in_the_ui_and_the_infotext(host):
     out = run(host, a1111.Processing(prompt=SD1, negative_prompt="easynegative"), args())
     assert "removed <lora:detail:0.6>" in out.comments and "easynegative" in out.comments
+    # the hint names this extension's checkbox, not the command line's flags
+    assert 'tick "Keep SD1 LoRA/hypernetwork tags and embeddings" to keep it' in out.comments
+    assert "--keep-networks" not in out.comments and "--network-map" not in out.comments
     assert "Prompt bridge warnings:" in out.images[0]["infotext"]
     assert 'Prompt bridge: "sd15->sd21, rules"' in out.images[0]["infotext"]
 

@@ -38,6 +38,11 @@ def _prompts(work: Work) -> tuple[tuple[str, Prompt], ...]:
 # networks
 
 
+# How the warnings about SD1 networks end: the command line's flags. A front end with its own controls (the ComfyUI
+# node, the A1111 extension) puts its own words in place of this text.
+NETWORK_HINT = "map it with --network-map or keep it with --keep-networks"
+
+
 def networks(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
     pattern = work.plan.embedding_pattern
@@ -74,7 +79,7 @@ def _tags(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item] | No
         else:
             work.record(rule, item.text, "")
             work.warnings.append(f"removed {item.text} from the {label}: an SD1 {item.kind} does not load on "
-                                 f"{target}; map it with --network-map or keep it with --keep-networks")
+                                 f"{target}; " + NETWORK_HINT)
             if out and isinstance(out[-1], str):
                 out[-1] = out[-1].rstrip()
     return tidy(out) if has_content(out) else DROP
@@ -101,7 +106,7 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
             return name
         work.record(rule, name, "")
         work.warnings.append(f"removed embedding {name!r} from the {label}: SD1 textual inversions do not load on "
-                             f"{target}; map it with --network-map or keep it with --keep-networks")
+                             f"{target}; " + NETWORK_HINT)
         return ""
 
     changed = tidy([pattern.sub(swap, t) if isinstance(t, str) else t for t in texts])

@@ -14,12 +14,12 @@ import logging
 
 from bridge.dialects import from_a1111, from_a1111_parts, to_a1111
 from bridge.models import find_path, list_models
+from bridge.rules.stages import NETWORK_HINT
 from bridge.translation import Translation, translate
 
 MODEL_KEYS = [m.key for m in list_models()]
 LOG = logging.getLogger("prompt_bridge")
 
-_CLI_HINT = "map it with --network-map or keep it with --keep-networks"  # the rules' wording, for the command line
 _NODE_HINT = "set the node's networks input to keep to keep it"
 _LOADERS = {"lora": "LoraLoader", "lyco": "LoraLoader", "hypernet": "HypernetworkLoader"}
 WEIGHTS = ["as written", "rescale for ComfyUI"]
@@ -182,7 +182,7 @@ def _report(t: Translation, dialect: str, reading: list[str], writing: list[str]
     for change in t.changes:
         add(f"changed ({change.rule}): {change.before!r} -> {change.after!r}")
     for warning in t.warnings:
-        add("warning: " + warning.replace(_CLI_HINT, _NODE_HINT))
+        add("warning: " + warning.replace(NETWORK_HINT, _NODE_HINT))
     for change in t.changes:
         kind = change.before[1:].split(":", 1)[0].lower() if change.before.startswith("<") else ""
         if change.rule == "networks" and not change.after and kind:

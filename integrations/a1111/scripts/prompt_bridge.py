@@ -41,6 +41,8 @@ except ImportError:  # older: an accordion holding a checkbox
 INFOTEXT_KEY = "Prompt bridge"
 WARNINGS_KEY = "Prompt bridge warnings"
 LOADED = "loaded checkpoint"  # the target choice resolved when generating
+KEEP_LABEL = "Keep SD1 LoRA/hypernetwork tags and embeddings"
+KEEP_HINT = f'tick "{KEEP_LABEL}" to keep it'  # in place of the rules' command-line hint
 MISSING_CORE = (
     "prompt-bridge: the extension cannot find the bridge package; link integrations/a1111 from a prompt-bridge "
     "clone instead of copying it (ln -s /path/to/prompt-bridge/integrations/a1111 "
@@ -65,6 +67,7 @@ if PROBLEM is None:
     from bridge.load import translate
     from bridge.models import NoBridgeError, detect_model, find_path, get_model, list_bridges, list_models
     from bridge.recipe import Recipe
+    from bridge.rules.stages import NETWORK_HINT
 else:
     print(PROBLEM, file=sys.stderr)
 
@@ -152,8 +155,8 @@ class Run:
         except ValueError as error:
             self.warn(p, f"left as written: {error}")
             return prompt, negative
-        for warning in t.warnings:
-            self.warn(p, warning)
+        for warning in t.warnings:  # this extension's control, not the command line's flags
+            self.warn(p, warning.replace(NETWORK_HINT, KEEP_HINT))
         return t.prompt, t.negative_prompt
 
     def warn(self, p, text: str) -> None:
@@ -222,7 +225,7 @@ class Script(scripts.Script):
         target = gr.Dropdown(label="Generate with", choices=target_choices("sd15"), value=LOADED,
                              elem_id=self.elem_id("target"))
         source.change(fn=_update_targets, inputs=[source, target], outputs=[target])
-        keep_networks = gr.Checkbox(label="Keep SD1 LoRA/hypernetwork tags and embeddings", value=False,
+        keep_networks = gr.Checkbox(label=KEEP_LABEL, value=False,
                                     elem_id=self.elem_id("keep_networks"))
         # img2img and inpaint: a new size would resize the init image, so it is off there unless asked for
         set_size = gr.Checkbox(label="Also set the target's size (and the hires fix)", value=not is_img2img,
