@@ -4,7 +4,10 @@ The session-scoped models are shared by every test that asks for them: treat the
 model (moves it, changes its memory format, compiles it) builds its own with `bridge.testing`.
 """
 
+import csv
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +47,16 @@ def tiny_clip(torch_one_thread):
     from bridge.testing import tiny_open_clip
 
     return tiny_open_clip()
+
+
+CORPORA = Path(__file__).resolve().parents[1] / "data" / "corpora"  # shipped copies of the shared corpora
+
+
+@pytest.fixture(scope="session")
+def real_prompts() -> list[str]:
+    """Every prompt of the shipped DiffusionDB and PartiPrompts copies (tokens and chunks are checked on them)."""
+    prompts = [json.loads(line)["prompt"]
+               for line in (CORPORA / "diffusiondb_prompts.jsonl").read_text(encoding="utf-8").splitlines()]
+    with (CORPORA / "parti_prompts.tsv").open(encoding="utf-8", newline="") as f:
+        prompts += [row["Prompt"] for row in csv.DictReader(f, delimiter="\t")]
+    return prompts

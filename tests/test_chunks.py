@@ -1,10 +1,7 @@
 """bridge.chunks: A1111's chunking and overflow warnings, each against a token-by-token reference; the fit check."""
 
-import csv
 import doctest
 import itertools
-import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,21 +12,9 @@ from bridge.chunks import CHUNK_TOKENS, Chunk, chunk, overflows
 from bridge.syntax import PromptSyntaxError, attention
 from bridge.tokens import count_tokens, tokenize
 
-REPO = Path(__file__).resolve().parents[1]
-CORPORA = REPO / "data" / "corpora"  # shipped copies of the shared corpora (see its SOURCES.md)
-DIFFUSIONDB = CORPORA / "diffusiondb_prompts.jsonl"
-PARTI = CORPORA / "parti_prompts.tsv"
 SOUP = ("portrait of a knight, highly detailed, digital painting, artstation, concept art, smooth, sharp focus, "
         "illustration, art by greg rutkowski and alphonse mucha, 8k, octane render, unreal engine, "
         "trending on artstation, masterpiece, best quality, intricate, elegant, cinematic lighting, volumetric fog")
-
-
-@pytest.fixture(scope="module")
-def real_prompts() -> list[str]:
-    prompts = [json.loads(line)["prompt"] for line in DIFFUSIONDB.read_text(encoding="utf-8").splitlines()]
-    with PARTI.open(encoding="utf-8", newline="") as f:
-        prompts += [row["Prompt"] for row in csv.DictReader(f, delimiter="\t")]
-    return prompts
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """bridge.tokens: CLIP BPE token counts equal to open_clip's, BPE merges as the reference does, a light import."""
 
-import csv
 import doctest
 import fnmatch
 import html
@@ -25,17 +24,6 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-CORPORA = REPO / "data" / "corpora"  # shipped copies of the shared corpora (see its SOURCES.md)
-DIFFUSIONDB = CORPORA / "diffusiondb_prompts.jsonl"
-PARTI = CORPORA / "parti_prompts.tsv"
-
-
-@pytest.fixture(scope="module")
-def real_prompts() -> list[str]:
-    prompts = [json.loads(line)["prompt"] for line in DIFFUSIONDB.read_text(encoding="utf-8").splitlines()]
-    with PARTI.open(encoding="utf-8", newline="") as f:
-        prompts += [row["Prompt"] for row in csv.DictReader(f, delimiter="\t")]
-    return prompts
 
 
 @pytest.fixture(scope="module")
