@@ -108,8 +108,9 @@ GROSS_MEAN_TARGET, GROSS_MAX_TARGET = 8, 16
 # --------------------------------------------------------------------------------------------------------------------
 # Text: phrases, words, tokens
 
-# a "." before a space ends a phrase, but not between digits as DiffusionDB spells them ("f / 1. 8")
-_DELIMITER = re.compile(r"[,;!|+]|(?<!\d)\.+(?=\s|$)|(?<=\d)\.+(?!\s*\d)(?=\s|$)|\bBREAK\b")
+# a "." before a space, a closing bracket or a weight ends a phrase ("(a. b.:1.4) c" has three), but not between
+# digits as DiffusionDB spells them ("f / 1. 8")
+_DELIMITER = re.compile(r"[,;!|+]|(?<!\d)\.+(?=[\s)\]]|:\s*-?\d|$)|(?<=\d)\.+(?!\s*\d)(?=\s|$)|\bBREAK\b")
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 _ITEM = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*|[^\w\s]")  # what the diff compares: words and punctuation marks
 _WEIGHT = re.compile(r":\s*-?\d+(?:\.\d+)?")

@@ -322,12 +322,12 @@ def test_bad_report_suffix_and_bad_library_rows(tmp_path):
 
 def test_dialects_in_and_out():
     comfy = run("--dialect", "comfyui", "a ((castle:1.5)), [[fog]]")
-    assert comfy.code == 0 and comfy.out == "a (castle:1.52), (fog:0.86)\n"  # the same weights, ComfyUI notation
+    assert comfy.code == 0 and comfy.out == "a (castle:1.4), (fog:0.83)\n"  # 1.65 capped; [[fog]] as ComfyUI writes it
     assert "writing comfyui" in comfy.err
     compel_in = run("--input-dialect", "compel", "a castle++, (blue sky)1.3")
-    assert compel_in.out == "a (castle:1.17), (blue sky:1.24)\n"
+    assert compel_in.out == "a (castle:1.21), (blue sky:1.3)\n"  # under the cap: the same weights, A1111 notation
     comfy_in = run("--input-dialect", "comfyui", "--dialect", "comfyui", "a [castle], ((sky:1.5))")
-    assert comfy_in.out == "a [castle], (sky:1.4)\n"  # [x] is plain text in ComfyUI; 1.5 moved toward 1.0
+    assert comfy_in.out == "a [castle], (sky:1.4)\n"  # [x] is plain text in ComfyUI; 1.5 capped
     bad = run("--input-dialect", "invoke", "a cat")
     assert bad.code == 2 and "valid dialects: a1111, compel, comfyui" in one_line_error(bad)
 

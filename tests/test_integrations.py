@@ -46,9 +46,9 @@ def test_comfyui_node_matches_bridge_translate(comfy):
 
 def test_comfyui_node_speaks_comfyui_weights(comfy):
     node = comfy.PromptBridge()
-    positive, *_ = node.translate("a ((castle:1.5)) on a hill", "", "sd15", "sd21", 512, 512)
-    assert positive == "a (castle:1.4) on a hill"  # ComfyUI reads 1.5 (inner weight alone), moved toward 1.0
-    as_a1111, *_ = node.translate("a ((castle:1.5)) on a hill", "", "sd15", "sd21", 512, 512, dialect="a1111")
-    assert as_a1111 == "a (castle:1.52) on a hill"  # A1111 reads 1.65
+    positive, *_ = node.translate("a ((castle:1.3)) on a hill", "", "sd15", "sd21", 512, 512)
+    assert positive == "a (castle:1.3) on a hill"  # ComfyUI reads 1.3 (the inner weight alone): under the cap
+    as_a1111, *_ = node.translate("a ((castle:1.3)) on a hill", "", "sd15", "sd21", 512, 512, dialect="a1111")
+    assert as_a1111 == "a (castle:1.4) on a hill"  # A1111 reads 1.43: capped
     empty = node.translate("  ", "", "sd15", "sd21", 512, 512)
     assert empty == ("  ", "", 512, 512, "")

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -119,12 +120,11 @@ class ArtistParams:
 
 @dataclass(kw_only=True)
 class EmphasisParams:
-    """Weights are moved toward 1.0 by ``toward_one`` of their distance, except outside ``keep_outside`` (kept as
-    written) or within ``leave_within`` of 1.0 (left alone)."""
+    """Weights over ``cap`` come down to ``cap``; weights outside ``keep_outside`` (lower bound excluded) are kept as
+    written, with a warning; everything else is left alone."""
 
-    toward_one: float = 0.2
+    cap: float = 1.4
     keep_outside: tuple[float, float] = (0.0, 3.0)
-    leave_within: float = 0.1
 
 
 @dataclass(kw_only=True)
@@ -311,6 +311,8 @@ def _rule_from(table: dict, where: str) -> Rule:
             raise KnowledgeError(f"{where}: 'match' must be a non-empty list of phrases")
         if params.action == "replace" and not params.replacement.strip():
             raise KnowledgeError(f"{where}: 'replacement' must be a non-empty str, got {params.replacement!r}")
+    if kind == "emphasis" and not (math.isfinite(params.cap) and params.cap >= 1.0):
+        raise KnowledgeError(f"{where}: 'cap' must be a weight of at least 1.0, got {params.cap!r}")
     return Rule(rule_id, kind, table.get("fact"), str(table.get("reason", "")), params)
 
 

@@ -2,7 +2,7 @@
 
 networks   SD1 LoRA/hypernetwork tags and embeddings: removed with a warning, kept, or mapped (F-NETWORKS)
 phrase     magic words kept/dropped/rephrased and artist names rewritten, in one pass over the phrases
-emphasis   nested brackets flattened to one explicit weight, weights moved toward 1.0 (F-EMPHASIS)
+emphasis   weights over the rule's cap brought down to it; nested brackets over it become one weight (F-EMPHASIS)
 weak       warnings for what SD2 is weak at (celebrities, text in images, ...); never rewrites
 negative   the default negative for the kind of image, merged with the user's without duplicates (F-NEGATIVE)
 size       the target's native area at the same aspect ratio; hires-fix fields kept consistent (F-SIZE)
@@ -23,7 +23,6 @@ from bridge.rules.phrases import DROP, KEEP, Item, Phrase, containers, edit_phra
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
 
 if TYPE_CHECKING:
-    from bridge.models import ModelSpec
     from bridge.rules.knowledge import Rule
     from bridge.rules.work import NegativeKind, Work
 
@@ -122,33 +121,13 @@ def _embeddings(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item
 # emphasis
 
 
-BRIDGED_KEY = "Prompt bridge"  # the infotext key the A1111 extension writes: "sd15->sd2, rules"
-
-
-def bridged_for(extra: dict[str, str], target: ModelSpec) -> bool:
-    """Whether infotext ``extra`` says a bridge already translated this prompt for ``target``.
-
-    >>> from bridge.models import get_model
-    >>> bridged_for({"Prompt bridge": "sd15->sd2, rules"}, get_model("sd2"))
-    True
-    >>> bridged_for({"Prompt bridge": "sd15->sd2, rules"}, get_model("sdxl"))
-    False
-    """
-    route = extra.get(BRIDGED_KEY, "").split(",")[0]
-    if "->" not in route:
-        return False
-    done = route.rsplit("->", 1)[1].strip().lower()
-    return done == target.key or done in (alias.lower() for alias in target.aliases)
-
-
 def emphasis(work: Work, rules: list[Rule]) -> None:
+    """Weights above the rule's cap come down to the cap; everything else is left as written.
+
+    A cap, not a factor: the rule's output is its own fixed point, so a prompt translated twice (a pasted infotext,
+    a library migrated again) keeps its weights (a factor shrank them on every pass: 1.5 -> 1.4 -> 1.32)."""
     rule = rules[-1]
-    if bridged_for(work.recipe.extra, work.target):
-        # Its weights were moved toward 1.0 for this target already: moving them again would shrink them on every
-        # pass (1.5 -> 1.4 -> 1.32). A plain weight cannot tell, so the infotext's own record decides.
-        work.notes.append(f"weights kept as written: the infotext says they were translated for {work.target.key}")
-        return
-    toward_one, leave_within = rule.params.toward_one, rule.params.leave_within
+    cap = rule.params.cap
     low, high = rule.params.keep_outside
     for label, prompt in _prompts(work):
         if not prompt.features() & {"emphasis"}:
@@ -159,7 +138,7 @@ def emphasis(work: Work, rules: list[Rule]) -> None:
             replacements = []
             for i, node in enumerate(container):
                 if isinstance(node, Emphasis) and id(node) not in seen:
-                    new = _reweighted(node, toward_one, low, high, leave_within, seen, work, label)
+                    new = _capped(node, cap, low, high, seen, work, label)
                     if new is not None:
                         work.record(rule, render([node]), render(new))
                         replacements.append((i, new))
@@ -170,16 +149,17 @@ def emphasis(work: Work, rules: list[Rule]) -> None:
             _merge_text(prompt)
 
 
-def _reweighted(node: Emphasis, toward_one: float, low: float, high: float, leave_within: float, seen: set[int],
-                work: Work, label: str) -> list | None:
-    """The replacement for a chain of nested groups ``((x))`` → ``(x:1.17)``, or None to leave it."""
+def _capped(node: Emphasis, cap: float, low: float, high: float, seen: set[int], work: Work,
+            label: str) -> list | None:
+    """The replacement for a chain of nested groups whose weight is over ``cap`` (``(((x)))`` with cap 1.3 →
+    ``(x:1.3)``), or None to leave it."""
     chain = [node]
-    while len(chain[-1].children) == 1 and isinstance(chain[-1].children[0], Emphasis):
-        chain.append(chain[-1].children[0])
+    while (only := _only_group(chain[-1])) is not None:
+        chain.append(only)
     seen.update(id(g) for g in chain)
     if any(not g.close or (g.open == "[" and g.close != "]") for g in chain):
         return None  # unclosed: A1111 applies it to the rest of the prompt; leave the user's text alone
-    inner = chain[-1].children
+    inner = _strip_spaces(chain[-1].children)
     if ":" in render(inner):
         return None  # a colon inside could turn into a weight once the brackets change
     try:
@@ -190,14 +170,25 @@ def _reweighted(node: Emphasis, toward_one: float, low: float, high: float, leav
         work.warnings.append(f"{label}: weight {weight:g} on {render(inner)[:40]!r} is outside ({low:g}, {high:g}]; "
                              "kept as written")
         return None
-    if abs(weight - 1) <= leave_within + 1e-9 and not (len(chain) > 1 and round(weight, 2) == 1.0):
-        return None  # one pair of brackets, or a mild weight: often prose "(like this)", and harmless
-    new_weight = round(1 + (weight - 1) * (1 - toward_one), 2)
-    if len(chain) == 1 and node.explicit_weight is not None and float(node.explicit_weight) == new_weight:
+    if round(weight, 2) <= cap:
         return None
-    if new_weight == 1.0:
-        return list(inner)
-    return [Emphasis(list(inner), "(", f":{format_weight(new_weight)})")]
+    return [Emphasis(list(inner), "(", f":{format_weight(cap)})")]
+
+
+def _only_group(group: Emphasis) -> Emphasis | None:
+    """The one group inside ``group`` when nothing but spaces is beside it: ``((x))`` and ``( ( x ) )`` alike."""
+    inside = [child for child in group.children if not (isinstance(child, Text) and not child.text.strip())]
+    return inside[0] if len(inside) == 1 and isinstance(inside[0], Emphasis) else None
+
+
+def _strip_spaces(nodes: list) -> list:
+    """``nodes`` without the spaces at either end (``( x )`` → ``x``)."""
+    nodes = list(nodes)
+    if nodes and isinstance(nodes[0], Text):
+        nodes[0] = Text(nodes[0].text.lstrip())
+    if nodes and isinstance(nodes[-1], Text):
+        nodes[-1] = Text(nodes[-1].text.rstrip())
+    return [n for n in nodes if not (isinstance(n, Text) and not n.text)]
 
 
 def _merge_text(prompt: Prompt) -> None:

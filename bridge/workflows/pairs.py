@@ -46,11 +46,11 @@ IDENTITY = "identity"
 @dataclass(frozen=True)
 class RulesVariant:
     """One way to run the rules bridge: rule ids (patterns) to switch off, an artist action for every artist that has
-    a description, an emphasis factor; ``touches``: the rule ids whose firing makes the variant worth running."""
+    a description, an emphasis cap; ``touches``: the rule ids whose firing makes the variant worth running."""
 
     disable: tuple[str, ...] = ()
     artist_action: str | None = None
-    emphasis_toward_one: float | None = None
+    emphasis_cap: float | None = None
     touches: tuple[str, ...] = ()
 
 
@@ -62,7 +62,7 @@ RULES_VARIANTS: dict[str, RulesVariant] = {
     "rules:replace-artists": RulesVariant(artist_action="replace", touches=("artist.*",)),
     "rules:keep-magic": RulesVariant(disable=("magic.*",), touches=("magic.*",)),
     "rules:keep-emphasis": RulesVariant(disable=("emphasis",), touches=("emphasis",)),
-    "rules:flatten-emphasis": RulesVariant(emphasis_toward_one=0.5, touches=("emphasis",)),
+    "rules:strict-emphasis": RulesVariant(emphasis_cap=1.2, touches=("emphasis",)),
     "rules:no-negative": RulesVariant(disable=("negative",), touches=("negative*",)),
     "rules:negative-only": RulesVariant(disable=("artist.*", "magic.*", "emphasis"),
                                         touches=("artist.*", "magic.*", "emphasis")),
@@ -90,15 +90,15 @@ def _variant_translator(base: RulesTranslator, variant: RulesVariant) -> RulesTr
     """The rules bridge with its knowledge changed as ``variant`` says (in memory; the files stay as they are)."""
     from bridge.rules import RulesTranslator
 
-    if variant.artist_action is None and variant.emphasis_toward_one is None:
+    if variant.artist_action is None and variant.emphasis_cap is None:
         return base
     kb = dataclasses.replace(base.kb, rules=dict(base.kb.rules), artists=dict(base.kb.artists))
     if variant.artist_action is not None:
         kb.artists = {name: dataclasses.replace(a, action=variant.artist_action) if a.description else a
                       for name, a in kb.artists.items()}
-    if variant.emphasis_toward_one is not None:
-        toward_one = variant.emphasis_toward_one
-        kb.rules = {rid: dataclasses.replace(r, params=dataclasses.replace(r.params, toward_one=toward_one))
+    if variant.emphasis_cap is not None:
+        cap = variant.emphasis_cap
+        kb.rules = {rid: dataclasses.replace(r, params=dataclasses.replace(r.params, cap=cap))
                     if r.kind == "emphasis" else r for rid, r in kb.rules.items()}
     return RulesTranslator(kb, base.source, base.target)
 
