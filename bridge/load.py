@@ -80,13 +80,13 @@ def _rules_translator(source: str, target: str, knowledge: str | None, stamp: tu
     return load_translator("rules", source=source, target=target, knowledge=knowledge)
 
 
-def _hop_translator(spec, knowledge: str | os.PathLike | None) -> Translator:
+def _hop_translator(spec, knowledge: str | os.PathLike | None, backend: str) -> Translator:
     """The translator of one registered bridge: a rules bridge from its knowledge file, or a learned one."""
     if spec.kind == "rules":
         from bridge.rules import RulesTranslator
 
         return RulesTranslator.for_bridge(spec, knowledge=knowledge)
-    return load_translator(spec.model, source=spec.source, target=spec.target)
+    return load_translator(spec.model, source=spec.source, target=spec.target, backend=backend)
 
 
 def load_translator(
@@ -95,17 +95,26 @@ def load_translator(
     source: str = "sd15",
     target: str = "sd2",
     knowledge: str | os.PathLike | None = None,
+    backend: str = "auto",
 ) -> Translator:
     """The one loader. ``"rules"`` is the registry's bridge for ``source`` → ``target``: the direct one, or else the
     shortest chain of registered bridges (each hop a rules bridge or a learned one); a ``.toml`` file is a rules
-    bridge with that knowledge file; a folder holding ``bridge.json`` (or a hub id) is a learned bridge."""
+    bridge with that knowledge file; a folder holding ``bridge.json`` (or a hub id) is a learned bridge.
+
+    ``backend`` says how a learned bridge runs: ``"auto"`` (CTranslate2 when the folder holds its copy and the fast
+    extra is installed, else transformers), ``"ct2"`` or ``"hf"``; rules bridges ignore it."""
     from bridge.rules import RulesTranslator
 
+    if backend != "auto":  # (the learned bridge's modules cost the rules path's start-up 13 ms: not by default)
+        from bridge.learned.fast import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     text = os.fspath(name_or_path)
     if text == "rules":
         from bridge.models import find_path
 
-        hops = [_hop_translator(spec, knowledge) for spec in find_path(source, target)]
+        hops = [_hop_translator(spec, knowledge, backend) for spec in find_path(source, target)]
         if len(hops) == 1:
             return hops[0]
         from bridge.chain import ChainTranslator
@@ -121,7 +130,7 @@ def load_translator(
             from bridge.learned.seq2seq import Seq2SeqTranslator  # type: ignore[import-not-found]
         except ImportError as exc:
             raise ValueError(f"cannot load learned bridge {text!r}: {exc}") from None
-        return Seq2SeqTranslator.from_pretrained(text)
+        return Seq2SeqTranslator.from_pretrained(text, backend=backend)
     raise ValueError(
         f"cannot load translator {text!r}; use 'rules', a knowledge .toml file, or a learned bridge "
         "(a folder with bridge.json, or a hub id such as user/sd15-to-sd2)"

@@ -3,6 +3,12 @@
 A bridge folder holds ``bridge.json``, the tokenizer, and full weights (``model.safetensors``) or a peft adapter
 (``adapter_model.safetensors``) over ``base_model`` (a hub id, or a path relative to the folder). bridge.json is
 written last: it marks the folder as a complete bridge.
+
+``copies`` says which copies of the model the folder holds, each by kind: ``"hf"``, the transformers weights (or
+adapter) in the folder itself, and ``"ct2"``, a CTranslate2 copy written by ``python -m bridge.export``
+(:mod:`bridge.learned.fast`), e.g. ``{"path": "ct2", "quantization": "int8", "ctranslate2": "4.8.5",
+"strip_tokens": ["<pad>", "</s>"]}``. A bridge.json written before copies were recorded holds the transformers
+weights alone.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from typing import Any
 from bridge.datafiles import atomic_write
 from bridge.learned.textformat import FORMAT_VERSION, NEGATIVE_SEPARATOR
 
-__all__ = ["BRIDGE_FILE", "WEIGHTS", "BridgeInfo"]
+__all__ = ["BRIDGE_FILE", "COPIES", "WEIGHTS", "BridgeInfo"]
 
 BRIDGE_FILE = "bridge.json"
 WEIGHTS = ("full", "lora")
+COPIES = ("hf", "ct2")  # transformers weights (or adapter); a CTranslate2 copy (bridge.learned.fast)
 
 
 @dataclass
@@ -34,6 +41,7 @@ class BridgeInfo:
     num_beams: int = 1  # decoding translate() uses
     max_source_tokens: int = 256
     max_target_tokens: int = 256
+    copies: dict[str, dict[str, Any]] = field(default_factory=lambda: {"hf": {"path": "."}})  # see the docstring
     format_version: int = FORMAT_VERSION
     text_format: dict[str, str] = field(default_factory=lambda: {
         "input": "{source} to {target}: {prompt}" + NEGATIVE_SEPARATOR + "{negative}",
@@ -49,6 +57,9 @@ class BridgeInfo:
             raise ValueError(f"bridge.json: weights must be one of {', '.join(WEIGHTS)} but is {self.weights!r}")
         if self.weights == "lora" and not self.base_model:
             raise ValueError("bridge.json: a LoRA bridge needs base_model (a hub id or a path inside the folder)")
+        unknown = sorted(set(self.copies) - set(COPIES))
+        if unknown:
+            raise ValueError(f"bridge.json: unknown copy {unknown[0]!r} in copies; valid kinds: {', '.join(COPIES)}")
         if self.format_version > FORMAT_VERSION:
             raise ValueError(f"bridge.json has format version {self.format_version}; this prompt-bridge reads "
                              f"versions up to {FORMAT_VERSION}: upgrade prompt-bridge")

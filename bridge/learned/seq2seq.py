@@ -23,18 +23,22 @@ settings) and keeps the prompt as written as the fallback.
 
 The bridge folder: ``bridge.json`` (:class:`~bridge.learned.bridge_info.BridgeInfo`), the tokenizer, and full weights
 (``model.safetensors``) or a peft adapter (``adapter_model.safetensors``) over ``base_model`` (a hub id, or a path
-relative to the folder).
+relative to the folder); optionally a CTranslate2 copy (``ct2/``), which :meth:`Seq2SeqTranslator.from_pretrained`
+prefers when the fast extra is installed (:mod:`bridge.learned.fast`: no torch, no transformers). Both backends share
+everything here but the model call: placeholders, length-sorted batches, beam search, sampling, the fallback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.learned import fast
 from bridge.learned.bridge_info import BRIDGE_FILE, BridgeInfo
 from bridge.learned.metrics import chrf, evaluate_examples
 from bridge.learned.placeholders import TooManySlotsError
@@ -55,11 +59,13 @@ if TYPE_CHECKING:
 
     from bridge.rules import RulesTranslator
 
-# Besides Candidate, Seq2SeqTranslator and rerank, names re-exported from the modules above: training/train.py,
-# data/build_pairs.py, the tests and the documented path ``bridge.seq2seq`` import them from here.
+# Besides Candidate, Seq2SeqTranslator, load_transformers_model and rerank, names re-exported from the modules above:
+# training/train.py, data/build_pairs.py, the tests and the documented path ``bridge.seq2seq`` import them from here.
 __all__ = ["BRIDGE_FILE", "FORMAT_VERSION", "BridgeInfo", "Candidate", "Example", "Seq2SeqTranslator", "chrf",
-           "encode_example", "evaluate_examples", "format_input", "format_output", "rerank", "split_output"]
+           "encode_example", "evaluate_examples", "format_input", "format_output", "load_transformers_model",
+           "rerank", "split_output"]
 
+TOP_K = fast.TOP_K  # sampling keeps the 50 likeliest tokens on both backends (transformers' default)
 # The structural stages of the rules engine: what a pair without a rules bridge still gets from it.
 STRUCTURAL_KINDS = ("networks", "size", "clip-skip", "settings", "tokens")
 # Rules changes kept beside the model's prompt: they explain the parts of the recipe the rules bridge set.
@@ -80,6 +86,8 @@ class Candidate:
 class Seq2SeqTranslator:
     """A learned bridge: implements :class:`~bridge.translation.Translator` with a seq2seq model.
 
+    ``model`` and ``tokenizer`` are a transformers seq2seq model and its tokenizer (``backend`` ``"hf"``), or a
+    :class:`~bridge.learned.fast.CT2Model` and a ``tokenizers.Tokenizer`` (``backend`` ``"ct2"``).
     ``last_raw`` holds the raw outputs (placeholders not yet restored) of the last translate/translate_batch call,
     one per recipe ("" where the model was not run), so syntax preservation can be measured before restoration.
     """
@@ -90,6 +98,9 @@ class Seq2SeqTranslator:
                  batch_size: int = 32):
         self.model = model
         self.tokenizer = tokenizer
+        self._engine = fast.CT2Engine(model, tokenizer) if isinstance(model, fast.CT2Model) else _HFEngine(model,
+                                                                                                         tokenizer)
+        self.backend = self._engine.name
         self.info = info
         self.source, self.target = info.source, info.target
         self.model_id = model_id
@@ -99,13 +110,20 @@ class Seq2SeqTranslator:
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, device: str | None = None,
-                        dtype: str | Any | None = None) -> Seq2SeqTranslator:
-        """Load a bridge folder (or download one by hub id): bridge.json, tokenizer, weights or adapter.
+                        dtype: str | Any | None = None, *, backend: str = "auto", threads: int = 0
+                        ) -> Seq2SeqTranslator:
+        """Load a bridge folder (or download one by hub id): bridge.json, tokenizer, weights or adapter, or the
+        CTranslate2 copy.
 
-        ``device`` defaults to CUDA when available; ``dtype`` ("float16", "bfloat16", a torch dtype) to the stored
-        one. An adapter is merged into its base model for faster generation.
+        ``backend``: ``"auto"`` (CTranslate2 when the folder holds its copy and the fast extra is installed, else
+        transformers), ``"ct2"`` or ``"hf"`` (see :func:`bridge.learned.fast.choose_backend`). ``device`` defaults
+        to CUDA when available. On transformers, ``dtype`` ("float16", "bfloat16", a torch dtype) defaults to the
+        stored one and an adapter is merged into its base model for faster generation; on CTranslate2 the copy runs
+        in its exported quantization, on ``threads`` threads (0: CTranslate2's default).
         """
         text = os.fspath(path_or_hub_id)
+        if backend not in fast.BACKENDS:  # before any download
+            raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(fast.BACKENDS)}")
         folder = Path(text)
         if not folder.exists() and is_hub_id(text):
             from huggingface_hub import snapshot_download
@@ -114,22 +132,19 @@ class Seq2SeqTranslator:
         if not (folder / BRIDGE_FILE).is_file():
             raise FileNotFoundError(f"no {BRIDGE_FILE} in {text!r}: give a folder written by training/train.py or "
                                     "a hub id such as user/sd15-to-sd2")
-        import torch  # (after the check: a folder that is no bridge says so without the ML stack)
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
         info = BridgeInfo.load(folder)
-        kwargs = {"dtype": getattr(torch, dtype) if isinstance(dtype, str) else dtype} if dtype else {}
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        with _quiet_loading():
-            if info.weights == "lora":
-                from peft import PeftModel
+        if fast.choose_backend(folder, info, backend, text) == "ct2":
+            model, tokenizer = fast.load(folder, info, device=device, threads=threads)
+            return cls(model, tokenizer, info, model_id=text)
+        if not all(importlib.util.find_spec(name) for name in ("torch", "transformers")):
+            raise ImportError(f"the learned bridge {text!r} needs the ml extra (torch, transformers) to run with "
+                              "transformers; a bridge folder with a CTranslate2 copy (python -m bridge.export DIR) "
+                              f"runs without it: {fast.FAST_EXTRA_HINT}")
+        import torch  # (after the checks: a folder that is no bridge says so without the ML stack)
+        from transformers import AutoTokenizer
 
-                local_base = folder / info.base_model
-                base = AutoModelForSeq2SeqLM.from_pretrained(local_base if local_base.exists() else info.base_model,
-                                                             **kwargs)
-                model = PeftModel.from_pretrained(base, folder).merge_and_unload()
-            else:
-                model = AutoModelForSeq2SeqLM.from_pretrained(folder, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = load_transformers_model(folder, info, dtype)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device).eval(), tokenizer, info, model_id=text)
 
@@ -137,40 +152,35 @@ class Seq2SeqTranslator:
 
     def generate(self, texts: Sequence[str], *, num_return_sequences: int = 1, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, num_beams: int = 1, batch_size: int = 32,
-                 max_new_tokens: int | None = None, seed: int | None = None) -> list[list[str]]:
+                 max_new_tokens: int | None = None, min_new_tokens: int | None = None, seed: int | None = None
+                 ) -> list[list[str]]:
         """Raw model outputs (placeholders kept) for model inputs (see :func:`format_input`), in input order.
 
         Inputs are sorted by length and run ``batch_size`` at a time, so little compute goes to padding. Greedy by
-        default; ``num_beams`` for beam search, ``do_sample`` (with ``temperature``, ``top_p``, ``seed``) for
-        sampling; ``num_return_sequences`` outputs per input (at most ``num_beams`` without sampling).
+        default; ``num_beams`` for beam search, ``do_sample`` (with ``temperature``, ``top_p``, ``seed``; from the
+        ``TOP_K`` likeliest tokens) for sampling; ``num_return_sequences`` outputs per input (at most ``num_beams``
+        without sampling). ``min_new_tokens`` holds the end of sequence back (benchmarks fix the output length).
         """
-        import torch
-
         if not do_sample and num_return_sequences > num_beams:
             raise ValueError(f"num_return_sequences ({num_return_sequences}) needs num_beams >= it, or do_sample=True")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not texts:
             return []
-        tok = self.tokenizer
-        encoded = tok(list(texts), truncation=True, max_length=self.info.max_source_tokens)["input_ids"]
+        encoded = self._engine.encode(list(texts), self.info.max_source_tokens)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+        chunks = [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
         settings = {"num_return_sequences": num_return_sequences, "do_sample": do_sample, "num_beams": num_beams,
                     "max_new_tokens": max_new_tokens or self.info.max_target_tokens}
+        if min_new_tokens:
+            settings["min_new_tokens"] = min_new_tokens
         if do_sample:
-            settings |= {"temperature": temperature, "top_p": top_p}
-        device = self.model.device
-        drop = {i for i in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id) if i is not None}
+            settings |= {"temperature": temperature, "top_p": top_p, "top_k": TOP_K}
         results: list[list[str]] = [[] for _ in encoded]
-        with _seeded(seed, device), torch.inference_mode():
-            for first in range(0, len(order), batch_size):
-                chunk = order[first : first + batch_size]
-                batch = tok.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt").to(device)
-                out = self.model.generate(**batch, **settings).tolist()
-                for k, ids in enumerate(out):
-                    text = tok.decode([t for t in ids if t not in drop], skip_special_tokens=False,
-                                      clean_up_tokenization_spaces=False)
-                    results[chunk[k // num_return_sequences]].append(text.strip())
+        outputs = self._engine.generate(([encoded[i] for i in chunk] for chunk in chunks), settings, seed)
+        for chunk, texts_out in zip(chunks, outputs, strict=True):  # strict: runs the engine to its end
+            for k, text in enumerate(texts_out):
+                results[chunk[k // num_return_sequences]].append(text.strip())
         return results
 
     def encode(self, recipe: Recipe, options: TranslationOptions | None = None) -> Example:
@@ -247,6 +257,26 @@ class Seq2SeqTranslator:
         return Translation(new, rules.source, self.target, changes, warnings, original=recipe, notes=rules.notes)
 
 
+def load_transformers_model(folder: str | os.PathLike, info: BridgeInfo, dtype: str | Any | None = None) -> Any:
+    """The bridge's transformers model, an adapter merged into its base (``base_model``: a folder inside the bridge,
+    a local path or a hub id); ``dtype`` ("float16", "bfloat16", a torch dtype) defaults to the stored one. The
+    translator and the export (bridge/export.py) load it this way."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    folder = Path(folder)
+    kwargs = {"dtype": getattr(torch, dtype) if isinstance(dtype, str) else dtype} if dtype else {}
+    with _quiet_loading():
+        if info.weights == "lora":
+            from peft import PeftModel
+
+            local_base = folder / info.base_model
+            base = AutoModelForSeq2SeqLM.from_pretrained(local_base if local_base.exists() else info.base_model,
+                                                         **kwargs)
+            return PeftModel.from_pretrained(base, folder).merge_and_unload()
+        return AutoModelForSeq2SeqLM.from_pretrained(folder, **kwargs)
+
+
 def rerank(prompt: str, candidates: Sequence[str], scorer: Callable[[str, list[str]], Sequence[float]]
            ) -> list[tuple[str, float]]:
     """Best-of-N: ``candidates`` scored by ``scorer(prompt, candidates)`` (one float each, higher is better), best
@@ -255,6 +285,33 @@ def rerank(prompt: str, candidates: Sequence[str], scorer: Callable[[str, list[s
     if len(scores) != len(candidates):
         raise ValueError(f"the scorer returned {len(scores)} scores for {len(candidates)} candidates")
     return sorted(zip(candidates, scores, strict=True), key=lambda pair: -pair[1])
+
+
+class _HFEngine:
+    """Generation with transformers: what :meth:`Seq2SeqTranslator.generate` asks of a backend (token ids in,
+    decoded texts out; see :class:`bridge.learned.fast.CT2Engine` for the other)."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any):
+        self.model, self.tokenizer = model, tokenizer
+
+    def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
+    def generate(self, chunks: Iterable[list[list[int]]], settings: dict[str, Any], seed: int | None
+                 ) -> Iterator[list[str]]:
+        """For each chunk of inputs, ``num_return_sequences`` outputs per input, input by input."""
+        import torch
+
+        tok, device = self.tokenizer, self.model.device
+        drop = {i for i in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id) if i is not None}
+        with _seeded(seed, device), torch.inference_mode():
+            for chunk in chunks:
+                batch = tok.pad({"input_ids": chunk}, return_tensors="pt").to(device)
+                out = self.model.generate(**batch, **settings).tolist()
+                yield [tok.decode([t for t in ids if t not in drop], skip_special_tokens=False,
+                                  clean_up_tokenization_spaces=False) for ids in out]
 
 
 def _seeded(seed: int | None, device: Any) -> contextlib.AbstractContextManager:
