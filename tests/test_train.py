@@ -59,6 +59,8 @@ def test_tiny_run_writes_a_complete_bridge_folder(trained):
     assert len(info["data"]["sha256"]) == 64 and info["data"]["train_pairs"] + info["data"]["eval_pairs"] > 250
     assert info["training"]["steps"] == 60
     assert set(info["metrics"]) >= {"final_train_loss", "eval_loss", "chrf", "exact_match", "syntax_preservation"}
+    assert info["copies"]["ct2"]["quantization"] == "int8"  # the CTranslate2 copy, by default
+    assert (trained / "ct2" / "model.bin").is_file() and (trained / "ct2" / "tokenizer.json").is_file()
     config = tomllib.loads((trained / "train_config.toml").read_text(encoding="utf-8"))
     assert config["steps"] == 60 and config["tiny"] is True
     assert "hf upload" in (trained / "README.md").read_text(encoding="utf-8")
@@ -93,7 +95,8 @@ def test_kill_9_then_rerun_ends_with_the_same_loss(trained, tmp_path):
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     assert not (out / "bridge.json").exists()  # killed before the end
-    assert train.main([*ARGS, "--out", str(out)]) == 0
+    assert train.main([*ARGS, "--no-ct2", "--out", str(out)]) == 0  # (writing no copy is no reason not to resume)
+    assert read_json(out / "bridge.json")["copies"] == {"hf": {"path": "."}} and not (out / "ct2").exists()
 
     uninterrupted, resumed = read_json(trained / "bridge.json"), read_json(out / "bridge.json")
     for key in ("final_train_loss", "eval_loss"):
@@ -116,8 +119,9 @@ def test_lora_writes_an_adapter_over_a_base_kept_in_the_folder(tmp_path, torch_o
     assert (out / "adapter_model.safetensors").is_file() and (out / "base" / "config.json").is_file()
     info = read_json(out / "bridge.json")
     assert (info["weights"], info["base_model"]) == ("lora", "base")
+    assert info["copies"]["ct2"]["quantization"] == "int8"  # the adapter merged (tests/test_fast_backend.py)
 
-    translator = Seq2SeqTranslator.from_pretrained(out, device="cpu")  # adapter merged into the base
+    translator = Seq2SeqTranslator.from_pretrained(out, device="cpu", backend="hf")  # adapter merged into the base
     base = AutoModelForSeq2SeqLM.from_pretrained(out / "base").eval()
     tokens = translator.tokenizer(["sd15 to sd2: a castle negative: "], return_tensors="pt")
     decoder = {"decoder_input_ids": tokens["input_ids"][:, :4]}
@@ -189,6 +193,9 @@ def test_usage_errors_name_the_problem(tmp_path, capsys):
     assert "unknown key 'lerning_rate'" in capsys.readouterr().err
     assert train.main(["--tiny", "--networks", "drop", "--out", str(tmp_path)]) == 2
     assert "networks must be 'remove' or 'keep'" in capsys.readouterr().err
+    assert train.main(["--tiny", "--ct2-quantization", "int4", "--out", str(tmp_path)]) == 2
+    assert "ct2_quantization must be one of int8, int8_float16, float16, float32 but is 'int4'" in \
+        capsys.readouterr().err
     assert train.main(["--tiny", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path)]) == 2
     assert "no pairs at" in capsys.readouterr().err
 
