@@ -25,8 +25,8 @@ def host():
         yield env
 
 
-def args(enabled=True, source="sd15", target="sd21", keep=False, size=True):
-    return [enabled, source, target, keep, size]
+def args(enabled=True, source="sd15", target="sd21", keep=False, size=True, folder=""):
+    return [enabled, source, target, keep, size, folder]
 
 
 def run(host, p, extension_args, *others):
@@ -240,7 +240,7 @@ def test_components_have_elem_ids_and_use_input_accordion_where_available(accord
         script = module.Script()
         assert script.show(False) is env.scripts.AlwaysVisible and script.title() == "Prompt bridge"
         controls = script.ui(False)
-        assert len(controls) == 5 and all(c.elem_id and c.elem_id.startswith("script_txt2img_prompt_bridge_")
+        assert len(controls) == 6 and all(c.elem_id and c.elem_id.startswith("script_txt2img_prompt_bridge_")
                                           for c in controls)
         assert (type(controls[0]).__name__ == "InputAccordion") == accordion
         assert all(c.elem_id for c in env.gradio.ui)
@@ -253,3 +253,43 @@ def test_disabled_changes_nothing(host):
     out = run(host, p, args(enabled=False))
     assert out.images[0]["size"] == (512, 768) and out.images[0]["infotext"].startswith(SD1)
     assert "Prompt bridge" not in out.images[0]["infotext"]
+
+
+# 11. a learned bridge folder -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bridge_folder(tmp_path_factory):
+    """A tiny sd15 -> sd21 learned bridge with its CTranslate2 copy (tests/tiny_bridge.py)."""
+    for name in ("torch", "transformers", "ctranslate2", "tokenizers"):
+        pytest.importorskip(name)
+    from tiny_bridge import make_bridge
+
+    return make_bridge(tmp_path_factory.mktemp("a1111") / "bridge")
+
+
+def test_a_learned_bridge_folder_runs_on_ctranslate2_loaded_once_per_process(host, bridge_folder, monkeypatch):
+    module = host.module
+    loads = []
+    real_load = module.load_translator
+    monkeypatch.setattr(module, "load_translator", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    out = run(host, a1111.Processing(prompt="a (castle:1.3), 8k"), args(folder=str(bridge_folder)))
+    [learned] = module._LEARNED.values()
+    assert learned.backend == "ct2"
+    assert 'Prompt bridge: "sd15->sd21, seq2seq"' in out.images[0]["infotext"]
+    raw = "a stone <extra_id_0>castle<extra_id_1> on a hill negative: blurry"  # what a trained model would write
+    monkeypatch.setattr(learned, "generate", lambda texts, **kw: [[raw] for _ in texts])
+    p = a1111.Processing(prompt=["a (castle:1.3)", "a (castle:1.3), 8k"], negative_prompt="lowres", width=512,
+                         height=768, n_iter=2)
+    out = run(host, p, args(folder=str(bridge_folder)))
+    assert [(i["prompt"], i["negative"], i["size"]) for i in out.images] == [
+        ("a stone (castle:1.3) on a hill", "blurry", (640, 960))] * 2
+    assert len(loads) == 1  # loaded by the first generation, reused by the next
+
+
+def test_a_learned_bridge_for_another_pair_or_no_folder_is_a_comment(host, bridge_folder, tmp_path):
+    out = run(host, a1111.Processing(prompt=SD1), args(target="sdxl", folder=str(bridge_folder)))
+    assert "translates sd15 -> sd21, not sd15 -> sdxl; the prompt is left as written" in out.comments
+    assert out.images[0]["prompt"] == a1111._NETWORK.sub("", SD1)  # untouched: A1111 strips the tag itself
+    out = run(host, a1111.Processing(prompt=SD1), args(folder=str(tmp_path)))
+    assert "no bridge.json in the learned bridge folder" in out.comments

@@ -216,3 +216,48 @@ def test_weights_option_rescales_by_a1111s_mean_factor(node):
     assert type(node).INPUT_TYPES()["optional"]["weights"][0] == ["as written", "rescale for ComfyUI"]
     with pytest.raises(ValueError, match="unknown weights option"):
         run(node, prompt, weights="louder")
+
+
+# 7. a learned bridge folder --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bridge_folder(tmp_path_factory):
+    """A tiny sd15 -> sd21 learned bridge with its CTranslate2 copy (tests/tiny_bridge.py)."""
+    for name in ("torch", "transformers", "ctranslate2", "tokenizers"):
+        pytest.importorskip(name)
+    from tiny_bridge import make_bridge
+
+    return make_bridge(tmp_path_factory.mktemp("comfyui") / "bridge")
+
+
+def test_bridge_folder_runs_the_learned_bridge_on_ctranslate2_loaded_once(pack, bridge_folder, monkeypatch):
+    node_module = sys.modules[pack.NODE_CLASS_MAPPINGS["PromptBridge"].__module__]
+    monkeypatch.setattr(node_module, "_LEARNED", {})
+    loads = []
+    real_load = node_module.load_translator
+    monkeypatch.setattr(node_module, "load_translator", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    node = pack.NODE_CLASS_MAPPINGS["PromptBridge"]()
+    first = run(node, "a (castle:1.3), 8k", "", bridge_folder=str(bridge_folder))
+    [learned] = node_module._LEARNED.values()
+    assert learned.backend == "ct2" and (learned.source, learned.target) == ("sd15", "sd21")
+    assert f"note: translated by the learned bridge in {bridge_folder} on ct2" in first[-1]
+    raw = "a stone <extra_id_0>castle<extra_id_1> on a hill negative: blurry"  # what a trained model would write
+    monkeypatch.setattr(learned, "generate", lambda texts, **kw: [[raw] for _ in texts])
+    positive, negative, width, height, report = run(node, "a (castle:1.3), 8k", "", bridge_folder=str(bridge_folder))
+    assert (positive, negative, width, height) == ("a stone (castle:1.3) on a hill", "blurry", 768, 768)
+    assert "changed (seq2seq)" in report
+    parts = pack.NODE_CLASS_MAPPINGS["PromptBridgeParts"]().translate_parts(
+        "a (castle:1.3), 8k", "", "sd15", "sd21", 512, 512, bridge_folder=str(bridge_folder) + "/")
+    assert parts[0] == "a stone (castle:1.3) on a hill"
+    assert len(loads) == 1  # one load per process, whichever node and however the folder is written
+
+
+def test_bridge_folder_errors_say_what_to_do(pack, bridge_folder, tmp_path):
+    cls = pack.NODE_CLASS_MAPPINGS["PromptBridge"]
+    assert cls.VALIDATE_INPUTS(source="sd15", target="sd21", bridge_folder=str(bridge_folder)) is True
+    assert cls.VALIDATE_INPUTS(source="sd15", target="sd21", bridge_folder="") is True
+    problem = cls.VALIDATE_INPUTS(source="sd15", target="sd21", bridge_folder=str(tmp_path))
+    assert problem.startswith("Prompt Bridge: no bridge.json in bridge_folder") and "\n" not in problem
+    with pytest.raises(ValueError, match="translates sd15 -> sd21, not sd15 -> sdxl: set source and target"):
+        run(cls(), "a castle", target="sdxl", bridge_folder=str(bridge_folder))

@@ -11,11 +11,13 @@ list check for those inputs.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from bridge.dialects import from_a1111, from_a1111_parts, to_a1111
-from bridge.models import find_path, list_models
+from bridge.load import load_translator, make_recipe
+from bridge.models import find_path, get_model, list_models
 from bridge.rules.stages import NETWORK_HINT
-from bridge.translation import Translation, translate
+from bridge.translation import Translation, TranslationOptions, Translator, translate
 
 MODEL_KEYS = [m.key for m in list_models()]
 LOG = logging.getLogger("prompt_bridge")
@@ -25,6 +27,26 @@ _LOADERS = {"lora": "LoraLoader", "lyco": "LoraLoader", "hypernet": "Hypernetwor
 WEIGHTS = ["as written", "rescale for ComfyUI"]
 _RESCALED = ("weights rescaled for ComfyUI: each weight times A1111's mean-restoring factor for its 75-token chunk "
              "(an estimate; see the README)")
+BRIDGE_FILE = "bridge.json"  # what marks a learned bridge folder (bridge/learned/bridge_info.py)
+_LEARNED: dict[tuple[str, str], Translator] = {}  # learned bridges loaded in this process, by (folder, backend)
+
+
+def learned_bridge(folder: str, backend: str = "auto") -> Translator:
+    """The learned bridge in ``folder``, loaded once per process and reused: ComfyUI runs the node for every queued
+    prompt, and loading costs more than translating. On CTranslate2 when the folder holds its copy and ctranslate2
+    and tokenizers are installed (no torch), else on transformers. Restart ComfyUI to load a changed folder."""
+    key = (str(Path(folder).expanduser().resolve()), backend)
+    if key not in _LEARNED:
+        _LEARNED[key] = load_translator(key[0], backend=backend)
+    return _LEARNED[key]
+
+
+def _check_bridge_folder(folder: str) -> str | None:
+    """None for no folder or a bridge folder, else the error to show."""
+    if folder.strip() and not (Path(folder.strip()).expanduser() / BRIDGE_FILE).is_file():
+        return (f"Prompt Bridge: no {BRIDGE_FILE} in bridge_folder {folder.strip()!r}: give a folder written by "
+                "prompt-bridge's training/train.py, or leave it empty for the rules bridge")
+    return None
 
 
 class PromptBridge:
@@ -61,12 +83,21 @@ class PromptBridge:
                 "weights": (WEIGHTS, {"default": WEIGHTS[0], "tooltip": (
                     "as written: the A1111 numbers; rescale for ComfyUI: weaker where much of a 75-token chunk is "
                     "weighted, as A1111 restores the mean after weighting and ComfyUI does not")}),
+                "bridge_folder": ("STRING", {"default": "", "tooltip": (
+                    "a trained bridge folder (bridge.json) for this source and target: the learned bridge rewrites "
+                    "the prompt, on CTranslate2 when the folder holds its copy (pip install ctranslate2 tokenizers); "
+                    "empty: the rules bridge")}),
             },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, source: str | None = None, target: str | None = None) -> bool | str:  # ComfyUI calls it by this name
-        """True when a bridge (or a chain of them) leads from ``source`` to ``target``, else ComfyUI's error text."""
+    def VALIDATE_INPUTS(cls, source: str | None = None, target: str | None = None,  # ComfyUI calls it by this name
+                        bridge_folder: str | None = None) -> bool | str:
+        """True when a bridge (or a chain of them) leads from ``source`` to ``target`` and ``bridge_folder`` is empty
+        or a bridge folder, else ComfyUI's error text."""
+        problem = _check_bridge_folder(bridge_folder) if bridge_folder is not None else None
+        if problem:
+            return problem
         for name, value in (("source", source), ("target", target)):
             if value is not None and value not in MODEL_KEYS:
                 return f"Prompt Bridge: unknown {name} model {value!r}; known models: {', '.join(MODEL_KEYS)}"
@@ -80,11 +111,11 @@ class PromptBridge:
 
     def translate(self, text: str, negative: str, source: str, target: str, width: int, height: int,
                   networks: str = "remove", dialect: str = "comfyui", disable_rules: str = "",
-                  weights: str = WEIGHTS[0]) -> tuple:
+                  weights: str = WEIGHTS[0], bridge_folder: str = "") -> tuple:
         if not text.strip():
             return (text, negative, width, height, "")  # an empty prompt stays empty: nothing to translate
         t, embeddings, reading = _translate(text, negative, source, target, width, height, networks, dialect,
-                                            disable_rules)
+                                            disable_rules, bridge_folder)
         rescale = _rescale(weights, dialect)
         positive_out = from_a1111(t.prompt, dialect, embeddings, rescale=rescale)
         negative_out = from_a1111(t.negative_prompt, dialect, embeddings, rescale=rescale)
@@ -131,12 +162,12 @@ class PromptBridgeParts(PromptBridge):
 
     def translate_parts(self, text: str, negative: str, source: str, target: str, width: int, height: int,
                         networks: str = "remove", dialect: str = "a1111", disable_rules: str = "",
-                        weights: str = WEIGHTS[0]) -> tuple:
+                        weights: str = WEIGHTS[0], bridge_folder: str = "") -> tuple:
         empty = ("",) * (MAX_PARTS - 1)
         if not text.strip():
             return (text, *empty, 0, "", negative, width, height, "")  # nothing to translate, no part to encode
         t, embeddings, reading = _translate(text, negative, source, target, width, height, networks, dialect,
-                                            disable_rules)
+                                            disable_rules, bridge_folder)
         rescale = _rescale(weights, "comfyui")
         clauses, writing = from_a1111_parts(t.prompt, embeddings, rescale=rescale)
         negative_out = from_a1111(t.negative_prompt, "comfyui", embeddings, rescale=rescale)
@@ -155,13 +186,30 @@ class PromptBridgeParts(PromptBridge):
 
 
 def _translate(text: str, negative: str, source: str, target: str, width: int, height: int, networks: str,
-               dialect: str, disable_rules: str) -> tuple[Translation, dict[str, str], list[str]]:
-    """The translation of the prompts read in ``dialect``, the embeddings read, and the reading's warnings."""
+               dialect: str, disable_rules: str, bridge_folder: str = ""
+               ) -> tuple[Translation, dict[str, str], list[str]]:
+    """The translation of the prompts read in ``dialect`` (by the learned bridge in ``bridge_folder``, or the rules
+    bridge), the embeddings read, and the reading's warnings."""
     read, read_negative = to_a1111(text, dialect), to_a1111(negative, dialect) if negative.strip() else None
     embeddings = {**(read_negative.embeddings if read_negative else {}), **read.embeddings}
     disable = tuple(r.strip() for r in disable_rules.replace(",", " ").split() if r.strip())
-    t = translate(read.text, source=source, target=target, negative_prompt=read_negative.text if read_negative else "",
-                  networks=networks, embeddings=tuple(embeddings), disable=disable, width=width, height=height)
+    negative_text = read_negative.text if read_negative else ""
+    if bridge_folder.strip():
+        problem = _check_bridge_folder(bridge_folder)
+        if problem:
+            raise ValueError(problem)
+        learned = learned_bridge(bridge_folder.strip())
+        pair = (get_model(source).key, get_model(target).key)
+        if pair != (learned.source, learned.target):
+            raise ValueError(f"Prompt Bridge: the learned bridge in {bridge_folder.strip()!r} translates "
+                             f"{learned.source} -> {learned.target}, not {pair[0]} -> {pair[1]}: set source and "
+                             "target to its pair, or leave bridge_folder empty")
+        options = TranslationOptions(networks=networks, embeddings=tuple(embeddings), disable=disable)
+        t = learned.translate(make_recipe(read.text, negative_text, width=width, height=height), options)
+        t.notes = [*t.notes, f"translated by the learned bridge in {bridge_folder.strip()} on {learned.backend}"]
+    else:
+        t = translate(read.text, source=source, target=target, negative_prompt=negative_text, networks=networks,
+                      embeddings=tuple(embeddings), disable=disable, width=width, height=height)
     return t, embeddings, [*read.warnings, *(read_negative.warnings if read_negative else [])]
 
 

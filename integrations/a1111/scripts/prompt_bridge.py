@@ -22,6 +22,11 @@ it with the sources read):
 
 The infotext says ``Prompt bridge: sd15->sd2, rules``; pasting such an infotext turns the checkbox off, so a
 translated prompt is not translated again. Warnings go under the images (``p.comment``) and into the infotext.
+
+A trained bridge folder (``bridge.json``, from training/train.py) in "Learned bridge folder" rewrites the prompts
+instead of the rules bridge (its size and settings still come from the rules); it runs on CTranslate2 when the folder
+holds its copy and ctranslate2 and tokenizers are installed in A1111's Python (no torch work), else on
+transformers. It is loaded once per process (:func:`learned_bridge`) and reused by every generation.
 """
 
 from __future__ import annotations
@@ -64,12 +69,25 @@ def locate_core(here: str | Path = __file__) -> str | None:
 
 PROBLEM = locate_core()
 if PROBLEM is None:
-    from bridge.load import translate
+    from bridge.load import load_translator, make_recipe, translate
     from bridge.models import NoBridgeError, detect_model, find_path, get_model, list_bridges, list_models
     from bridge.recipe import Recipe
     from bridge.rules.stages import NETWORK_HINT
+    from bridge.translation import TranslationOptions
 else:
     print(PROBLEM, file=sys.stderr)
+
+BRIDGE_FILE = "bridge.json"  # what marks a learned bridge folder (bridge/learned/bridge_info.py)
+_LEARNED: dict = {}  # learned bridges loaded in this process, by (folder, backend)
+
+
+def learned_bridge(folder: str, backend: str = "auto"):
+    """The learned bridge in ``folder``, loaded once per process and reused (loading costs more than a generation's
+    translations). Restart A1111 to load a changed folder."""
+    key = (str(Path(folder).expanduser().resolve()), backend)
+    if key not in _LEARNED:
+        _LEARNED[key] = load_translator(key[0], backend=backend)
+    return _LEARNED[key]
 
 
 # routes -----------------------------------------------------------------------------------------------------------
@@ -135,8 +153,9 @@ def _pasted(params: dict):
 class Run:
     """What one generation translates with; remembers translations and the warnings already shown."""
 
-    def __init__(self, source: str, target: str, label: str, networks: str):
+    def __init__(self, source: str, target: str, label: str, networks: str, learned=None):
         self.source, self.target, self.label, self.networks = source, target, label, networks
+        self.learned = learned  # a learned bridge for the pair, or None for the rules bridge
         self.memo: dict[tuple[str, str], tuple[str, str]] = {}
         self.warnings: list[str] = []
 
@@ -150,8 +169,11 @@ class Run:
         if not prompt.strip():
             return prompt, negative  # nothing to translate (the rules bridge refuses an empty prompt)
         try:
-            t = translate(prompt, source=self.source, target=self.target, negative_prompt=negative or "",
-                          networks=self.networks)
+            if self.learned is not None:
+                t = self.learned.translate(make_recipe(prompt, negative or ""), TranslationOptions(networks=self.networks))
+            else:
+                t = translate(prompt, source=self.source, target=self.target, negative_prompt=negative or "",
+                              networks=self.networks)
         except ValueError as error:
             self.warn(p, f"left as written: {error}")
             return prompt, negative
@@ -230,10 +252,14 @@ class Script(scripts.Script):
         # img2img and inpaint: a new size would resize the init image, so it is off there unless asked for
         set_size = gr.Checkbox(label="Also set the target's size (and the hires fix)", value=not is_img2img,
                                elem_id=self.elem_id("set_size"))
-        return [source, target, keep_networks, set_size]
+        folder = gr.Textbox(label="Learned bridge folder (optional: a trained bridge for this pair)", value="",
+                            placeholder="empty: the rules bridge", elem_id=self.elem_id("bridge_folder"))
+        return [source, target, keep_networks, set_size, folder]
 
-    def process(self, p, enabled: bool, source: str, target: str, keep_networks: bool, set_size: bool):
-        """After styles, before ``p.init``: pick the route, translate the size, hires fields and hires prompt."""
+    def process(self, p, enabled: bool, source: str, target: str, keep_networks: bool, set_size: bool,
+                bridge_folder: str = ""):
+        """After styles, before ``p.init``: pick the route (or the learned bridge), translate the size, hires fields
+        and hires prompt."""
         p._prompt_bridge = None
         if not enabled or PROBLEM is not None:
             return
@@ -251,7 +277,13 @@ class Script(scripts.Script):
             _comment(p, f"no bridge from {source} to {target}; the prompt is left as written")
             return
         kinds = "+".join(dict.fromkeys(hop.kind for hop in hops))
-        run = Run(source, target, f"{source}->{target}, {kinds}", "keep" if keep_networks else "remove")
+        learned = None
+        if bridge_folder and bridge_folder.strip():
+            learned = self._learned(p, bridge_folder.strip(), source, target)
+            if learned is None:
+                return
+            kinds = "seq2seq"
+        run = Run(source, target, f"{source}->{target}, {kinds}", "keep" if keep_networks else "remove", learned)
         p._prompt_bridge = run
         p.extra_generation_params[INFOTEXT_KEY] = run.label
         if set_size:
@@ -259,6 +291,24 @@ class Script(scripts.Script):
         if getattr(p, "enable_hr", False) and tuple(_each(p.hr_prompt, str)) != tuple(_each(p.prompt, str)):
             # a separate hires prompt: init writes it into the infotext as "Hires prompt"
             p.hr_prompt = _each(p.hr_prompt, lambda text: run.pair(p, text, "")[0])
+
+    def _learned(self, p, folder: str, source: str, target: str):
+        """The learned bridge in ``folder`` for source -> target, or None (with a comment saying why: the prompt is
+        then left as written)."""
+        if not (Path(folder).expanduser() / BRIDGE_FILE).is_file():
+            _comment(p, f"no {BRIDGE_FILE} in the learned bridge folder {folder!r}; the prompt is left as written")
+            return None
+        try:
+            learned = learned_bridge(folder)
+        except (ValueError, OSError, ImportError) as error:
+            _comment(p, f"cannot load the learned bridge {folder!r} ({error}); the prompt is left as written")
+            return None
+        if (learned.source, learned.target) != (source, target):
+            _comment(p, f"the learned bridge {folder!r} translates {learned.source} -> {learned.target}, not "
+                        f"{source} -> {target}; the prompt is left as written")
+            return None
+        print(f"[prompt-bridge] learned bridge {folder} on {learned.backend}")
+        return learned
 
     def before_process_batch(self, p, *args, batch_number: int = 0, prompts: list | None = None, **kwargs):
         """This batch's final prompts, translated and written back where A1111 reads them again."""
