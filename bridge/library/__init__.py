@@ -27,8 +27,18 @@ Formats (`FORMATS`; chosen from the suffix, see `detect_format`, unless `format=
   the new infotext; the original file is never modified.
 
 Nothing is dropped silently: a row with an empty prompt is an item with an empty prompt; malformed rows, files that are
-not UTF-8 and PNGs without "parameters" raise `LibraryError` naming the file and the line (or byte offset).
-Writes are atomic (:func:`bridge.datafiles.atomic_write`), and never replace a file the library was read from.
+not UTF-8 and PNGs without "parameters" raise `LibraryError` naming the file and the line (or byte offset). In a
+folder, `on_error` can take each file's error instead, so the other files are still read; links that leave the folder,
+link loops and files that are not regular files are skipped with a warning (`on_warning`, else `LibraryWarning`).
+
+Limits (each a `LibraryError` naming the file or row): a PNG's "parameters" text may hold at most `PNG_TEXT_LIMIT`
+(1 MiB) once decompressed, as Pillow limits each text chunk (it is inflated in steps and never past the limit; other
+text chunks are copied as stored, never inflated); a width or height that is a number must be a whole number of
+pixels from 1 to `MAX_SIZE` (16384); a JSON row nested deeper than Python can read is an error for that row.
+
+Writes are atomic (:func:`bridge.datafiles.atomic_write`), and never replace a file the library was read from. A folder
+is built under a hidden temporary name beside `out` and renamed into place at the end; into a folder that exists, the
+files built are moved in at the end (:func:`bridge.datafiles.atomic_dir` with merge).
 
 This module reads and writes libraries (files, folders, where each item goes); :mod:`bridge.library.formats` holds
 the items and each format's reader and writer.
@@ -40,34 +50,51 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.datafiles import atomic_write
+from bridge.datafiles import (
+    FileSet,
+    atomic_dir,
+    atomic_write,
+    file_identity,
+    path_kind,
+    remove_stale_temporaries,
+    special_kind,
+)
 from bridge.library.formats import (
     FORMAT_SUFFIX,
     FORMATS,
+    MAX_SIZE,
+    PNG_TEXT_LIMIT,
     READERS,
     SUFFIX_FORMATS,
     SUPPORTED_SUFFIXES,
-    WRITERS,
     LibraryError,
     LibraryItem,
     Source,
     detect_format,
+    file_bytes,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from bridge.recipe import Recipe
 
 __all__ = [
     "FORMATS",
+    "MAX_SIZE",
+    "PNG_TEXT_LIMIT",
     "SUPPORTED_SUFFIXES",
     "LibraryError",
     "LibraryItem",
+    "LibraryWarning",
     "detect_format",
     "read_library",
     "write_library",
 ]
+
+
+class LibraryWarning(UserWarning):
+    """Something in a library folder that was skipped on purpose (a link leaving the folder, a link loop, a FIFO)."""
 
 
 def read_library(
@@ -76,27 +103,48 @@ def read_library(
     column: str | None = None,
     negative_column: str | None = None,
     format: str | None = None,
+    follow_symlinks: bool = False,
+    on_error: Callable[[LibraryError], object] | None = None,
+    on_warning: Callable[[str], object] | None = None,
 ) -> list[LibraryItem]:
     """Read the prompts of a file, or of every supported file in a folder (recursively, sorted by path; hidden files
     and folders are skipped, so are files of other types). Items come in file order, then row order.
 
     `column` and `negative_column` choose the prompt columns of csv, tsv, jsonl and parquet files; `format` (one of
     FORMATS) overrides the suffix, for every file when `path` is a folder.
+
+    In a folder, links are followed only where they stay inside it (a linked folder is not walked: its files are read
+    where they are); with `follow_symlinks` every link is followed and linked folders are walked, each real folder
+    once, so a loop ends. A file or subfolder that cannot be read raises LibraryError, or, with `on_error`, is passed
+    to it and skipped. What is skipped on purpose (links leaving the folder, loops, broken links, FIFOs, sockets and
+    devices) is passed to `on_warning` (by default warned about as a LibraryWarning).
     """
     path = Path(path)
     if format is not None and format not in FORMATS:
         raise LibraryError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
-    if path.is_dir():
-        files = _library_files(path, format)
-        sources = [Source(file, file.relative_to(path).as_posix(), str(path)) for file in files]
-    elif path.is_file():
+    kind = path_kind(path)
+    if kind == "folder":
+        warn = on_warning or _warn
+        files = _library_files(path, format, follow_symlinks, on_error, warn)
+        sources = [Source(path / relative, relative, str(path)) for relative in files]
+    elif kind == "file":
         sources = [Source(path, path.name, None)]
-    else:
+        on_error = None  # a file given on its own: its error is the answer
+    elif kind == "missing":
         raise LibraryError(f"{path}: no such file or folder")
+    elif kind.startswith("unreadable"):
+        raise LibraryError(f"{path}: {kind}")
+    else:
+        raise LibraryError(f"{path}: {kind}, not a file or folder; give a regular file or a folder")
     items: list[LibraryItem] = []
     for source in sources:
-        fmt = format or detect_format(source.path)
-        items += READERS[fmt](source, column, negative_column)
+        try:
+            fmt = format or detect_format(source.path)
+            items += READERS[fmt](source, column, negative_column)
+        except LibraryError as error:
+            if on_error is None:
+                raise
+            on_error(error)
     return items
 
 
@@ -117,43 +165,125 @@ def write_library(
     `out` is a file when the items come from one file read on its own; it is a folder when the library was read from a
     folder, comes from several files, or `out` is an existing folder or has no suffix: each file is written under it at
     its path relative to the folder read (its file name otherwise), with the suffix of `format` when converting.
+    A new folder appears whole at the end (built beside it under a hidden name, then renamed); into an existing
+    folder the files are built beside it first, then moved in. A file that cannot be written raises OSError.
     """
     if len(items) != len(recipes):
         raise LibraryError(f"got {len(items)} library items but {len(recipes)} recipes; pass one recipe per item")
     if format is not None and format not in FORMATS:
         raise LibraryError(f"unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
-    targets = _plan_targets(items, Path(out), format)
-    written = []
-    for target, (fmt, indices) in targets.items():
-        group = [(items[i], recipes[i]) for i in indices]
-        _write(target, WRITERS[fmt](group))
-        written.append(target)
-    return written
+    out = Path(out)
+    targets, to_folder = _plan_targets(items, out, format)
+    groups = [(target, fmt, [(items[i], recipes[i]) for i in indices]) for target, (fmt, indices) in targets.items()]
+    if not to_folder:
+        [(target, fmt, group)] = groups
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)
+        atomic_write(target, file_bytes(fmt, group))
+        return [target]
+
+    def write(folder: Path) -> None:
+        for target, fmt, group in groups:
+            path = folder / target.relative_to(out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(file_bytes(fmt, group))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_dir(out, write, merge=True)
+    return [target for target, _, _ in groups]
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, LibraryWarning, stacklevel=3)
 
 
 # Reading: the files of a folder.
 
 
-def _library_files(folder: Path, format: str | None) -> list[Path]:
-    files, unsupported = [], []
-    for file in sorted(folder.rglob("*")):
-        if any(part.startswith(".") for part in file.relative_to(folder).parts) or not file.is_file():
-            continue
-        if format is None and file.suffix.lower() not in SUFFIX_FORMATS:
-            unsupported.append(file.relative_to(folder).as_posix())
-        else:
-            files.append(file)
+def _library_files(folder: Path, format: str | None, follow_symlinks: bool,
+                   on_error: Callable[[LibraryError], object] | None, warn: Callable[[str], object]) -> list[str]:
+    """The library files under `folder`, as paths relative to it ("a/b.png"), sorted as paths (part by part).
+
+    One stat per entry (os.scandir), one realpath per link: linear in the folder's size."""
+    import stat
+
+    root = os.path.realpath(folder)
+    inside = root.rstrip(os.sep) + os.sep
+    walked = {file_identity(os.stat(folder))}  # real folders walked, by (device, inode): each once
+    files: list[str] = []
+    unsupported: list[str] = []
+
+    def walk(directory: str, prefix: str) -> None:
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)  # warnings in a stable order
+        except OSError as error:
+            problem = LibraryError(f"{directory}: cannot read this folder: {error.strerror}; its files were not read")
+            if on_error is None:
+                raise problem from None
+            on_error(problem)
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            relative = prefix + entry.name
+            try:
+                mode = entry.stat(follow_symlinks=True).st_mode
+            except OSError as error:
+                if entry.is_symlink():
+                    warn(f"{entry.path}: skipped, a broken link or a link loop ({error.strerror})")
+                else:
+                    _problem(on_error, LibraryError(f"{entry.path}: cannot read: {error.strerror}"))
+                continue
+            if entry.is_symlink():
+                real = os.path.realpath(entry.path)
+                if not follow_symlinks and not (real + os.sep).startswith(inside):
+                    warn(f"{entry.path}: skipped, a link to {real}, outside the folder read "
+                         "(--follow-symlinks reads it)")
+                    continue
+                if stat.S_ISDIR(mode) and not follow_symlinks:
+                    continue  # a linked folder inside the folder: its files are read where they are
+            if stat.S_ISDIR(mode):
+                identity = file_identity(entry.stat(follow_symlinks=True))
+                if identity in walked:
+                    warn(f"{entry.path}: skipped, a link loop or a folder already read through another path")
+                    continue
+                walked.add(identity)
+                walk(entry.path, relative + "/")
+            elif not stat.S_ISREG(mode):
+                if format is not None or Path(entry.name).suffix.lower() in SUFFIX_FORMATS:
+                    warn(f"{entry.path}: skipped, {special_kind(mode)}, not a regular file")
+            elif format is None and Path(entry.name).suffix.lower() not in SUFFIX_FORMATS:
+                unsupported.append(relative)
+            else:
+                files.append(relative)
+
+    walk(str(folder), "")
     if not files:
         found = f"found only {', '.join(unsupported)}" if unsupported else "it has no files"
         raise LibraryError(f"{folder}: no prompt files ({', '.join(SUPPORTED_SUFFIXES)}); {found}")
-    return files
+    return sorted(files, key=lambda relative: relative.split("/"))
+
+
+def _problem(on_error: Callable[[LibraryError], object] | None, problem: LibraryError) -> None:
+    if on_error is None:
+        raise problem
+    on_error(problem)
+
 
 # Writing: where each item goes.
 
 
-def _plan_targets(items: Sequence[LibraryItem], out: Path, format: str | None) -> dict[Path, tuple[str, list[int]]]:
+def _plan_targets(
+    items: Sequence[LibraryItem], out: Path, format: str | None
+) -> tuple[dict[Path, tuple[str, list[int]]], bool]:
     """Each output file with its format and the indices of the items written to it, checked before anything is
-    written: formats possible, no two sources on one file, no input overwritten."""
+    written: formats possible, no two sources on one file, no input overwritten, no folder in a file's place. Also
+    whether `out` is a folder.
+
+    Linear in the number of items: each source and each target is resolved once (inputs kept in a set)."""
     sources = list(dict.fromkeys(item.source for item in items))
     to_folder = not out.suffix or out.is_dir() or len(sources) > 1 or any(item.root is not None for item in items)
     if to_folder and out.exists() and not out.is_dir():
@@ -179,20 +309,13 @@ def _plan_targets(items: Sequence[LibraryItem], out: Path, format: str | None) -
         if written_from.setdefault(target, item.source) != item.source:
             raise LibraryError(f"{target}: both {written_from[target]} and {item.source} would be written there")
         targets.setdefault(target, (fmt, []))[1].append(index)
+    inputs = FileSet(sources)
     for target in targets:
-        for source in sources:
-            if _same_file(target, Path(source)):
-                raise LibraryError(f"{target}: is an input of the library; write the migrated library elsewhere")
-    return targets
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    return a.exists() and b.exists() and os.path.samefile(a, b)
-
-
-def _write(target: Path, data: bytes) -> None:
-    """Write one output file whole or not at all, creating its folder (a folder library is mirrored)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, data)
+        if inputs.holds(target):
+            raise LibraryError(f"{target}: is an input of the library; write the migrated library elsewhere")
+        if target.is_dir():
+            raise LibraryError(f"{target}: is a folder; the migrated file cannot be written there")
+    for parent in {target.parent for target in targets}:
+        if parent.exists() and not parent.is_dir():
+            raise LibraryError(f"{parent}: is a file, but migrated files go into it; move it or write elsewhere")
+    return targets, to_folder

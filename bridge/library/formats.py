@@ -11,11 +11,13 @@ import io
 import json
 import os
 import struct
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from bridge.datafiles import json_line, surrogate_at
 from bridge.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "FORMAT_SUFFIX",
+    "MAX_SIZE",
+    "PNG_TEXT_LIMIT",
     "READERS",
     "SUFFIX_FORMATS",
     "SUPPORTED_SUFFIXES",
@@ -32,6 +36,7 @@ __all__ = [
     "LibraryItem",
     "Source",
     "detect_format",
+    "file_bytes",
 ]
 
 SUFFIX_FORMATS = {
@@ -56,6 +61,9 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 _PARAMETERS = b"parameters"  # the keyword A1111 stores its infotext under
 _MISSING_PYARROW = "{action} .parquet needs the ml extra: pip install 'prompt-bridge[ml]'"
+PNG_TEXT_LIMIT = 1 << 20  # bytes of "parameters" text once decompressed: Pillow's MAX_TEXT_CHUNK
+MAX_SIZE = 16384  # pixels, width or height: A1111's sliders stop at 2048, a 4x hires fix at 8192
+_SIZE_DIGITS = len(str(MAX_SIZE))
 
 
 class LibraryError(ValueError):
@@ -202,6 +210,13 @@ def _read_jsonl(source: Source, column: str | None, negative_column: str | None)
             row = json.loads(text)
         except json.JSONDecodeError as error:
             raise LibraryError(f"{source.path}:{line}: not valid JSON: {error.msg} at column {error.colno}") from None
+        except ValueError:  # an integer longer than Python converts
+            limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+            raise LibraryError(f"{source.path}:{line}: a number in this row has more than {limit} digits, more "
+                               "than Python reads") from None
+        except RecursionError:
+            raise LibraryError(f"{source.path}:{line}: this row is nested too deeply to read (lists or objects "
+                               f"about {sys.getrecursionlimit()} levels deep or more)") from None
         if not isinstance(row, dict):
             raise LibraryError(f"{source.path}:{line}: expected a JSON object, got {type(row).__name__}")
         if prompt_column not in row:
@@ -237,6 +252,9 @@ def _read_png(source: Source, column: str | None, negative_column: str | None) -
         recipe = Recipe.from_infotext(text)
     except ValueError as error:
         raise LibraryError(f"{source.path}: {error}") from None
+    if recipe.width is not None:
+        _size(recipe.width, str(source.path), "width")
+        _size(recipe.height, str(source.path), "height")
     return [LibraryItem(recipe, str(source.path), None, source.name, kind="png", root=source.root)]
 
 
@@ -277,7 +295,8 @@ def _row_item(
             raise LibraryError(f"{source.path}:{line}: {name!r} must be text, got {type(value).__name__} {value!r}")
         return value
 
-    width, height = _size(row.get("width")), _size(row.get("height"))
+    where = f"{source.path}:{line}"
+    width, height = _size(row.get("width"), where, "width"), _size(row.get("height"), where, "height")
     if width is None or height is None:
         width = height = None
     recipe = Recipe(prompt=text(prompt_column), negative_prompt=text(negative_column), width=width, height=height)
@@ -288,16 +307,34 @@ def _row_item(
     )
 
 
-def _size(value: object) -> int | None:
-    """A positive whole number of pixels from a cell (512, "512", 512.0), else None: the cell is then only kept."""
+def _size(value: object, where: str, column: str) -> int | None:
+    """A width or height from a cell: a whole number of pixels from 1 to MAX_SIZE (512, "512", 512.0). A cell that
+    is not a number ("auto", "", true) gives no size and is only kept; a number that is not a size (0, 512.5, 10**9,
+    inf, nan) is an error naming the row. Text counts as a number only when it is ASCII digits (str.isdigit also
+    takes "²"), and a long run of them is out of range without being converted."""
     if isinstance(value, str):
-        value = value.strip()
-        value = int(value) if value.isdigit() else None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return None
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            return None
+        number: object = int(text) if len(text) <= _SIZE_DIGITS else MAX_SIZE + 1
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = value
+    else:
+        return None
+    if isinstance(number, float) and number.is_integer():  # inf and nan are not
+        number = int(number)
+    if isinstance(number, int) and 1 <= number <= MAX_SIZE:
+        return number
+    raise LibraryError(f"{where}: {column} {_shown(value)} is not a size: give a whole number of pixels from 1 to "
+                       f"{MAX_SIZE}")
+
+
+def _shown(value: object) -> str:
+    """A cell's value for a message, short whatever its length (a 5,000-digit int cannot even be printed)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"(a number of about {int(value.bit_length() * 0.30103)} digits)"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}… ({len(text)} characters)"
 
 
 READERS: dict[str, Callable[[Source, str | None, str | None], list[LibraryItem]]] = {
@@ -336,24 +373,44 @@ def _png_chunks(data: bytes, path: Path) -> list[tuple[bytes, bytes]]:
 
 
 def _png_parameters(chunks: list[tuple[bytes, bytes]], path: Path) -> str | None:
-    """The text of the first "parameters" text chunk, or None."""
+    """The text of the first "parameters" text chunk, or None. Its text may hold at most PNG_TEXT_LIMIT bytes (the
+    compressed forms are inflated in steps, never past the limit); other text chunks are not decoded at all."""
     for kind, body in chunks:
         keyword, _, rest = body.partition(b"\0")
         if kind not in _PNG_TEXT_CHUNKS or keyword != _PARAMETERS:
             continue
         try:
             if kind == b"tEXt":
-                return rest.decode("latin-1")
+                return _limited(rest, path, kind).decode("latin-1")
             if kind == b"zTXt":  # compression method byte (0: zlib), then the compressed Latin-1 text
-                return zlib.decompress(rest[1:]).decode("latin-1")
+                return _inflate(rest[1:], path, kind).decode("latin-1")
             # iTXt: compression flag, method, language tag\0, translated keyword\0, then UTF-8 text
             compressed = rest[0] == 1
             _language, _, rest = rest[2:].partition(b"\0")
             _translated, _, text = rest.partition(b"\0")
-            return (zlib.decompress(text) if compressed else text).decode("utf-8")
+            return (_inflate(text, path, kind) if compressed else _limited(text, path, kind)).decode("utf-8")
         except (IndexError, zlib.error, UnicodeDecodeError) as error:
             raise LibraryError(f"{path}: damaged {kind.decode()} 'parameters' chunk: {error}") from None
     return None
+
+
+def _limited(text: bytes, path: Path, kind: bytes) -> bytes:
+    if len(text) > PNG_TEXT_LIMIT:
+        raise LibraryError(f"{path}: its {kind.decode()} 'parameters' chunk holds {len(text):,} bytes of text, over the "
+                           f"limit of {PNG_TEXT_LIMIT:,} (1 MiB) per PNG text chunk; not read")
+    return text
+
+
+def _inflate(compressed: bytes, path: Path, kind: bytes) -> bytes:
+    """zlib data inflated to at most PNG_TEXT_LIMIT bytes: a small chunk that would inflate to gigabytes stops there."""
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(compressed, PNG_TEXT_LIMIT + 1)
+    if len(text) > PNG_TEXT_LIMIT:
+        raise LibraryError(f"{path}: its {kind.decode()} 'parameters' chunk inflates to more than {PNG_TEXT_LIMIT:,} "
+                           "bytes (1 MiB), the limit per PNG text chunk; not read")
+    if not inflater.eof:
+        raise LibraryError(f"{path}: damaged {kind.decode()} 'parameters' chunk: its compressed text is cut short")
+    return text
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -405,8 +462,23 @@ def _delimited_bytes(group: list[tuple[LibraryItem, Recipe]], kind: str) -> byte
 
 
 def _jsonl_bytes(group: list[tuple[LibraryItem, Recipe]]) -> bytes:
-    lines = (json.dumps(_row(item, recipe, with_size=True), ensure_ascii=False) + "\n" for item, recipe in group)
+    lines = (json_line(_row(item, recipe, with_size=True)) for item, recipe in group)
     return "".join(lines).encode("utf-8")
+
+
+def file_bytes(fmt: str, group: list[tuple[LibraryItem, Recipe]]) -> bytes:
+    """The file of format `fmt` holding `group` (WRITERS), or LibraryError naming the first item whose text UTF-8
+    cannot store (an unpaired surrogate; jsonl writes it as its escape instead)."""
+    try:
+        return WRITERS[fmt](group)
+    except UnicodeEncodeError:
+        for item, recipe in group:
+            for value in (recipe.prompt, recipe.negative_prompt, *map(str, item.fields.values())):
+                at = surrogate_at(value)
+                if at is not None:
+                    raise LibraryError(f"{item.key}: holds an unpaired surrogate (U+{ord(value[at]):04X}), which "
+                                       f"{fmt} cannot store; write jsonl, or fix the text") from None
+        raise
 
 
 def _parquet_bytes(group: list[tuple[LibraryItem, Recipe]]) -> bytes:
