@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from bridge.cli_output import InputError, from_dialect, stdin_lines, to_dialect, with_embeddings
+from bridge.cli_output import (
+    InputError,
+    Output,
+    from_dialect,
+    stdin_lines,
+    to_dialect,
+    unpaired_surrogate,
+    with_embeddings,
+)
 from bridge.workflows.common import UsageError  # a bad flag value or missing argument: exit 2
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -45,8 +53,25 @@ empty prompt in json): line N of the output answers line N of the input. Empty s
 warnings go to stderr (-q silences them; they stay in json records). --warnings-summary counts them at the end
 by kind: "rule ID" when the warning names its rule, else its words with names, quotes and numbers masked.
 
-exit codes: 0 ok, 1 input/output failure (missing or undecodable file), 2 usage error (bad flag value, unknown
-model, bad --color).
+hostile input and limits:
+  folders  links that leave the --input folder are skipped with a warning (--follow-symlinks reads them; linked
+           folders are then walked, each once, so a link loop ends); FIFOs, sockets and devices are skipped, and
+           refused as --input. A file or subfolder that cannot be read is an error line: the rest still migrates,
+           and the exit code is 1.
+  PNG      the "parameters" text may hold 1 MiB once decompressed (Pillow's limit per text chunk); past it, or for
+           a compressed bomb, that PNG is an error line naming the limit (it is inflated in steps, never past it).
+  sizes    a width or height given as a number must be a whole number of pixels from 1 to 16384, else that row's
+           file is an error naming the row; text such as "auto" is kept and gives no size.
+  text     an unpaired surrogate (an argument's bytes that are not UTF-8, a \\ud800 escape in JSON) is not text:
+           that prompt is an error line naming it, and a library row holding one is written back as it was.
+  diffs    --diff and --report diff word by word, exactly, while difflib's worst case stays under 25 million steps
+           (every prompt of ordinary length); past it the common start and end are kept and the middle is diffed
+           by words or phrases when that is cheap, else marked removed and added whole.
+  output   --output or --report naming an input, or both naming one file, is a usage error. Output that cannot be
+           written (stdout closed, a closed pipe, a full disk, an encoding without the characters) is one error line.
+
+exit codes: 0 ok, 1 input/output failure (a missing or undecodable file, a file of the library that could not be
+read, output that could not be written), 2 usage error (bad flag value, unknown model, bad --color).
 """
 
 
@@ -86,12 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-i", "--input", metavar="PATH",
                         help="a prompt library to migrate: a .txt (one prompt per line), .csv/.tsv, .jsonl, "
                         ".parquet, an A1111 styles.csv, PNG files with infotext, or a folder of them; '-': stdin")
+    parser.add_argument("--follow-symlinks", action="store_true",
+                        help="in an --input folder, also read links that lead outside it, and walk linked folders "
+                        "(each folder once)")
     parser.add_argument("--column", metavar="NAME",
                         help="the prompt column of a CSV/TSV/JSONL/Parquet library (default: prompt, text, caption)")
     parser.add_argument("-o", "--output", metavar="PATH",
-                        help="write results there (written whole at the end, never half). With --input and the "
-                        "default format, the library is written back in its own format (a folder mirrors a folder; "
-                        "PNGs are migrated copies)")
+                        help="write results there, at the end: a file whole (written beside it under a hidden name, "
+                        "then renamed). With --input and the default format, the library is written back in its own "
+                        "format (a folder mirrors a folder; PNGs are migrated copies): a new folder appears whole at "
+                        "the end; into an existing folder the files are built beside it, then moved in")
     parser.add_argument("--report", metavar="FILE",
                         help="write a migration report (.md or .html): counts per rule, every warning, a "
                         "side-by-side diff per prompt")
@@ -144,27 +173,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
-    stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
+    import io
+
+    stdin = stdin or sys.stdin or io.StringIO()  # a closed stdin reads as empty
+    out = Output(stdout or sys.stdout)  # a write that fails is one error line (closed, EPIPE, ENOSPC, encoding)
+    stderr = stderr or sys.stderr or io.StringIO()  # closed: warnings go nowhere, not into print's default, stdout
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.help:
-            stdout.write(parser.format_help())
-            return EXIT_OK
-        return _run(args, stdin, stdout, stderr)
+            out.write(parser.format_help())
+        code = EXIT_OK if args.help else _run(args, stdin, out, stderr)
+        if out.pending:
+            out.flush()  # here, not at exit: a full disk or a closed pipe is reported like any other failure
+        return code
     except UsageError as exc:
         print(f"translate-prompt: error: {exc} (see --help)", file=stderr)
         return EXIT_USAGE
     except InputError as exc:
         print(f"translate-prompt: error: {exc}", file=stderr)
+        if out.failed:
+            _drop(out.stream)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
 
-def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+def _drop(stream: TextIO | None) -> None:
+    """Point a broken stdout's descriptor at os.devnull, so that Python's own flush at exit does not fail again
+    (with "Exception ignored ... BrokenPipeError") after the one error line."""
+    try:
+        descriptor = stream.fileno() if stream is not None else -1
+    except (AttributeError, OSError, ValueError):
+        return
+    if descriptor >= 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, descriptor)
+        os.close(null)
+
+
+def _run(args: argparse.Namespace, stdin: TextIO, stdout: Output, stderr: TextIO) -> int:
     from bridge.cli_output import COLORS, print_models
     from bridge.models import list_bridges, list_models
     from bridge.rules.knowledge import KnowledgeError, KnowledgeFileError
@@ -183,6 +231,9 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
             raise UsageError(f"unknown {flag} {value!r}; valid dialects: {', '.join(DIALECTS)}")
     if args.report and Path(args.report).suffix.lower() not in (".md", ".html", ".htm"):
         raise UsageError(f"report {args.report!r} must end in .md or .html")
+    for flag, path in (("--registry", args.registry), ("--knowledge", args.knowledge),
+                       ("--network-map", args.network_map)):
+        _refuse_special(flag, path)
     if args.registry:
         from bridge.models import RegistryError, use_registry
 
@@ -219,7 +270,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO
 class _Run:
     """One run after the checks: entries in input order, each written as it comes."""
 
-    def __init__(self, args: argparse.Namespace, translator, options, stdout: TextIO, stderr: TextIO):
+    def __init__(self, args: argparse.Namespace, translator, options, stdout: Output, stderr: TextIO):
         from collections import Counter
 
         from bridge.cli_output import use_color
@@ -230,17 +281,24 @@ class _Run:
         self.rows: list = []  # MigrationRow for --report
         self.results: list = []  # one recipe per library item, for write_library
         self.kinds: Counter = Counter()
+        self.unread = self.untranslated = 0  # library files or folders that could not be read; prompts refused
         self.flush, self.embeddings = False, {}  # embeddings: ComfyUI's embedding:NAME words read (name -> as written)
 
     def run(self, stdin: TextIO) -> int:
         from bridge.recipe import Recipe
 
         args = self.args
-        items, recipes = _read_input(args, stdin)
+        items, recipes = _read_input(args, stdin, self.warn_skipped, self.unreadable)
+        _check_outputs(args, items)
         if recipes is None:  # stdin, streamed: each line answered before the next is read
             self.flush = True
             for number, line in enumerate(stdin_lines(stdin), 1):
                 recipe = Recipe(prompt=line, negative_prompt=args.negative or "")
+                refused = unpaired_surrogate(line, f"line {number}")
+                if refused:  # only a text stream handed to main() can hold one: stdin's bytes are decoded strictly
+                    self.refuse(refused)
+                    self.emit(Recipe(prompt=""), None, line=number)
+                    continue
                 if not line.strip():
                     self.emit(recipe, None, line=number)
                     continue
@@ -250,6 +308,14 @@ class _Run:
         else:
             self.run_batch(items, recipes)
         self.finish(items)
+        if self.unread or self.untranslated:
+            parts = [f"{_count(self.unread, 'file or folder', 'files or folders')} of the library could not be read"
+                     if self.unread else "",
+                     f"{_count(self.untranslated, 'prompt', 'prompts')} could not be translated"
+                     if self.untranslated else ""]
+            print(f"translate-prompt: error: {' and '.join(p for p in parts if p)} (see above); everything else "
+                  "was written", file=self.stderr)
+            return EXIT_FAILURE
         return EXIT_OK
 
     def run_batch(self, items: list | None, recipes: list) -> None:
@@ -258,8 +324,15 @@ class _Run:
 
         args = self.args
         count = len(recipes)
-        translated = translate_all(self.translator, [self.from_dialect(r) for r in recipes], self.options_read(),
-                                   _jobs(args, self.translator, count))
+        refused = {}  # index -> why: an unpaired surrogate is not text; the row is kept as it was
+        for i, recipe in enumerate(recipes):
+            what = items[i].key if items else "prompt"
+            why = unpaired_surrogate(recipe.prompt, what) or unpaired_surrogate(recipe.negative_prompt,
+                                                                               f"{what}: the negative prompt")
+            if why:
+                refused[i] = why
+        wanted = [Recipe(prompt="") if i in refused else self.from_dialect(r) for i, r in enumerate(recipes)]
+        translated = translate_all(self.translator, wanted, self.options_read(), _jobs(args, self.translator, count))
         # A .txt read by the library skips blank lines: they come back as blank answers, so line N answers line N.
         fill = items is not None and Path(args.input).is_file() and all(i.kind == "text" for i in items)
         previous = 0
@@ -274,7 +347,12 @@ class _Run:
                     self.emit(Recipe(prompt=""), None, line=gap)
                 previous = item.line
             self.results.append(translation.recipe if translation else recipe)
-            if translation is None:  # a library row with no prompt is passed through as it was: never dropped
+            if i in refused:
+                self.refuse(f"{refused[i]}; kept as it was")
+                self.rows.append(MigrationRow(item.key, recipe.prompt, recipe.negative_prompt, None,
+                                              "not text (an unpaired surrogate)"))
+                self.emit(recipe, None, key=item.key, line=item.line, warnings=[refused[i]])
+            elif translation is None:  # a library row with no prompt is passed through as it was: never dropped
                 self.warn(f"{item.key}: empty prompt, kept as it was", "empty prompt")
                 self.rows.append(MigrationRow(item.key, recipe.prompt, recipe.negative_prompt, None, "empty prompt"))
                 self.emit(recipe, None, key=item.key, line=item.line, warnings=["empty prompt, kept as it was"])
@@ -286,6 +364,17 @@ class _Run:
 
     def options_read(self):  # after reading: the user's embedding:NAME words added (one options object per batch)
         return with_embeddings(self.options, self.embeddings)
+
+    def warn_skipped(self, message: str) -> None:  # something in the --input folder skipped on purpose
+        self.warn(message, "skipped in the input folder")
+
+    def unreadable(self, error: Exception) -> None:  # a file or folder of the library that could not be read
+        self.unread += 1
+        print(f"error: {error}", file=self.stderr)
+
+    def refuse(self, message: str) -> None:  # a prompt that is not text
+        self.untranslated += 1
+        print(f"error: {message}", file=self.stderr)
 
     def warn(self, message: str, kind: str) -> None:
         self.kinds[kind] += 1
@@ -325,6 +414,8 @@ class _Run:
                 write_library(items, self.results, args.output)
             except LibraryError as exc:
                 raise InputError(str(exc)) from None
+            except OSError as exc:  # an output folder that cannot be written or created
+                raise InputError(f"cannot write {exc.filename or args.output}: {exc.strerror}") from None
         elif args.output:
             _write_output(Path(args.output), "".join(self.blocks))
         if args.report:
@@ -333,7 +424,7 @@ class _Run:
             try:
                 write_report(args.report, self.rows, source=self.translator.source, target=self.translator.target)
             except OSError as exc:
-                raise InputError(f"cannot write report {args.report}: {exc.strerror}") from None
+                raise InputError(f"cannot write report {args.report}: {exc.strerror or exc}") from None
         if args.warnings_summary:
             from bridge.cli_output import warnings_summary
 
@@ -421,31 +512,52 @@ def _decode(data: bytes, name: str) -> str:
                          "save it as UTF-8") from None
 
 
-def _read_input(args: argparse.Namespace, stdin: TextIO) -> tuple[list | None, list | None]:
+def _read_input(args: argparse.Namespace, stdin: TextIO, warn, error) -> tuple[list | None, list | None]:
     """The recipes to translate and the library items they came from (None for prompts given inline); (None, None)
-    when the prompts are to be streamed from stdin."""
+    when the prompts are to be streamed from stdin. In an --input folder, what is skipped goes to ``warn`` and what
+    cannot be read to ``error`` (the rest is read)."""
     from bridge.recipe import Recipe
 
     negative = args.negative or ""
+    refused = unpaired_surrogate(negative, "--negative")
+    if refused:
+        raise InputError(refused)
     dash = "-" in args.prompts
     if dash and (len(args.prompts) > 1 or args.input):
         raise UsageError("'-' reads the prompts from stdin: give it alone, without other prompts or --input")
     if args.prompts and args.input:
         raise UsageError("give prompts as arguments or with --input, not both")
     if args.prompts and not dash:
-        for prompt in args.prompts:
+        for number, prompt in enumerate(args.prompts, 1):
             if not prompt.strip():
                 raise UsageError("empty prompt: give the SD1.x prompt to translate, e.g. 'a castle on a hill, 8k'")
+            refused = unpaired_surrogate(prompt, f"prompt argument {number}")
+            if refused:
+                raise InputError(refused)
         return None, [Recipe(prompt=p, negative_prompt=negative) for p in args.prompts]
     if args.input and args.input != "-":
+        from bridge.datafiles import path_kind
         from bridge.library import LibraryError, read_library
 
-        if not Path(args.input).exists():
+        kind = path_kind(args.input)
+        if kind == "missing":
             raise InputError(f"no such file or folder: {args.input}")
+        if kind not in ("file", "folder"):
+            raise InputError(f"cannot read --input {args.input}: it is {kind}, not a file or folder; give a file, a "
+                             "folder, or '-' to read stdin")
+        problems: list = []
+
+        def unreadable(problem: LibraryError) -> None:
+            problems.append(problem)
+            error(problem)
+
         try:
-            items = read_library(args.input, column=args.column)
+            items = read_library(args.input, column=args.column, follow_symlinks=args.follow_symlinks,
+                                 on_error=unreadable, on_warning=warn)
         except LibraryError as exc:
             raise InputError(str(exc)) from None
+        if not items and problems:
+            raise InputError(f"nothing could be read from {args.input} (see above)")
         if not items:
             raise UsageError(f"no prompts in {args.input}: it is empty or only blank lines")
         if negative:
@@ -456,6 +568,36 @@ def _read_input(args: argparse.Namespace, stdin: TextIO) -> tuple[list | None, l
     if not dash and not args.input and _is_tty(stdin):
         raise UsageError("no prompt given: pass one as an argument, use --input FILE, or pipe prompts on stdin")
     return None, None
+
+
+def _check_outputs(args: argparse.Namespace, items: list | None) -> None:
+    """--output and --report must not name an input of the run (any file read, whatever the format) or each other:
+    a usage error, before anything is translated or written. Each path is resolved once (linear in the files)."""
+    if not (args.output or args.report):
+        return
+    from bridge.datafiles import FileSet
+
+    read = [args.network_map, args.knowledge, args.registry, args.input if args.input != "-" else None]
+    inputs = FileSet([*dict.fromkeys(item.source for item in items or ()), *(path for path in read if path)])
+    for flag, path in (("--output", args.output), ("--report", args.report)):
+        if path and inputs.holds(path):
+            raise UsageError(f"{flag} {path} is an input of this run; write it elsewhere (nothing was written)")
+    if args.output and args.report and FileSet([args.output]).holds(args.report):
+        raise UsageError(f"--output and --report both name {args.report}; give the report a name of its own")
+
+
+def _refuse_special(flag: str, path: str | None) -> None:
+    """A FIFO, socket or device given for a file flag: refused before anything opens it (a FIFO would wait)."""
+    if path:
+        from bridge.datafiles import path_kind
+
+        kind = path_kind(path)
+        if kind not in ("file", "folder", "missing") and not kind.startswith("unreadable"):
+            raise InputError(f"cannot read {flag} {path}: it is {kind}, not a regular file")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _read_network_map(path: str) -> dict[str, str]:
@@ -480,9 +622,10 @@ def _read_embeddings(folder: str) -> tuple[str, ...]:
 
 
 def _write_output(path: Path, text: str) -> None:
-    from bridge.datafiles import atomic_write
+    from bridge.datafiles import atomic_write, remove_stale_temporaries
 
     try:
+        remove_stale_temporaries(path)
         atomic_write(path, text)
     except OSError as exc:  # a missing folder: "folder F does not exist"
         raise InputError(f"cannot write {path}: {exc.strerror}") from None

@@ -21,6 +21,64 @@ class InputError(Exception):
     """A file that cannot be read or written: exit 1."""
 
 
+class Output:
+    """stdout for one run: a write that fails ends the run with one line saying why (exit 1), never a traceback:
+    stdout closed, the reader of a pipe gone (EPIPE), a full disk (ENOSPC), or an encoding that cannot hold the text
+    (PYTHONIOENCODING=ascii). ``failed`` says the stream is broken, so that nothing more is written to it."""
+
+    def __init__(self, stream: TextIO | None):
+        self.stream, self.failed, self.pending = stream, False, False  # pending: written since the last flush
+
+    def write(self, text: str) -> None:
+        self._do(lambda stream: stream.write(text))
+        self.pending = True
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._do(lambda stream: stream.flush())
+        self.pending = False
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self.stream and self.stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            return False
+
+    def _do(self, action) -> None:
+        if self.stream is None:
+            raise InputError("cannot write the results: stdout is closed; give --output FILE")
+        try:
+            action(self.stream)
+        except UnicodeEncodeError as exc:
+            raise InputError(f"cannot write to stdout: its encoding ({exc.encoding}) cannot hold the character "
+                             f"U+{ord(exc.object[exc.start]):04X}; set PYTHONIOENCODING=utf-8 or give --output FILE"
+                             ) from None
+        except BrokenPipeError:
+            self.failed = True
+            raise InputError("cannot write to stdout: the program reading it has closed the pipe") from None
+        except OSError as exc:
+            self.failed = True
+            raise InputError(f"cannot write to stdout: {exc.strerror or exc}") from None
+        except ValueError:  # "I/O operation on closed file"
+            self.failed = True
+            raise InputError("cannot write the results: stdout is closed; give --output FILE") from None
+
+
+def unpaired_surrogate(text: str, what: str) -> str | None:
+    """Why `text` cannot be translated when it holds an unpaired surrogate (not Unicode: from bytes that were not
+    UTF-8, or a JSON "\\ud800" escape), else None."""
+    from bridge.datafiles import surrogate_at
+
+    at = surrogate_at(text)
+    if at is None:
+        return None
+    return (f"{what} holds an unpaired surrogate (U+{ord(text[at]):04X} at character {at + 1}), which is not text: it "
+            "comes from bytes that are not UTF-8 or a \\ud800-style escape; save the prompt as UTF-8")
+
+
 def stdin_lines(stdin: TextIO) -> Iterator[str]:
     """stdin's lines without their line ends, each read only when the one before has been answered."""
     buffer = getattr(stdin, "buffer", None)
@@ -124,9 +182,9 @@ def json_record(translation, *, fmt_diff: bool, source_prompt: str, source_negat
         if fmt_diff:
             original = translation.original.prompt if translation.original else source_prompt
             row["diff"] = diff(original, translation.prompt, False).rstrip("\n")
-    import json
+    from bridge.datafiles import json_line
 
-    return json.dumps(row, ensure_ascii=False) + "\n"
+    return json_line(row)
 
 
 def text_block(translation, fmt: str, explain: bool, show_diff: bool, color: bool) -> str:
