@@ -148,13 +148,15 @@ def attention(text: str) -> list[tuple[str, float]]:
 
     if not texts:
         return [("", 1.0)]
-    if sum(end - start for start, end, _, _ in closed) <= EXACT_MULTIPLICATIONS:
+    # A1111's order: each pair as it closes, then the unclosed ( in order, then the unclosed [
+    brackets = [*closed, *((start, segments, ROUND_MULTIPLIER, False) for start in round_opens),
+                *((start, segments, SQUARE_MULTIPLIER, True) for start in square_opens)]
+    if sum(end - start for start, end, _, _ in brackets) <= EXACT_MULTIPLICATIONS:
         seg_weight = [1.0] * segments
-        for start, end, multiplier, _ in closed:  # A1111's own loop, one float per segment instead of per entry
+        for start, end, multiplier, _ in brackets:  # A1111's own loop, one float per segment instead of per entry
             seg_weight[start:end] = [w * multiplier for w in seg_weight[start:end]]
-        _apply_unclosed(seg_weight, round_opens, square_opens)
     else:
-        seg_weight = _nested_products(segments, closed, round_opens, square_opens)
+        seg_weight = _nested_products(segments, brackets)
     merged: list[tuple[list[str], float]] = []  # equal neighbours' pieces, joined once at the end
     for piece, sign, seg in zip(texts, signs, seg_of_entry):
         # A1111 starts BREAK at int -1 and multiplies it; -(w) is the same float as (-1 * m1 * m2 ...).
@@ -166,55 +168,29 @@ def attention(text: str) -> list[tuple[str, float]]:
     return [("".join(pieces), w) for pieces, w in merged]
 
 
-EXACT_MULTIPLICATIONS = 2_000_000  # segment weights attention() multiplies A1111's way before it takes the linear way
+EXACT_MULTIPLICATIONS = 1_000_000  # segment weights attention() multiplies A1111's way before it takes the linear way
 
 
-def _apply_unclosed(seg_weight: list[float], round_opens: list[int], square_opens: list[int]) -> None:
-    """Apply A1111's end-of-prompt rule: every unclosed ( multiplies the rest by 1.1, then every unclosed [ by 1/1.1.
-
-    A segment receives one multiplication per unclosed bracket opened before it, in order. Segments that start from
-    the same weight share the chain of products, so ``"(a" * 50_000`` costs linear time, not quadratic, and every
-    weight is the exact float A1111's loop produces.
-    """
-    chains: dict[tuple[float, float], list[float]] = {}
-
-    def chained(value: float, multiplier: float, times: int) -> float:
-        chain = chains.setdefault((value, multiplier), [value])
-        while len(chain) <= times:
-            chain.append(chain[-1] * multiplier)
-        return chain[times]
-
-    r = q = 0
-    for s in range(len(seg_weight)):
-        while r < len(round_opens) and round_opens[r] <= s:
-            r += 1
-        while q < len(square_opens) and square_opens[q] <= s:
-            q += 1
-        seg_weight[s] = chained(chained(seg_weight[s], ROUND_MULTIPLIER, r), SQUARE_MULTIPLIER, q)
-
-
-def _nested_products(segments: int, closed: list[tuple[int, int, float, bool]], round_opens: list[int],
-                     square_opens: list[int]) -> list[float]:
-    """Each segment's weight in linear time: the product of the multipliers of the brackets around it.
+def _nested_products(segments: int, brackets: list[tuple[int, int, float, bool]]) -> list[float]:
+    """Each segment's weight in linear time: the product of the multipliers of the ``brackets`` around it ((first
+    segment, end segment, multiplier, square); unclosed ones end at the last segment).
 
     The brackets of one kind nest (A1111 keeps a stack per kind), so one sweep per kind keeps the running products
     of the open brackets on a stack, outermost first; a segment's weight is the round product times the square one.
-    Unclosed brackets reach the end of the prompt.
+    Where every multiplier is the same (``"(a" * 50_000``) this is A1111's float exactly.
     """
-    rounds = [(start, end, m) for start, end, m, square in closed if not square]
-    squares = [(start, end, m) for start, end, m, square in closed if square]
-    rounds += [(start, segments, ROUND_MULTIPLIER) for start in round_opens]
-    squares += [(start, segments, SQUARE_MULTIPLIER) for start in square_opens]
+    rounds = [(start, end, m) for start, end, m, square in brackets if not square]
+    squares = [(start, end, m) for start, end, m, square in brackets if square]
     weights = [1.0] * segments
-    for brackets in (rounds, squares):
-        brackets = sorted((b for b in brackets if b[0] < b[1]), key=lambda b: (b[0], -b[1]))  # outer ones first
+    for kind in (rounds, squares):
+        ordered = sorted((b for b in kind if b[0] < b[1]), key=lambda b: (b[0], -b[1]))  # outer ones first
         stack: list[tuple[int, float]] = []  # (end segment, product of the brackets open here)
         i = 0
         for s in range(segments):
             while stack and stack[-1][0] <= s:
                 stack.pop()
-            while i < len(brackets) and brackets[i][0] == s:
-                _, end, multiplier = brackets[i]
+            while i < len(ordered) and ordered[i][0] == s:
+                _, end, multiplier = ordered[i]
                 stack.append((end, (stack[-1][1] if stack else 1.0) * multiplier))
                 i += 1
             if stack:

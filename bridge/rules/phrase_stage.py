@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from bridge.rules.artists import compose_style
 from bridge.rules.matching import END_MARKS, PhraseSet, Said, fold_accents, normalize
-from bridge.rules.phrases import DROP, KEEP, Item, Phrase, containers, edit_phrases, has_content, tidy
+from bridge.rules.phrases import DROP, KEEP, Chains, Item, Phrase, containers, edit_phrases, has_content, tidy
 from bridge.syntax import Emphasis, Prompt, PromptSyntaxError, Text, escape, parse
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ class _Phrases:
             return self.mixed(phrase)
         rule = self.plan.magic(plain)
         if rule is not None:
+            if rule.params.action not in ("drop", "replace"):
+                return KEEP  # as magic() decides, without rendering the phrase (a deep group's text is long)
             new = self.magic(rule, phrase.text, plain)
             return KEEP if new is None else (DROP if new == "" else phrase.replaced(new))
         return self.mixed(phrase)
@@ -187,8 +189,9 @@ def phrases(work: Work, rules: list[Rule]) -> None:
 def _phrase_pass(work: Work, rules: list[Rule], *, grow: bool) -> _Phrases:
     run = _Phrases(work, rules, grow=grow)
     # plain text already seen to need no change is skipped: libraries repeat their phrases
+    chains: Chains = {}
     touched = {id(container) for container in containers(work.prompt)
-               if edit_phrases(container, run.edit, work.plan.unchanged_phrases)}
+               if edit_phrases(container, run.edit, work.plan.unchanged_phrases, chains)}
     touched.difference_update(id(clause.children) for clause in work.prompt.clauses)
     _prune_emptied_groups(work.prompt, touched)
     if run.slot_placed:

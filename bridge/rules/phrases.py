@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from bridge.rules.matching import normalize
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
-__all__ = ["DROP", "KEEP", "Item", "Phrase", "containers", "edit_phrases", "has_content", "items_text", "tidy"]
+__all__ = ["DROP", "KEEP", "Chains", "Item", "Phrase", "containers", "edit_phrases", "has_content", "items_text", "tidy"]
 
 Item = str | Node
 KEEP = None  # callback result: leave the phrase as it is
@@ -30,6 +30,12 @@ def items_text(items: list[Item]) -> str:
     return "".join(i if isinstance(i, str) else render([i]) for i in items)
 
 
+# The innermost groups found by one walk over a prompt's containers (outer first): id of a group -> (the group, the
+# innermost group it leads to). A walk that shares one such dict follows each chain of nested groups once, so
+# 100,000 nested brackets cost linear time, not quadratic.
+Chains = dict[int, tuple[Emphasis, Emphasis]]
+
+
 @dataclass(slots=True)
 class Phrase:
     """One comma/BREAK-separated phrase: leading whitespace, core items, trailing whitespace."""
@@ -37,6 +43,7 @@ class Phrase:
     lead: str
     core: list[Item]
     trail: str
+    chains: Chains | None = None  # shared by the phrases of one walk (see Chains)
 
     @property
     def text(self) -> str:
@@ -54,8 +61,18 @@ class Phrase:
     def innermost(self) -> Emphasis | None:
         """For ``((word))``, the inner group: follow groups that hold exactly one group."""
         group = self.emphasis
+        chains = self.chains
+        passed: list[Emphasis] = []
         while group is not None and len(group.children) == 1 and isinstance(group.children[0], Emphasis):
+            known = chains.get(id(group)) if chains is not None else None
+            if known is not None and known[0] is group:
+                group = known[1]
+                break
+            passed.append(group)
             group = group.children[0]
+        if chains is not None:
+            for outer in passed:
+                chains[id(outer)] = (outer, group)
         return group
 
     @property
@@ -156,7 +173,7 @@ def _split(container: list[Node]) -> tuple[list[list[Item]], list[Item]]:
     return phrases, seps
 
 
-def _phrase(items: list[Item]) -> Phrase:
+def _phrase(items: list[Item], chains: Chains | None = None) -> Phrase:
     if len(items) == 1 and type(items[0]) is str:  # plain text between two commas: most phrases
         text = items[0]
         core = text.strip()
@@ -174,21 +191,22 @@ def _phrase(items: list[Item]) -> Phrase:
         stripped = items[-1].rstrip()
         trail = items[-1][len(stripped):]
         items[-1] = stripped
-    return Phrase(lead, [i for i in items if i != ""], trail)
+    return Phrase(lead, [i for i in items if i != ""], trail, chains)
 
 
 def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | None],
-                 unchanged: Container[str] = ()) -> bool:
+                 unchanged: Container[str] = (), chains: Chains | None = None) -> bool:
     """Apply ``edit`` to every phrase of ``container`` (in place). ``edit`` returns KEEP (None), DROP ([]) or new core
     items. A plain-text phrase whose text (stripped) is in ``unchanged`` is kept without asking ``edit``. Returns True
-    when anything changed."""
+    when anything changed. A walk over :func:`containers` passes the same ``chains`` dict to each call (see Chains).
+    """
     raw_phrases, seps = _split(container)
     results: list[list[Item] | None] = []
     for raw in raw_phrases:
         if unchanged and len(raw) == 1 and type(raw[0]) is str and raw[0].strip() in unchanged:
             results.append(KEEP)
             continue
-        phrase = _phrase(raw)
+        phrase = _phrase(raw, chains)
         if not phrase.core:
             results.append(KEEP)
             continue

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bridge.rules.matching import PhraseSet, Words
-from bridge.rules.phrases import DROP, KEEP, Item, Phrase, containers, edit_phrases, has_content, tidy
+from bridge.rules.phrases import DROP, KEEP, Chains, Item, Phrase, containers, edit_phrases, has_content, tidy
 from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
 
 if TYPE_CHECKING:
@@ -52,8 +52,9 @@ def networks(work: Work, rules: list[Rule]) -> None:
                 edit_phrases(container, lambda p, label=label: _tags(p, work, rule, label))
         lowered = text.lower()
         if pattern is not None and any(map(lowered.__contains__, work.plan.embedding_names)) and pattern.search(text):
+            chains: Chains = {}
             for container in containers(prompt):
-                edit_phrases(container, lambda p, label=label: _embeddings(p, work, rule, label))
+                edit_phrases(container, lambda p, label=label: _embeddings(p, work, rule, label), chains=chains)
 
 
 def _tags(phrase: Phrase, work: Work, rule: Rule, label: str) -> list[Item] | None:
