@@ -4,7 +4,8 @@
     python -m bridge.export runs/sd15_to_sd2 --quantization float32
     python -m bridge.export user/sd15-to-sd2 --out runs/sd15_to_sd2  # a hub id: downloaded into --out, exported there
 
-It writes ``DIR/ct2`` (CTranslate2's model.bin, config.json and vocabulary) and records it in ``DIR/bridge.json``
+It writes ``DIR/ct2`` (CTranslate2's model.bin, config.json and vocabulary, and the tokenizer as transformers runs
+it, ``tokenizer.json`` for the tokenizers package) and records it in ``DIR/bridge.json``
 (``copies``), so ``translate-prompt --model DIR`` then runs on CTranslate2 with the fast extra alone: no torch, no
 transformers (:mod:`bridge.learned.fast`). A LoRA bridge is merged into its base model first (``base_model``: a
 folder inside the bridge, a local path, or a hub id), as the transformers path merges it at load time. CTranslate2's
@@ -52,10 +53,8 @@ def export_ct2(folder: str | os.PathLike, info: BridgeInfo, quantization: str = 
 
     folder = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if not (folder / TOKENIZER_FILE).is_file():  # the fast path reads it with the tokenizers package
-        if not tokenizer.is_fast:
-            raise ValueError(f"{folder}'s tokenizer has no fast version to write {TOKENIZER_FILE} from")
-        tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
+    if not tokenizer.is_fast:
+        raise ValueError(f"{folder}'s tokenizer has no tokenizers version to write {TOKENIZER_FILE} from")
 
     def convert(source: Path, target: Path) -> None:
         TransformersConverter(str(source)).convert(str(target), quantization=quantization, force=True)
@@ -63,11 +62,14 @@ def export_ct2(folder: str | os.PathLike, info: BridgeInfo, quantization: str = 
     def write(target: Path) -> None:
         if info.weights != "lora":
             convert(folder, target)
-            return
-        with tempfile.TemporaryDirectory(prefix="bridge-export-") as merged:  # the adapter merged into its base
-            load_transformers_model(folder, info).save_pretrained(merged)
-            tokenizer.save_pretrained(merged)
-            convert(Path(merged), target)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bridge-export-") as merged:  # the adapter merged into its base
+                load_transformers_model(folder, info).save_pretrained(merged)
+                tokenizer.save_pretrained(merged)
+                convert(Path(merged), target)
+        # The tokenizer as transformers runs it, for the tokenizers package: a tokenizer class may set its own
+        # normalizer and pre-tokenizer over what the folder's tokenizer.json says (transformers 5's T5Tokenizer does).
+        tokenizer.backend_tokenizer.save(str(target / TOKENIZER_FILE))
 
     atomic_dir(folder / CT2_DIR, write)
     # what the transformers path leaves out of a decoded output, the same tokens by name

@@ -11,8 +11,8 @@ when that copy and the ``ctranslate2`` and ``tokenizers`` packages (the ``fast``
     >>> bridge.backend                                           # doctest: +SKIP
     'ct2'
 
-On this path the text is tokenized by the ``tokenizers`` package from the folder's ``tokenizer.json`` (the same ids
-as the transformers tokenizer), CTranslate2 generates, and the placeholders, the length-sorted batches and the rules
+On this path the text is tokenized by the ``tokenizers`` package from the copy's ``tokenizer.json`` (``ct2/``: the
+tokenizer as transformers runs it, written at export; the same ids), CTranslate2 generates, and the placeholders, the length-sorted batches and the rules
 bridge's recipe are the translator's own, as on the transformers path. Greedy search, beam search and sampling work
 alike; sampling draws from the ``TOP_K`` likeliest tokens (transformers' default) and then ``top_p``.
 
@@ -59,11 +59,10 @@ def available() -> bool:
 
 
 def has_copy(folder: str | Path, info: BridgeInfo) -> bool:
-    """Whether bridge.json records a CTranslate2 copy and the folder holds it and its tokenizer.json."""
+    """Whether bridge.json records a CTranslate2 copy and the folder holds it (model.bin and tokenizer.json)."""
     record = info.copies.get("ct2")
-    folder = Path(folder)
-    return (record is not None and (folder / record.get("path", CT2_DIR) / "model.bin").is_file()
-            and (folder / TOKENIZER_FILE).is_file())
+    copy = Path(folder) / (record or {}).get("path", CT2_DIR)
+    return record is not None and (copy / "model.bin").is_file() and (copy / TOKENIZER_FILE).is_file()
 
 
 def choose_backend(folder: str | Path, info: BridgeInfo, backend: str = "auto", name: str | None = None) -> str:
@@ -123,8 +122,8 @@ def load(folder: str | Path, info: BridgeInfo, *, device: str | None = None, thr
     import ctranslate2
     from tokenizers import Tokenizer
 
-    folder = Path(folder)
     record = info.copies["ct2"]
+    copy = Path(folder) / record.get("path", CT2_DIR)
     if device is None:
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
     kind, _, index = str(device).partition(":")
@@ -132,10 +131,10 @@ def load(folder: str | Path, info: BridgeInfo, *, device: str | None = None, thr
     compute_type = quantization
     if quantization not in ctranslate2.get_supported_compute_types(kind):
         compute_type = CPU_FALLBACK.get(quantization, "default")
-    tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+    tokenizer = Tokenizer.from_file(str(copy / TOKENIZER_FILE))
     tokenizer.no_padding()
     tokenizer.enable_truncation(info.max_source_tokens)  # as the transformers path truncates, end token kept
-    model = CT2Model(folder / record.get("path", CT2_DIR), record.get("strip_tokens", ()), device=kind,
+    model = CT2Model(copy, record.get("strip_tokens", ()), device=kind,
                      device_index=int(index or 0), compute_type=compute_type, threads=threads)
     return model, tokenizer
 
