@@ -110,15 +110,11 @@ def test_the_fast_path_imports_no_torch_or_transformers(trained):
 # 2. tokens -----------------------------------------------------------------------------------------------------------
 
 
-def fast_ids(translator: Seq2SeqTranslator, texts: list[str]) -> list[list[int]]:
-    return translator._engine.encode(texts, translator.info.max_source_tokens)
-
-
 def test_tokenizers_ids_equal_the_transformers_tokenizers_on_the_corpora(both, real_prompts, inputs):
     ct2, hf = both
     texts = [*real_prompts, *inputs]
     expected = hf.tokenizer(texts, truncation=True, max_length=hf.info.max_source_tokens)["input_ids"]
-    assert fast_ids(ct2, texts) == expected
+    assert ct2.token_ids(texts) == expected
     assert max(map(len, expected)) == hf.info.max_source_tokens  # truncation was reached, and matched
     decoded = [hf.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
                for ids in expected[::25]]
@@ -146,7 +142,7 @@ def test_a_t5_tokenizer_is_exported_as_transformers_runs_it(tmp_path, real_promp
 
     ct2 = Seq2SeqTranslator.from_pretrained(folder, backend="ct2", threads=1)
     texts = [*real_prompts, "sd15 to sd2: a <extra_id_0>castle<extra_id_1> on  a hill negative: blurry"]
-    assert fast_ids(ct2, texts) == hf(texts, truncation=True, max_length=64)["input_ids"]
+    assert ct2.token_ids(texts) == hf(texts, truncation=True, max_length=64)["input_ids"]
 
 
 # 3. generation on both backends --------------------------------------------------------------------------------------
@@ -214,7 +210,7 @@ def test_min_new_tokens_fixes_the_output_length_on_both_backends(both, inputs):
     ct2, hf = both
     settings = {"num_return_sequences": 1, "do_sample": False, "num_beams": 1, "max_new_tokens": 12,
                 "min_new_tokens": 12}
-    source = [[ct2.tokenizer.id_to_token(i) for i in ids] for ids in fast_ids(ct2, inputs[:8])]
+    source = [[ct2.tokenizer.id_to_token(i) for i in ids] for ids in ct2.token_ids(inputs[:8])]
     results = ct2.model.translator.translate_batch(source, **fast.translate_options(settings))
     assert [len(r.hypotheses[0]) for r in results] == [12] * 8
     assert fast.translate_options({**settings, "min_new_tokens": None})["min_decoding_length"] == 0  # may end at once

@@ -167,7 +167,7 @@ class Seq2SeqTranslator:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not texts:
             return []
-        encoded = self._engine.encode(list(texts), self.info.max_source_tokens)
+        encoded = self.token_ids(texts)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
         chunks = [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
         settings = {"num_return_sequences": num_return_sequences, "do_sample": do_sample, "num_beams": num_beams,
@@ -182,6 +182,11 @@ class Seq2SeqTranslator:
             for k, text in enumerate(texts_out):
                 results[chunk[k // num_return_sequences]].append(text.strip())
         return results
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Model inputs as the backend's tokenizer encodes them (truncated to ``max_source_tokens``, end token kept):
+        the same ids on both backends."""
+        return self._engine.encode(list(texts), self.info.max_source_tokens)
 
     def encode(self, recipe: Recipe, options: TranslationOptions | None = None) -> Example:
         """The model input for ``recipe`` (network policy applied, syntax protected). Raises TooManySlotsError."""
