@@ -59,6 +59,7 @@ __all__ = [
     "format_weight",
     "parse",
     "render",
+    "render_head",
     "walk_text",
 ]
 
@@ -494,6 +495,23 @@ def render(nodes: list[Node], *, step: int | None = None, steps: int = 20) -> st
 
 
 _TEXT_OF = itemgetter(1)
+
+
+def render_head(nodes: list[Node], limit: int) -> tuple[str, bool]:
+    """The first ``limit`` characters of :func:`render` of ``nodes``, and whether that is all of it, in time
+    proportional to ``limit`` (not to the whole text): for messages and records about a group of any size.
+
+    >>> render_head(parse("(a (b:1.2) c)").clauses[0].children, 5)
+    ('(a (b', False)
+    """
+    pieces: list[str] = []
+    size = 0
+    for _, text, _ in walk_text(nodes):
+        pieces.append(text)
+        size += len(text)
+        if size > limit:
+            return "".join(pieces)[:limit], False
+    return "".join(pieces), True
 
 
 def escape(text: str) -> str:

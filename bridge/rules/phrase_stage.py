@@ -53,6 +53,7 @@ class _Phrases:
         self.slot_placed = False
         self.grew = False  # a replacement or the style slot added words
         self.spills: bool | None = None  # whether the prompt with its style phrase spills, once it is filled
+        self.looked_up: dict[str, Rule | None] = {}  # plain words of groups -> their magic-word rule
 
     def edit(self, phrase: Phrase) -> list[Item] | None:
         core = phrase.core
@@ -62,7 +63,9 @@ class _Phrases:
         plain = phrase.plain
         if plain is None:
             return self.mixed(phrase)
-        rule = self.plan.magic(plain)
+        if plain not in self.looked_up:  # every level of ((((x)))) asks for the same words: looked up once
+            self.looked_up[plain] = self.plan.magic(plain)
+        rule = self.looked_up[plain]
         if rule is not None:
             if rule.params.action not in ("drop", "replace"):
                 return KEEP  # as magic() decides, without rendering the phrase (a deep group's text is long)
@@ -189,7 +192,7 @@ def phrases(work: Work, rules: list[Rule]) -> None:
 def _phrase_pass(work: Work, rules: list[Rule], *, grow: bool) -> _Phrases:
     run = _Phrases(work, rules, grow=grow)
     # plain text already seen to need no change is skipped: libraries repeat their phrases
-    chains: Chains = {}
+    chains = Chains()
     touched = {id(container) for container in containers(work.prompt)
                if edit_phrases(container, run.edit, work.plan.unchanged_phrases, chains)}
     touched.difference_update(id(clause.children) for clause in work.prompt.clauses)

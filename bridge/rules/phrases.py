@@ -30,10 +30,18 @@ def items_text(items: list[Item]) -> str:
     return "".join(i if isinstance(i, str) else render([i]) for i in items)
 
 
-# The innermost groups found by one walk over a prompt's containers (outer first): id of a group -> (the group, the
-# innermost group it leads to). A walk that shares one such dict follows each chain of nested groups once, so
-# 100,000 nested brackets cost linear time, not quadratic.
-Chains = dict[int, tuple[Emphasis, Emphasis]]
+class Chains:
+    """What one walk over a prompt's containers (outer first) learns about chains of nested groups, ``((((x))))``:
+    each group's innermost group, and the innermost groups' plain words. Every level of a chain asks for the same
+    ones; shared by the phrases of the walk, each chain is followed and its words read once, so 100,000 nested
+    brackets cost linear time, not quadratic. (A group's words are read again when its children list is replaced.)
+    """
+
+    __slots__ = ("innermost", "words")
+
+    def __init__(self) -> None:
+        self.innermost: dict[int, tuple[Emphasis, Emphasis]] = {}  # id -> (group, its innermost group)
+        self.words: dict[int, tuple[list[Node], str | None]] = {}  # id of a group -> (its children, Phrase.plain)
 
 
 @dataclass(slots=True)
@@ -64,7 +72,7 @@ class Phrase:
         chains = self.chains
         passed: list[Emphasis] = []
         while group is not None and len(group.children) == 1 and isinstance(group.children[0], Emphasis):
-            known = chains.get(id(group)) if chains is not None else None
+            known = chains.innermost.get(id(group)) if chains is not None else None
             if known is not None and known[0] is group:
                 group = known[1]
                 break
@@ -72,7 +80,7 @@ class Phrase:
             group = group.children[0]
         if chains is not None:
             for outer in passed:
-                chains[id(outer)] = (outer, group)
+                chains.innermost[id(outer)] = (outer, group)
         return group
 
     @property
@@ -83,9 +91,15 @@ class Phrase:
             return normalize(core[0] if "\\" not in core[0] else Text(core[0]).value)
         group = self.innermost
         if group is not None:
-            if not all(isinstance(c, Text) for c in group.children):
-                return None
-            return normalize("".join(c.value for c in group.children))  # type: ignore[union-attr]
+            known = self.chains.words.get(id(group)) if self.chains is not None else None
+            if known is not None and known[0] is group.children:
+                return known[1]
+            words = None
+            if all(isinstance(c, Text) for c in group.children):
+                words = normalize("".join(c.value for c in group.children))  # type: ignore[union-attr]
+            if self.chains is not None:
+                self.chains.words[id(group)] = (group.children, words)
+            return words
         if all(isinstance(i, str) for i in self.core):
             return normalize(Text("".join(self.core)).value)  # type: ignore[arg-type]
         return None
@@ -198,7 +212,7 @@ def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | No
                  unchanged: Container[str] = (), chains: Chains | None = None) -> bool:
     """Apply ``edit`` to every phrase of ``container`` (in place). ``edit`` returns KEEP (None), DROP ([]) or new core
     items. A plain-text phrase whose text (stripped) is in ``unchanged`` is kept without asking ``edit``. Returns True
-    when anything changed. A walk over :func:`containers` passes the same ``chains`` dict to each call (see Chains).
+    when anything changed. A walk over :func:`containers` passes one :class:`Chains` to each call.
     """
     raw_phrases, seps = _split(container)
     results: list[list[Item] | None] = []

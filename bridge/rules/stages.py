@@ -20,7 +20,17 @@ from typing import TYPE_CHECKING
 
 from bridge.rules.matching import PhraseSet, Words
 from bridge.rules.phrases import DROP, KEEP, Chains, Item, Phrase, containers, edit_phrases, has_content, tidy
-from bridge.syntax import Emphasis, NetworkTag, Prompt, PromptSyntaxError, Text, format_weight, parse, render
+from bridge.syntax import (
+    Emphasis,
+    NetworkTag,
+    Prompt,
+    PromptSyntaxError,
+    Text,
+    format_weight,
+    parse,
+    render_head,
+    walk_text,
+)
 
 if TYPE_CHECKING:
     from bridge.rules.knowledge import Rule
@@ -52,7 +62,7 @@ def networks(work: Work, rules: list[Rule]) -> None:
                 edit_phrases(container, lambda p, label=label: _tags(p, work, rule, label))
         lowered = text.lower()
         if pattern is not None and any(map(lowered.__contains__, work.plan.embedding_names)) and pattern.search(text):
-            chains: Chains = {}
+            chains = Chains()
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _embeddings(p, work, rule, label), chains=chains)
 
@@ -134,14 +144,15 @@ def emphasis(work: Work, rules: list[Rule]) -> None:
         if not prompt.features() & {"emphasis"}:
             continue
         seen: set[int] = set()
+        colons = _Colons(prompt)
         changed = False
         for container in containers(prompt):
             replacements = []
             for i, node in enumerate(container):
                 if isinstance(node, Emphasis) and id(node) not in seen:
-                    new = _capped(node, cap, low, high, seen, work, label)
+                    new = _capped(node, cap, low, high, seen, work, label, colons)
                     if new is not None:
-                        work.record(rule, render([node]), render(new))
+                        work.record(rule, work.recorded_text([node]), work.recorded_text(new))
                         replacements.append((i, new))
             for i, new in reversed(replacements):
                 container[i:i + 1] = new
@@ -151,7 +162,7 @@ def emphasis(work: Work, rules: list[Rule]) -> None:
 
 
 def _capped(node: Emphasis, cap: float, low: float, high: float, seen: set[int], work: Work,
-            label: str) -> list | None:
+            label: str, colons: _Colons) -> list | None:
     """The replacement for a chain of nested groups whose weight is over ``cap`` (``(((x)))`` with cap 1.3 →
     ``(x:1.3)``), or None to leave it."""
     chain = [node]
@@ -160,20 +171,48 @@ def _capped(node: Emphasis, cap: float, low: float, high: float, seen: set[int],
     seen.update(id(g) for g in chain)
     if any(not g.close or (g.open == "[" and g.close != "]") for g in chain):
         return None  # unclosed: A1111 applies it to the rest of the prompt; leave the user's text alone
-    inner = _strip_spaces(chain[-1].children)
-    if ":" in render(inner):
+    if colons.inside(chain[-1]):
         return None  # a colon inside could turn into a weight once the brackets change
+    inner = _strip_spaces(chain[-1].children)
     try:
         weight = math.prod(g.multiplier for g in chain)
     except PromptSyntaxError:
         return None
     if not (math.isfinite(weight) and low < weight <= high):
-        work.warnings.append(f"{label}: weight {weight:g} on {render(inner)[:40]!r} is outside ({low:g}, {high:g}]; "
-                             "kept as written")
+        work.warnings.append(f"{label}: weight {weight:g} on {render_head(inner, 40)[0]!r} is outside ({low:g}, "
+                             f"{high:g}]; kept as written")
         return None
     if round(weight, 2) <= cap:
         return None
     return [Emphasis(list(inner), "(", f":{format_weight(cap)})")]
+
+
+class _Colons:
+    """Which groups hold a ``:`` in their children's text, worked out in one walk over the prompt on first use (a
+    render of each group would be quadratic in the nesting)."""
+
+    def __init__(self, prompt: Prompt):
+        self.prompt = prompt
+        self.found: set[int] | None = None
+
+    def inside(self, group: Emphasis) -> bool:
+        if self.found is None:
+            self.found = set()
+            open_groups: list[list] = []  # [node, whether its children's text so far holds a colon]
+            for clause in self.prompt.clauses:
+                for node, text, edge in walk_text(clause.children):
+                    if edge == 1:
+                        open_groups.append([node, False])
+                    elif edge == 0:
+                        if open_groups and ":" in text:
+                            open_groups[-1][1] = True
+                    else:
+                        inner, colon = open_groups.pop()
+                        if colon:
+                            self.found.add(id(inner))
+                        if open_groups and (colon or ":" in text):
+                            open_groups[-1][1] = True
+        return id(group) in self.found
 
 
 def _only_group(group: Emphasis) -> Emphasis | None:
@@ -195,11 +234,17 @@ def _strip_spaces(nodes: list) -> list:
 def _merge_text(prompt: Prompt) -> None:
     for container in containers(prompt):
         merged: list = []
+        texts: list[str] = []  # a run of text nodes, joined once
         for node in container:
-            if isinstance(node, Text) and merged and isinstance(merged[-1], Text):
-                merged[-1] = Text(merged[-1].text + node.text)
-            else:
-                merged.append(node)
+            if isinstance(node, Text):
+                texts.append(node.text)
+                continue
+            if texts:
+                merged.append(Text("".join(texts)))
+                texts = []
+            merged.append(node)
+        if texts:
+            merged.append(Text("".join(texts)))
         container[:] = merged
 
 

@@ -17,11 +17,13 @@ from bridge.recipe import Recipe
 from bridge.rules.artists import ArtistIndex
 from bridge.rules.knowledge import NegativeDefault, Rule
 from bridge.rules.matching import LiteralFinder, PhraseSet, Prefiltered, Words, fold_accents, normalize, variant_key
-from bridge.syntax import Prompt, PromptSyntaxError
+from bridge.syntax import Node, Prompt, PromptSyntaxError, render_head
 from bridge.translation import Change, TranslationOptions
 
 __all__ = ["NegativeKind", "Plan", "Stage", "WeakConcept", "Work"]
 
+RECORDED_TEXT, RECORDED_TEXT_FACTOR = 10_000, 4  # characters of node text the changes of one translation hold
+EXCERPT = 60  # characters of a group's text recorded past that
 _VARIANT_MARKS = re.compile(r"[\d\-_.!?;:'\"\u201c\u201d\u2018\u2019]")
 
 
@@ -135,6 +137,7 @@ class Work:
     notes: list[str] = field(default_factory=list)
     artist_media: list[str] = field(default_factory=list)  # the media of the artists the prompt names
     _words: tuple[str, str, Words] | None = field(default=None, repr=False)
+    _recorded: int = field(default=0, repr=False)  # characters of node text recorded (recorded_text)
 
     @cached_property
     def user_words(self) -> tuple[str, Words]:
@@ -163,6 +166,18 @@ class Work:
             folded = fold_accents(text).lower()
             self._words = (text, folded, PhraseSet.words(folded))
         return self._words[1], self._words[2]
+
+    def recorded_text(self, nodes: list[Node]) -> str:
+        """The text of ``nodes`` for a change's before or after: whole while this translation's records hold less
+        than a few times the prompt's text (RECORDED_TEXT), an excerpt after that. A hostile prompt (100,000 nested
+        groups, each a change) would otherwise record the rest of the prompt once per change: quadratic."""
+        limit = RECORDED_TEXT + RECORDED_TEXT_FACTOR * len(self.recipe.prompt) - self._recorded
+        text, whole = render_head(nodes, max(limit, EXCERPT))
+        if whole and len(text) <= limit:
+            self._recorded += len(text)
+            return text
+        self._recorded = RECORDED_TEXT + RECORDED_TEXT_FACTOR * len(self.recipe.prompt)  # excerpts from now on
+        return text[:EXCERPT - 1] + "…"
 
     def record(self, rule: Rule | str, before: str, after: str, reason: str | None = None,
                fact: str | None = None) -> None:
