@@ -303,7 +303,7 @@ def overflows(prompt: str, *, steps: int = 20) -> list[str]:
 @memoized(size=1024, longest=LONGEST_TEXT)  # the same default negative prompt comes back for prompt after prompt
 def _overflows(prompt: str, steps: int) -> tuple[str, ...]:
     clauses = _clause_texts(prompt, steps)
-    messages: list[str] = []
+    messages: dict[str, None] = {}  # in order, each once (a long prompt has thousands)
     for number, first_step in enumerate(clauses, 1):
         where = f"AND part {number}: " if len(clauses) > 1 else ""
         for text, step in first_step.items():
@@ -315,8 +315,7 @@ def _overflows(prompt: str, steps: int) -> tuple[str, ...]:
             for k, (before, after) in enumerate(itertools.pairwise(spans), 2):
                 if before.ended_by in ("limit", "comma"):
                     message = where + when + _split_message(k, len(spans), runs.texts[before.run], before, after)
-                    if message not in messages:
-                        messages.append(message)
+                    messages[message] = None
     return tuple(messages)
 
 

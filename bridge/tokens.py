@@ -40,6 +40,7 @@ are remembered as they are met (a bounded cache), so a prompt library tokenizes 
 
 from __future__ import annotations
 
+import heapq
 import html
 import itertools
 import re
@@ -137,7 +138,7 @@ def _merge_ranks() -> dict[str, int]:
     return dict(zip(lines, range(MERGE_COUNT)))
 
 
-LONG_WORD = 24  # symbols: longer pre-tokens (rare) are merged a whole round at a time, see _bpe
+LONG_WORD = 24  # symbols: longer pre-tokens (rare) are merged with a heap of pairs, see _bpe_long
 
 
 def _bpe(word: str) -> tuple[str, ...]:
@@ -145,14 +146,73 @@ def _bpe(word: str) -> tuple[str, ...]:
     occurs (left to right), until no adjacent pair is a known merge.
 
     A word's pair ranks are kept between merges and only the pairs next to a merge are looked up again. A long word
-    (a run of one letter, pasted base64) can hold a pair hundreds of times: there each round rebuilds the word in one
-    pass, so the time stays quadratic in the word's length at worst.
+    (a run of one letter, pasted base64, a hostile megabyte of letters) goes to :func:`_bpe_long`.
     """
     if word in SPECIAL_TOKENS:
         return (word,)
     symbols = [*word[:-1], word[-1] + END_OF_WORD]
     if len(symbols) == 1:
         return tuple(symbols)
+    rank = _merge_ranks().get
+    if len(symbols) > LONG_WORD:
+        return _bpe_long(symbols, rank)
+    ranks = [rank(a + " " + b, MERGE_COUNT) for a, b in itertools.pairwise(symbols)]  # ranks[i]: symbols i and i + 1
+    while ranks:
+        best = min(ranks)
+        if best == MERGE_COUNT:
+            break
+        i = ranks.index(best)  # the first place the pair occurs
+        first, second = symbols[i], symbols[i + 1]
+        while True:
+            symbols[i : i + 2] = [first + second]
+            del ranks[i]
+            if i:
+                ranks[i - 1] = rank(symbols[i - 1] + " " + symbols[i], MERGE_COUNT)
+            if i < len(ranks):
+                ranks[i] = rank(symbols[i] + " " + symbols[i + 1], MERGE_COUNT)
+            # the next place the same pair occurs, not overlapping this merge
+            i += 1
+            while i < len(ranks) and not (symbols[i] == first and symbols[i + 1] == second):
+                i += 1
+            if i >= len(ranks):
+                break
+    return tuple(symbols)
+
+
+def _bpe_long(symbols: list[str], rank) -> tuple[str, ...]:
+    """:func:`_bpe` of a long word in O(n log n) time: the known pairs wait in a heap by (rank, position), the
+    symbols are a linked list. Each round takes every pair of the lowest rank and merges them left to right, as
+    CLIP's loop does; a pair that a merge of the round took a symbol from no longer holds its rank and is skipped.
+    A merge makes no new pair of its own rank (the merged symbol is longer than either half), so the new pairs wait
+    for a later round, as they do in CLIP's loop.
+    """
+    size = len(symbols)
+    after = [*range(1, size), -1]  # the next symbol still in the word, -1 at the end
+    before = list(range(-1, size - 1))
+    text: list[str | None] = list(symbols)  # None: merged into the symbol before it
+    heap = [(r, i) for i, r in enumerate(rank(a + " " + b, MERGE_COUNT) for a, b in itertools.pairwise(symbols))
+            if r < MERGE_COUNT]
+    heapq.heapify(heap)
+    while heap:
+        best = heap[0][0]
+        positions = []
+        while heap and heap[0][0] == best:
+            positions.append(heapq.heappop(heap)[1])  # in order: the heap pops equal ranks by position
+        for i in positions:
+            j = after[i]
+            if text[i] is None or j < 0 or rank(text[i] + " " + text[j], MERGE_COUNT) != best:
+                continue  # this pair lost a symbol to a merge before it
+            text[i] += text[j]  # type: ignore[operator]
+            text[j] = None
+            after[i] = after[j]
+            if after[i] >= 0:
+                before[after[i]] = i
+            for left in (before[i], i):
+                if left >= 0 and after[left] >= 0:
+                    r = rank(text[left] + " " + text[after[left]], MERGE_COUNT)  # type: ignore[operator]
+                    if r < MERGE_COUNT:
+                        heapq.heappush(heap, (r, left))
+    return tuple(t for t in text if t is not None)
     rank = _merge_ranks().get
     ranks = [rank(a + " " + b, MERGE_COUNT) for a, b in itertools.pairwise(symbols)]  # ranks[i]: symbols i and i + 1
     while ranks:
