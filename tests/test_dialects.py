@@ -1,12 +1,14 @@
 """bridge.dialects: compel and ComfyUI prompts through the one A1111 parser, with the same per-token weights."""
 
 import math
+import sys
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bridge.dialects import DIALECTS, Converted, comfy_weights, compel_weights, from_a1111, to_a1111
+from bridge.dialects.common import MAX_WEIGHT
 from bridge.syntax import PromptSyntaxError, attention, parse
 
 READERS = {"compel": compel_weights, "comfyui": comfy_weights}
@@ -69,6 +71,81 @@ def test_comfy_weights(text, expected):
     got = comfy_weights(text)
     assert [t for t, _ in got] == [t for t, _ in expected]
     assert all(math.isclose(w, e) for (_, w), (_, e) in zip(got, expected))
+
+
+def _comfy_reference(text):
+    """ComfyUI's own reading (comfy/sd1_clip.py: escape_important, parse_parentheses, token_weights,
+    unescape_important), transcribed: recursive and quadratic in the nesting, for the tests only."""
+
+    def parse_parentheses(string):
+        result, current_item, nesting_level = [], "", 0
+        for char in string:
+            if char == "(":
+                if current_item and nesting_level == 0:
+                    result.append(current_item)
+                    current_item = "("
+                elif nesting_level == 0:
+                    current_item = "("
+                else:
+                    current_item += char
+                nesting_level += 1
+            elif char == ")":
+                nesting_level -= 1
+                if nesting_level == 0:
+                    result.append(current_item + ")")
+                    current_item = ""
+                else:
+                    current_item += char
+            else:
+                current_item += char
+        if current_item != "":
+            result.append(current_item)
+        return result
+
+    def token_weights(string, current_weight):
+        out = []
+        for x in parse_parentheses(string):
+            weight = current_weight
+            if len(x) >= 2 and x[-1] == ")" and x[0] == "(":
+                x = x[1:-1]
+                xx = x.rfind(":")
+                weight *= 1.1
+                if xx > 0:
+                    try:
+                        weight = float(x[xx + 1:])
+                        x = x[:xx]
+                    except ValueError:
+                        pass
+                out += token_weights(x, weight)
+            else:
+                out += [(x, current_weight)]
+        return out
+
+    escaped = text.replace("\\)", "\0\1").replace("\\(", "\0\2")
+    return [(t.replace("\0\1", ")").replace("\0\2", "("), w) for t, w in token_weights(escaped, 1.0)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["(", ")", "((", "))", ":", ":1.5", ": 2 ", ":x", "a", " ", "\\(", "\\)", "\\",
+                                 ":inf", ":1e3)", "b c"]), max_size=40).map("".join))
+def test_comfy_weights_read_as_comfyui_does(text):
+    assert comfy_weights(text) == _comfy_reference(text)
+
+
+@pytest.mark.parametrize("text", [
+    "(" * 3000 + "a" + ")" * 3000,  # quadratic for ComfyUI's own reading
+    "(a " * 2000 + ":1.2)" * 2000,
+    ")" * 50 + "(a (b" * 1000 + ")" * 1500,
+    "((a:1)" * 1500,
+])
+def test_comfy_weights_of_deep_nesting_read_as_comfyui_does(text):
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # ComfyUI's own reading recurses once per level (it fails past ~490 levels)
+    try:
+        expected = _comfy_reference(text)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert comfy_weights(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -191,10 +268,19 @@ def test_compel_to_a1111(compel, a1111):
     assert to_a1111(compel, "compel").text == a1111
 
 
-@pytest.mark.parametrize("text", ['("a", "b").and(1)', '("a", "b").blend(1, 2, 3)', '("a", "b").blend(1, 1) c'])
+@pytest.mark.parametrize("text", ['("a", "b").and(1)', '("a", "b").blend(1, 2, 3)', '("a", "b").blend(1, 1) c',
+                                  '("a", "b").blend(nan, inf)', '("a", "b").and(1e309)', '("a", "b").and(1e309, 1)',
+                                  '("a", "b").blend(-inf, 1)', '("a", "b").and(0x10, 1)'])
 def test_compel_rejects_what_compel_rejects(text):
-    with pytest.raises(ValueError, match="compel rejects"):
-        to_a1111(text, "compel")
+    """As the rules bridge keeps a prompt A1111 rejects: kept as written, with a warning that names the problem;
+    compel_weights, the low-level reader, raises PromptSyntaxError."""
+    converted = to_a1111(text, "compel")
+    assert converted.text == text
+    assert len(converted.warnings) == 1 and "compel rejects this prompt, so it is kept as written" in (
+        converted.warnings[0])
+    assert text[text.index(").") + 1:].split("(")[0] in converted.warnings[0]  # .and / .blend named
+    with pytest.raises(PromptSyntaxError):
+        compel_weights(text)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -309,6 +395,7 @@ def plain_attention(prompt: str) -> list[tuple[str, float]]:
     except PromptSyntaxError:  # A1111 itself refuses these
         pieces = None
     assume(pieces is not None)
+    assume(all(abs(w) <= MAX_WEIGHT for _, w in pieces))  # past it a conversion writes MAX_WEIGHT (tested apart)
     return pieces
 
 
@@ -365,7 +452,7 @@ compel_like = st.lists(
 @settings(max_examples=200, deadline=None)
 def test_comfy_prompts_keep_their_weights_in_a1111(text):
     expected = comfy_weights(text)
-    assume(all(math.isfinite(w) for _, w in expected))
+    assume(all(math.isfinite(w) and abs(w) <= MAX_WEIGHT for _, w in expected))
     assert chars(a1111_pieces(to_a1111(text, "comfyui").text)) == chars(expected)
 
 

@@ -46,6 +46,13 @@ Weights: A1111 multiplies a token's embedding by its weight and restores the mea
 from the empty prompt's embedding, ``empty + (z - empty) * w``, and compel also blends weights below 1 toward the
 prompt with that text masked out. The numbers carry over, the strength can differ, so every weighted conversion warns.
 
+Hostile or rejected input never raises: a prompt its own front end rejects (A1111's ``(a:1.2.3)``, compel's
+``.blend(nan, inf)`` or ``.and(1e309)``) or one longer than :data:`bridge.syntax.MAX_PROMPT_LENGTH` characters is
+kept as written, with a warning, as the rules bridge keeps a prompt A1111 rejects. A weight past ±100
+(:data:`bridge.dialects.common.MAX_WEIGHT`: 3,000 nested brackets make 1.5e124) is written as ±100, one past the
+float range (10,000 ``+`` in compel) without weight, each with a warning. Every conversion takes time linear in the
+prompt's length, nesting included.
+
 compel's syntax is described in :mod:`bridge.dialects.compel` (read by :mod:`bridge.dialects.compel_reader`),
 ComfyUI's in :mod:`bridge.dialects.comfyui`; :mod:`bridge.dialects.a1111` reads and writes the A1111 side and
 :mod:`bridge.dialects.common` holds the weighted pieces they share.

@@ -8,7 +8,9 @@ brackets and all); prompt editing and alternation become literal text, extra-net
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
 
 from bridge.dialects.common import NAMES, Clause, Item, Piece, Warnings, runs, split_space
 from bridge.syntax import (
@@ -24,58 +26,96 @@ from bridge.syntax import (
     format_weight,
     parse,
     render,
+    render_head,
 )
 
-_PLACEHOLDERS = range(0xE000, 0xF900)  # private-use characters stand in for constructs while attention() runs
+# Private-use characters: one that the prompt does not hold stands in for constructs while attention() runs. A prompt
+# of MAX_PROMPT_LENGTH characters cannot hold them all.
+_PLACEHOLDERS = itertools.chain(range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
+_EXCERPT = 300  # characters of a construct quoted in a warning
 
 
 def a1111_clauses(text: str, dialect: str, warnings: Warnings) -> list[Clause]:
-    """The AND clauses of an A1111 prompt, each as the pieces A1111 weighs (``dialect`` words the warnings)."""
+    """The AND clauses of an A1111 prompt, each as the pieces A1111 weighs (``dialect`` words the warnings). Raises
+    :class:`bridge.syntax.PromptSyntaxError` where A1111 rejects the prompt (``(a:1.2.3)``)."""
+    used = set(text)
+    placeholder = next(chr(c) for c in _PLACEHOLDERS if chr(c) not in used)
     return [
-        Clause(_a1111_items(clause.children, 1.0, dialect, warnings), clause.weight, clause.weight_text.strip())
+        Clause(_a1111_items(clause.children, dialect, warnings, placeholder), clause.weight,
+               clause.weight_text.strip())
         for clause in parse(text).clauses
     ]
 
 
-def _a1111_items(nodes: list[Node], scale: float, dialect: str, warnings: Warnings) -> list[Item]:
-    """The pieces of ``nodes`` with the weights A1111 gives them, times ``scale``.
+def _a1111_items(nodes: list[Node], dialect: str, warnings: Warnings, placeholder: str) -> list[Item]:
+    """The pieces of ``nodes`` with the weights A1111 gives them.
 
-    Prompt editing, alternation and extra-network tags are swapped for placeholder characters, so attention() sees
-    the brackets around them and gives each placeholder the multiplier A1111 applies to what it resolves to.
+    Prompt editing and alternation become literal text whose parts are weighed the same way, each scaled by the
+    weight of the brackets around the construct; nested ones are taken from a stack, not by recursion.
     """
-    source = render(nodes)
-    free = (chr(c) for c in _PLACEHOLDERS if chr(c) not in source)
-    constructs: dict[str, Node] = {}
-    stack = [nodes]
-    while stack:
-        container = stack.pop()
-        for i, node in enumerate(container):
-            if isinstance(node, Emphasis):
-                stack.append(node.children)
-            elif isinstance(node, (Editing, Alternation, NetworkTag)):
-                placeholder = next(free)
-                constructs[placeholder] = node
-                container[i] = Text(placeholder)
-    split = re.compile("([" + "".join(constructs) + "])") if constructs else None
     items: list[Item] = []
-    for piece, weight in attention(render(nodes)):
-        weight *= scale
-        for part in split.split(piece) if split else [piece]:
-            if part in constructs:
-                items += _construct_items(constructs[part], weight, dialect, warnings)
-            elif part == "BREAK" and weight == -1:
-                items.append(Break())
-            elif part:
-                items.append(Piece(part, weight))
+    stack: list[Iterator] = [iter(_weighed(nodes, 1.0, placeholder))]
+    while stack:
+        for entry in stack[-1]:
+            if isinstance(entry, tuple):  # (editing or alternation, the weight around it): its parts come next
+                stack.append(_construct_parts(*entry, dialect, warnings, placeholder))
+                break
+            items.append(entry)
+        else:
+            stack.pop()
     return items
 
 
-def _construct_items(node: Node, scale: float, dialect: str, warnings: Warnings) -> list[Item]:
-    """Prompt editing and alternation as literal text (their contents weighted as usual); tags as they are."""
-    if isinstance(node, NetworkTag):
-        return [node]
+def _weighed(nodes: list[Node], scale: float, placeholder: str) -> list[Item | tuple[Node, float]]:
+    """The pieces of ``nodes`` with A1111's weights times ``scale``; prompt editing and alternation as (node, weight).
+
+    Editing, alternation and extra-network tags are swapped for ``placeholder``, so attention() sees the brackets
+    around them and gives each the multiplier A1111 applies to what it resolves to; attention() keeps the order, so
+    the n-th placeholder in its pieces is the n-th construct.
+    """
+    constructs = _swap_constructs(nodes, placeholder)
+    found = iter(constructs)
+    out: list[Item | tuple[Node, float]] = []
+    for piece, weight in attention(render(nodes)):
+        weight *= scale
+        parts = piece.split(placeholder) if constructs else [piece]
+        for i, part in enumerate(parts):
+            if i:
+                node = next(found)
+                out.append(node if isinstance(node, NetworkTag) else (node, weight))
+            if part == "BREAK" and weight == -1:
+                out.append(Break())
+            elif part:
+                out.append(Piece(part, weight))
+    return out
+
+
+def _swap_constructs(nodes: list[Node], placeholder: str) -> list[Node]:
+    """Put ``placeholder`` in place of each editing, alternation and tag of ``nodes`` (inside brackets too, not
+    inside the constructs); return them in the order of the text."""
+    found: list[Node] = []
+    stack = [(nodes, 0)]
+    while stack:
+        container, i = stack.pop()
+        while i < len(container):
+            node = container[i]
+            if isinstance(node, Emphasis):
+                stack.append((container, i + 1))
+                stack.append((node.children, 0))
+                break
+            if isinstance(node, (Editing, Alternation, NetworkTag)):
+                found.append(node)
+                container[i] = Text(placeholder)
+            i += 1
+    return found
+
+
+def _construct_parts(node: Node, scale: float, dialect: str, warnings: Warnings,
+                     placeholder: str) -> Iterator[Item | tuple[Node, float]]:
+    """Prompt editing and alternation as literal text (their contents weighted as usual)."""
     target = "compel" if dialect == "compel" else "core ComfyUI"
-    raw = render([node])
+    raw, whole = render_head([node], _EXCERPT)
+    raw += "" if whole else "…"
     if isinstance(node, Editing):
         how = (
             "its .swap() is cross-attention control, which compel itself ignores"
@@ -86,19 +126,23 @@ def _construct_items(node: Node, scale: float, dialect: str, warnings: Warnings)
             f"prompt editing {raw}: {target} has no prompt editing ({how}); kept as literal text, so the model reads "
             "both prompts at every step"
         )
-        items: list[Item] = [Piece("[", scale)]
+        yield Piece("[", scale)
         if node.before is not None:
-            items += [*_a1111_items(node.before, scale, dialect, warnings), Piece(":", scale)]
-        return [*items, *_a1111_items(node.after, scale, dialect, warnings), Piece(f":{node.when}]", scale)]
+            yield from _weighed(node.before, scale, placeholder)
+            yield Piece(":", scale)
+        yield from _weighed(node.after, scale, placeholder)
+        yield Piece(f":{node.when}]", scale)
+        return
     assert isinstance(node, Alternation)
     warnings.add(
         f"alternation {raw}: {target} has no alternation; kept as literal text, so the model reads every option"
     )
-    items = [Piece("[", scale)]
+    yield Piece("[", scale)
     for i, option in enumerate(node.options):
-        items += [Piece("|", scale)] if i else []
-        items += _a1111_items(option, scale, dialect, warnings)
-    return [*items, Piece("]", scale)]
+        if i:
+            yield Piece("|", scale)
+        yield from _weighed(option, scale, placeholder)
+    yield Piece("]", scale)
 
 
 _OPERATOR_WORD = re.compile(r"\b(?:AND|BREAK)\b")

@@ -36,13 +36,25 @@ prompt and A1111's on the whole embedding, which no weight number makes equal.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Mapping
 
 from bridge.chunks import CHUNK_TOKENS, COMMA, chunk_spans
 from bridge.dialects.a1111 import a1111_clauses, a1111_text
-from bridge.dialects.common import NAMES, Clause, Converted, Item, Piece, Warnings, runs, split_space
-from bridge.syntax import Break, NetworkTag, format_weight
+from bridge.dialects.common import (
+    NAMES,
+    Clause,
+    Converted,
+    Item,
+    Piece,
+    Warnings,
+    rejected,
+    runs,
+    split_space,
+    too_long,
+)
+from bridge.syntax import Break, NetworkTag, PromptSyntaxError, format_weight
 from bridge.tokens import tokenize
 
 COMFY_ROUND = 1.1  # ComfyUI: each ( ) multiplies by 1.1 unless it carries its own :weight
@@ -64,7 +76,12 @@ def from_a1111(text: str, embeddings: Mapping[str, str] | None = None, *, rescal
     """
     warnings = Warnings()
     names = _name_pattern(embeddings or {})
-    clauses = _clauses(text, warnings, rescale)
+    if too_long(text):
+        return Converted(text, [too_long(text)], dict(embeddings or {}))
+    try:
+        clauses = _clauses(text, warnings, rescale)
+    except PromptSyntaxError as exc:
+        return Converted(text, [rejected(exc, "A1111")], dict(embeddings or {}))
     return Converted(_write_comfy(clauses, warnings, names, embeddings or {}), list(warnings), dict(embeddings or {}))
 
 
@@ -81,8 +98,14 @@ def from_a1111_parts(
     """
     warnings = Warnings()
     names = _name_pattern(embeddings or {})
+    if too_long(text):
+        return [[text]], [too_long(text)]
+    try:
+        read = _clauses(text, warnings, rescale)
+    except PromptSyntaxError as exc:
+        return [[text]], [rejected(exc, "A1111")]
     clauses: list[list[str]] = []
-    for clause in _clauses(text, warnings, rescale):
+    for clause in read:
         if clause.weight_text:
             warnings.add(f"AND weight {clause.weight_text}: ConditioningCombine has no weight (ConditioningAverage "
                          "blends two conditionings); dropped")
@@ -144,6 +167,8 @@ def to_a1111(text: str) -> Converted:
     >>> converted.text, converted.embeddings
     ('a castle, (easynegative:1.2)', {'easynegative': 'sub/easynegative.pt'})
     """
+    if too_long(text):
+        return Converted(text, [too_long(text)])
     warnings = Warnings()
     embeddings: dict[str, str] = {}
     pieces: list[Item] = [
@@ -201,27 +226,108 @@ def comfy_weights(text: str) -> list[tuple[str, float]]:
 
     >>> comfy_weights("a ((b:1.5)) ((c)) [d] \\\\(e\\\\)")
     [('a ', 1.0), ('b', 1.5), (' ', 1.0), ('c', 1.2100000000000002), (' [d] (e)', 1.0)]
+
+    ComfyUI splits the text at its outer brackets and reads each group's inside again, which is quadratic in the
+    nesting; this reads the brackets once (:class:`_Brackets`) and gives the same segments in linear time.
     """
+    brackets = _Brackets(_comfy_protect(text))
     out: list[tuple[str, float]] = []
-    stack = [(iter(_comfy_segments(_comfy_protect(text))), 1.0)]
+    stack = [(iter(brackets.outer_segments()), 1.0)]
     while stack:
         segments, weight = stack[-1]
         segment = next(segments, None)
         if segment is None:
             stack.pop()
-        elif len(segment) >= 2 and segment[0] == "(" and segment[-1] == ")":
-            inner, inner_weight = segment[1:-1], weight * COMFY_ROUND
-            colon = inner.rfind(":")
-            if colon > 0:
-                try:
-                    inner_weight = float(inner[colon + 1 :])
-                    inner = inner[:colon]
-                except ValueError:
-                    pass
-            stack.append((iter(_comfy_segments(inner)), inner_weight))
+        elif brackets.is_group(*segment):
+            start, end = segment[0] + 1, segment[1] - 1  # the inside, as ComfyUI's x[1:-1]
+            inner_weight = weight * COMFY_ROUND
+            explicit = brackets.weight(start, end)
+            if explicit is not None:
+                inner_weight, end = explicit
+            stack.append((iter(brackets.inner_segments(start, end)), inner_weight))
         else:
-            out.append((_comfy_unprotect(segment), weight))
+            out.append((_comfy_unprotect(brackets.text[segment[0]:segment[1]]), weight))
     return out
+
+
+class _Brackets:
+    """One reading of a (protected) ComfyUI prompt's brackets, for segments at any depth in linear time.
+
+    ComfyUI's ``parse_parentheses`` scans a text keeping a depth: a ``(`` at depth 0 starts a group, the ``)`` that
+    brings the depth back to 0 ends it; a stray ``)`` takes the depth below 0, where brackets are plain text. Only
+    the whole prompt can hold a stray ``)``: inside a group the depth never goes below 0, so there a group is a
+    ``(`` and the ``)`` that matches it (one stack over the whole text), or, unclosed, runs to the end of the inside.
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self.brackets = [(m.start(), m.group()) for m in re.finditer(r"[()]", text)]
+        self.match: dict[int, int] = {}
+        opens: list[int] = []
+        for position, char in self.brackets:
+            if char == "(":
+                opens.append(position)
+            elif opens:
+                self.match[opens.pop()] = position
+        self.positions = [position for position, _ in self.brackets]
+        self.colons = [m.start() for m in re.finditer(":", text)]
+
+    def outer_segments(self) -> list[tuple[int, int]]:
+        """The whole prompt's segments, as ComfyUI's scan makes them (stray closers included)."""
+        segments: list[tuple[int, int]] = []
+        depth = start = 0
+        for position, char in self.brackets:
+            if char == "(":
+                if depth == 0:
+                    if position > start:
+                        segments.append((start, position))
+                    start = position
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
+                    segments.append((start, position + 1))
+                    start = position + 1
+        if start < len(self.text):
+            segments.append((start, len(self.text)))
+        return segments
+
+    def inner_segments(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The segments of a group's inside ``text[start:end]``, where the depth never goes below 0."""
+        segments: list[tuple[int, int]] = []
+        while start < end:
+            opener = self.text.find("(", start, end)
+            if opener < 0:
+                segments.append((start, end))
+                break
+            if opener > start:
+                segments.append((start, opener))
+            closer = self.match.get(opener, end)
+            if closer >= end:  # unclosed inside this group: the rest is one segment
+                segments.append((opener, end))
+                break
+            segments.append((opener, closer + 1))
+            start = closer + 1
+        return segments
+
+    def is_group(self, start: int, end: int) -> bool:
+        """ComfyUI's test: a segment of two or more characters that starts with ``(`` and ends with ``)``."""
+        return end - start >= 2 and self.text[start] == "(" and self.text[end - 1] == ")"
+
+    def weight(self, start: int, end: int) -> tuple[float, int] | None:
+        """The ``:weight`` that ends a group's inside ``text[start:end]`` (the last ``:``, not its first character,
+        followed by what Python's float reads), and where the text before it ends; or None."""
+        last = bisect.bisect_left(self.colons, end) - 1
+        colon = self.colons[last] if last >= 0 else -1
+        if colon <= start:
+            return None
+        after = bisect.bisect_left(self.positions, colon)
+        if after < len(self.positions) and self.positions[after] < end:
+            return None  # a bracket after the colon: float() would refuse it (and reading it would be quadratic)
+        try:
+            return float(self.text[colon + 1:end]), colon
+        except ValueError:
+            return None
 
 
 _COMFY_ESCAPES = (("\\)", "\0\1"), ("\\(", "\0\2"))  # ComfyUI's own stand-ins for escaped brackets
@@ -239,31 +345,6 @@ def _comfy_unprotect(text: str) -> str:
     return text
 
 
-def _comfy_segments(text: str) -> list[str]:
-    """Split at depth-0 brackets: plain runs and whole ``( … )`` groups, as ComfyUI's parse_parentheses does."""
-    segments: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for char in text:
-        if char == "(":
-            if depth == 0 and current:
-                segments.append("".join(current))
-                current = []
-            current.append(char)
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            current.append(char)
-            if depth == 0:
-                segments.append("".join(current))
-                current = []
-        else:
-            current.append(char)
-    if current:
-        segments.append("".join(current))
-    return segments
-
-
 def _write_comfy(
     clauses: list[Clause], warnings: Warnings, names: re.Pattern | None, embeddings: Mapping[str, str]
 ) -> str:
@@ -279,7 +360,7 @@ def _write_comfy(
 
 
 def _comfy_text(items: list[Item], warnings: Warnings, names: re.Pattern | None, embeddings: Mapping[str, str]) -> str:
-    out = ""
+    out: list[str] = []  # the text written so far, in non-empty parts (joined once: a long prompt has thousands)
     pending_break = False
     for item in runs(items, NAMES["comfyui"], warnings):
         if isinstance(item, NetworkTag):
@@ -302,13 +383,26 @@ def _comfy_text(items: list[Item], warnings: Warnings, names: re.Pattern | None,
         if item.weight != 1 and text.strip():
             lead, core, trail = split_space(text)
             text = f"{lead}({core}:{format_weight(item.weight)}){trail}"
-            if out.endswith("\\") and not lead:
+            if out and out[-1].endswith("\\") and not lead:
                 text = " " + text  # a literal backslash must not escape the bracket
         if pending_break and text.strip():
-            left, text = out.rstrip(), text.lstrip()
-            if left.endswith(",") and text.startswith(","):
+            _rstrip(out)
+            text = text.lstrip()
+            if out and out[-1].endswith(",") and text.startswith(","):
                 text = text[1:].lstrip()
-            out = left + ("" if not left else " " if left.endswith(",") or text.startswith(",") else ", ")
+            if out:
+                out.append(" " if out[-1].endswith(",") or text.startswith(",") else ", ")
             pending_break = False
-        out += text
-    return out.rstrip() if pending_break else out
+        if text:
+            out.append(text)
+    if pending_break:
+        _rstrip(out)
+    return "".join(out)
+
+
+def _rstrip(parts: list[str]) -> None:
+    """Strip the whitespace at the end of the text ``parts`` make (in place; each part is looked at once)."""
+    while parts and not parts[-1].rstrip():
+        parts.pop()
+    if parts:
+        parts[-1] = parts[-1].rstrip()

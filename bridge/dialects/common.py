@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bridge.syntax import Break, NetworkTag, excerpt
+from bridge.syntax import MAX_PROMPT_LENGTH, Break, NetworkTag, excerpt
 
 NAMES = {"compel": "compel", "comfyui": "ComfyUI"}
+# The largest weight a conversion writes: 3,000 nested brackets make 1.1 ** 3000, some 1.5e124, which no front end
+# can use; a weight past it is written as this, with a warning (one past the float range: without weight).
+MAX_WEIGHT = 100.0
 
 _WEIGHTS_DIFFER = (
     "weights: {dialect} moves a weighted token's embedding away from the empty prompt's{extra}, A1111 multiplies it "
@@ -58,9 +61,31 @@ class Clause:
 
 
 class Warnings(list[str]):
+    """The warnings of one conversion, each once, in order (a set beside the list: a long prompt has thousands)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
     def add(self, message: str) -> None:
-        if message not in self:
+        if message not in self.seen:
+            self.seen.add(message)
             self.append(message)
+
+
+def too_long(text: str) -> str | None:
+    """The warning for a prompt longer than :data:`bridge.syntax.MAX_PROMPT_LENGTH`, which a conversion passes
+    through unchanged (as the rules bridge does), or None."""
+    if len(text) <= MAX_PROMPT_LENGTH:
+        return None
+    return (f"the prompt is {len(text):,} characters, over the {MAX_PROMPT_LENGTH:,} a conversion reads; kept as "
+            "written")
+
+
+def rejected(exc: ValueError, front_end: str) -> str:
+    """The warning for a prompt its own front end rejects (``(a:1.2.3)`` in A1111, ``.blend(nan, inf)`` in compel):
+    the conversion keeps it as written, as the rules bridge keeps a prompt A1111 rejects."""
+    return f"{exc}; {front_end} rejects this prompt, so it is kept as written"
 
 
 def scaled(items: list[Item], scale: float) -> list[Item]:
@@ -82,6 +107,10 @@ def runs(items: list[Item], name: str, warnings: Warnings) -> list[Item]:
         if not math.isfinite(weight):
             warnings.add(f"weight {weight} on {excerpt(item.text)} is not a finite number; written without weight")
             weight = 1.0
+        elif abs(weight) > MAX_WEIGHT:
+            warnings.add(f"weight {weight:.3g} on {excerpt(item.text)} (deep nesting?) is written as "
+                         f"{math.copysign(MAX_WEIGHT, weight):g}")
+            weight = math.copysign(MAX_WEIGHT, weight)
         weight = round(weight, 2)
         if weight != 1 and item.text.strip():
             extra = _COMPEL_DOWNWEIGHT if name == "compel" else ""

@@ -18,25 +18,51 @@ fragments with single spaces; CLIP does not see the difference). The reading its
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 
 from bridge.dialects.a1111 import a1111_clauses, a1111_text
-from bridge.dialects.common import NAMES, Clause, Converted, Item, Piece, Warnings, runs, scaled, split_space
+from bridge.dialects.common import (
+    NAMES,
+    Clause,
+    Converted,
+    Item,
+    Piece,
+    Warnings,
+    rejected,
+    runs,
+    scaled,
+    split_space,
+    too_long,
+)
 from bridge.dialects.compel_reader import read_compel
-from bridge.syntax import Break, NetworkTag, excerpt, format_weight
+from bridge.syntax import Break, NetworkTag, PromptSyntaxError, excerpt, format_weight
 
 
 def from_a1111(text: str) -> Converted:
-    """Write an A1111 prompt as compel, each piece with the weight A1111 gives it."""
+    """Write an A1111 prompt as compel, each piece with the weight A1111 gives it. A prompt A1111 rejects, or one
+    over MAX_PROMPT_LENGTH, is kept as written, with a warning."""
+    if too_long(text):
+        return Converted(text, [too_long(text)])
     warnings = Warnings()
-    return Converted(_write_compel(a1111_clauses(text, "compel", warnings), warnings), list(warnings))
+    try:
+        clauses = a1111_clauses(text, "compel", warnings)
+    except PromptSyntaxError as exc:
+        return Converted(text, [rejected(exc, "A1111")])
+    return Converted(_write_compel(clauses, warnings), list(warnings))
 
 
 def to_a1111(text: str) -> Converted:
-    """Read a compel prompt and write it as A1111, each piece with the weight compel gives it."""
+    """Read a compel prompt and write it as A1111, each piece with the weight compel gives it. A prompt compel
+    rejects, or one over MAX_PROMPT_LENGTH, is kept as written, with a warning."""
+    if too_long(text):
+        return Converted(text, [too_long(text)])
     warnings = Warnings()
-    read = read_compel(text, warnings)
+    try:
+        read = read_compel(text, warnings)
+    except PromptSyntaxError as exc:
+        return Converted(text, [rejected(exc, "compel")])
     if read.kind == "blend":
         weights = read.weights
         total = sum(weights)
@@ -62,7 +88,8 @@ def compel_weights(text: str) -> list[tuple[str, float]]:
     """The (text, weight) fragments compel encodes for ``text``, equal neighbours merged (see the module docstring).
 
     ``.and()`` parts are concatenated with their part weight applied (compel concatenates them too); a ``.blend()``
-    mixes whole prompts, so it has no per-token weights and raises ValueError.
+    mixes whole prompts, so it has no per-token weights and raises ValueError. A prompt compel rejects raises
+    :class:`bridge.syntax.PromptSyntaxError` (a ValueError too).
 
     >>> compel_weights("a man picking apricots++ (from a tree)0.8, t-shirt")
     [('a man picking ', 1.0), ('apricots', 1.2100000000000002), (' ', 1.0), ('from a tree', 0.8), (', t-shirt', 1.0)]
@@ -184,18 +211,26 @@ def _compel_escape(text: str, *, in_group: bool, warnings: Warnings) -> str:
         else:
             out.append(char)
     if escaped_at:
-        words = sorted({_word_at(text, i) for i in escaped_at})
+        words = _words_at(text, escaped_at)
         warnings.add(
-            f"{', '.join(words)}: compel would read a + or - after a word as a weight (and = inside a group as "
+            f"{words}: compel would read a + or - after a word as a weight (and = inside a group as "
             "syntax), so they are escaped with a backslash, which compel keeps in the text it encodes"
         )
     return "".join(reversed(out))
 
 
-def _word_at(text: str, i: int) -> str:
-    start = max((text.rfind(c, 0, i) for c in _COMPEL_SPACE), default=-1) + 1
-    ends = [e for e in (text.find(c, i) for c in _COMPEL_SPACE) if e >= 0]
-    return repr(text[start : min(ends, default=len(text))])
+_COMPEL_WORD = re.compile(f"[^{re.escape(_COMPEL_SPACE)}]+")
+_WORDS_NAMED = 10  # words a warning lists; more are counted
+
+
+def _words_at(text: str, positions: list[int]) -> str:
+    """The words (runs between compel's whitespace) holding ``positions``, quoted, sorted, each once; past
+    _WORDS_NAMED, a count of the others (a long prompt can hold thousands)."""
+    spans = [m.span() for m in _COMPEL_WORD.finditer(text)]
+    starts = [start for start, _ in spans]
+    words = sorted({repr(text[slice(*spans[bisect.bisect_right(starts, i) - 1])]) for i in positions})
+    more = len(words) - _WORDS_NAMED
+    return ", ".join(words[:_WORDS_NAMED]) + (f" and {more} more" if more > 0 else "")
 
 
 def _compel_lora(tag: NetworkTag, warnings: Warnings) -> str:

@@ -8,12 +8,13 @@ tags compel parses; the notes the reading met become warnings.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.dialects.common import Item, Note, Piece, Warnings, scaled
-from bridge.syntax import NetworkTag, excerpt
+from bridge.syntax import NetworkTag, PromptSyntaxError, excerpt
 
 COMPEL_PLUS = 1.1  # compel: each + multiplies by 1.1 (attention_plus_base)
 COMPEL_MINUS = 0.9  # compel: each - multiplies by 0.9 (attention_minus_base)
@@ -46,6 +47,8 @@ class CompelPrompt:
 
 
 def read_compel(text: str, warnings: Warnings) -> CompelPrompt:
+    """A compel prompt read into weighted pieces; :class:`bridge.syntax.PromptSyntaxError` for one compel rejects
+    (``.blend(nan, inf)``, ``.and(1e309)``: its numbers are plain decimals, one per part)."""
     text = re.sub(r",(\S)", r", \1", text)  # compel's own first step
     reader = _CompelReader(text, warnings)
     read = reader.operator_prompt("and") or reader.operator_prompt("blend")
@@ -97,13 +100,14 @@ class _CompelReader:
         normalize = not (kind == "blend" and options and options[-1] == "no_normalize")
         options = options if normalize else options[:-1]
         if not all(re.fullmatch(_NUMBER, o) for o in options) or len(options) not in (0, len(parts)):
-            raise ValueError(
-                f"compel rejects .{match.group(1)}({match.group(2)}) after {len(parts)} parts: give one number per part "
-                "or none"
+            given = match.group(2) if len(match.group(2)) <= 60 else match.group(2)[:59] + "…"
+            raise PromptSyntaxError(
+                f".{match.group(1)}({given}) after {len(parts)} parts: compel takes one plain number per part (such as "
+                "0.7) or none"
             )
         rest = text[match.end() :]
         if rest.strip() and kind == "blend":
-            raise ValueError(f"compel rejects text after .blend(…): {excerpt(rest)}")
+            raise PromptSyntaxError(f"text after .blend(…): {excerpt(rest)}")
         if rest.strip():
             self.warnings.add(f"text after .and(…) ({excerpt(rest.strip())}) is ignored by compel; dropped")
         return CompelPrompt(kind, parts, [float(o) for o in options] or [1.0] * len(parts), normalize)
@@ -260,8 +264,11 @@ class _CompelReader:
 
 
 def _compel_weight(operator: str) -> float:
-    if operator[0] == "+":
-        return COMPEL_PLUS ** len(operator)
-    if operator[0] == "-":
-        return COMPEL_MINUS ** len(operator)
+    """A weight as compel reads it: a run of signs, or a number. Past the float range it is infinite (compel itself
+    raises OverflowError on 10,000 ``+``); the writers say so and write the text without a weight."""
+    if operator[0] in "+-":
+        try:
+            return (COMPEL_PLUS if operator[0] == "+" else COMPEL_MINUS) ** len(operator)
+        except OverflowError:
+            return math.inf
     return float(operator)
