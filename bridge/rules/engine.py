@@ -5,6 +5,11 @@ a stage with no enabled rule does nothing. What depends only on the knowledge an
 compiled patterns) is prepared once per set of options and reused for every prompt, so migrating a library is fast.
 
 Untouched text is never rewritten: the prompt is parsed by :mod:`bridge.syntax` and rendered back from its tree.
+
+A prompt or negative prompt longer than :data:`bridge.syntax.MAX_PROMPT_LENGTH` (100,000 characters) is passed
+through unchanged, recipe and all, with a warning. Below it every stage takes time close to linear in the prompt's
+length, whatever its shape (100,000 nested brackets, a 100,000-letter word, thousands of tags or BREAKs):
+``benchmarks/prompt_scaling.py`` shows the figures.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from bridge.rules.knowledge import RULES_DIR, ArtistParams, KnowledgeBase, is_di
 from bridge.rules.matching import LiteralFinder, PhraseSet, Prefiltered, case_blind, normalize, variant_key
 from bridge.rules.stages import phrase_key
 from bridge.rules.work import NegativeKind, Plan, Stage, WeakConcept, Work
-from bridge.syntax import PromptSyntaxError, attention, excerpt, parse
+from bridge.syntax import MAX_PROMPT_LENGTH, PromptSyntaxError, attention, excerpt, parse
 from bridge.translation import Change, Translation, TranslationOptions
 
 __all__ = ["STAGES", "EmptyPromptError", "NetworksApplied", "RulesTranslator", "build_plan"]
@@ -189,6 +194,12 @@ class RulesTranslator:
             recipe = Recipe(prompt=recipe)
         if not recipe.prompt.strip():
             raise EmptyPromptError("empty prompt: give the SD1.x prompt to translate, e.g. 'a castle on a hill, 8k'")
+        too_long = [f"the {label} is {len(text):,} characters, over the {MAX_PROMPT_LENGTH:,} the rules bridge "
+                    "translates; passed through unchanged" for label, text in
+                    (("prompt", recipe.prompt), ("negative prompt", recipe.negative_prompt))
+                    if len(text) > MAX_PROMPT_LENGTH]
+        if too_long:  # a pasted blob, not a prompt: nothing is translated, in constant time
+            return Translation(recipe, self.source, self.target, [], too_long, original=recipe)
         plan = self.plan(options)
         source = get_model(self.source)
         work = Work(parse(recipe.prompt), parse(recipe.negative_prompt), recipe, source, get_model(self.target),
