@@ -14,6 +14,7 @@ from typing import NoReturn, TextIO
 from bridge.cli_output import (
     InputError,
     Output,
+    UnreadablePrompt,
     from_dialect,
     stdin_lines,
     to_dialect,
@@ -303,7 +304,10 @@ class _Run:
                     self.emit(recipe, None, line=number)
                     continue
                 self.embeddings = {}  # a line's embedding:NAME words are its own (read before the options are made)
-                translation = self.translator.translate(self.from_dialect(recipe), self.options_read())
+                try:
+                    translation = self.translator.translate(self.from_dialect(recipe), self.options_read())
+                except UnreadablePrompt as exc:
+                    translation = self.kept_as_written(recipe, str(exc))
                 self.emit(recipe, translation, label=f"line {number}", line=number)
         else:
             self.run_batch(items, recipes)
@@ -331,7 +335,14 @@ class _Run:
                                                                                f"{what}: the negative prompt")
             if why:
                 refused[i] = why
-        wanted = [Recipe(prompt="") if i in refused else self.from_dialect(r) for i, r in enumerate(recipes)]
+        unreadable = {}  # index -> why: a prompt the --input-dialect cannot read is kept as written, with a warning
+        wanted = []
+        for i, recipe in enumerate(recipes):
+            try:
+                wanted.append(Recipe(prompt="") if i in refused else self.from_dialect(recipe))
+            except UnreadablePrompt as exc:
+                unreadable[i] = str(exc)
+                wanted.append(Recipe(prompt=""))
         translated = translate_all(self.translator, wanted, self.options_read(), _jobs(args, self.translator, count))
         # A .txt read by the library skips blank lines: they come back as blank answers, so line N answers line N.
         fill = items is not None and Path(args.input).is_file() and all(i.kind == "text" for i in items)
@@ -339,6 +350,8 @@ class _Run:
         for i, translation in enumerate(progress(translated, count, stream=self.stderr,
                                                  min_total=count + 1 if args.quiet else PROGRESS_MIN)):
             recipe, item = recipes[i], items[i] if items else None
+            if i in unreadable:
+                translation = self.kept_as_written(recipe, unreadable[i])
             if item is None:
                 self.emit(recipe, translation)
                 continue
@@ -361,6 +374,13 @@ class _Run:
 
     def from_dialect(self, recipe):
         return from_dialect(recipe, self.args.input_dialect, self.warn, self.embeddings)
+
+    def kept_as_written(self, recipe, why: str):
+        """A translation that changes nothing and says why (the answer A1111's path gives a prompt it rejects)."""
+        from bridge.translation import Translation
+
+        return Translation(recipe=recipe, source=self.translator.source, target=self.translator.target,
+                           warnings=[why], original=recipe)
 
     def options_read(self):  # after reading: the user's embedding:NAME words added (one options object per batch)
         return with_embeddings(self.options, self.embeddings)

@@ -21,6 +21,15 @@ class InputError(Exception):
     """A file that cannot be read or written: exit 1."""
 
 
+class UnreadablePrompt(Exception):
+    """A prompt the --input-dialect cannot read: kept as written with a warning, as A1111 keeps a prompt it rejects."""
+
+
+# What a dialect's reader or writer raises on a malformed prompt: PromptSyntaxError (a ValueError), a number no float
+# holds (OverflowError), nesting deeper than Python goes.
+_DIALECT_ERRORS = (ValueError, ArithmeticError, RecursionError)
+
+
 class Output:
     """stdout for one run: a write that fails ends the run with one line saying why (exit 1), never a traceback:
     stdout closed, the reader of a pipe gone (EPIPE), a full disk (ENOSPC), or an encoding that cannot hold the text
@@ -105,7 +114,10 @@ def from_dialect(recipe, dialect: str, warn, embeddings: dict[str, str] | None =
         return recipe
     from bridge.dialects import to_a1111
 
-    prompt, negative = to_a1111(recipe.prompt, dialect), to_a1111(recipe.negative_prompt, dialect)
+    try:
+        prompt, negative = to_a1111(recipe.prompt, dialect), to_a1111(recipe.negative_prompt, dialect)
+    except _DIALECT_ERRORS as exc:
+        raise UnreadablePrompt(f"reading {dialect}: {_malformed(exc)}; kept as written") from None
     if embeddings is not None:
         embeddings.update({**negative.embeddings, **prompt.embeddings})
     for warning in dict.fromkeys(prompt.warnings + negative.warnings):
@@ -128,14 +140,28 @@ def to_dialect(translation, dialect: str, embeddings: Mapping[str, str] | None =
         return translation
     from dataclasses import replace
 
-    from bridge.dialects import from_a1111
+    from bridge.dialects import Converted, from_a1111
 
-    prompt = from_a1111(translation.prompt, dialect, embeddings)
-    negative = from_a1111(translation.negative_prompt, dialect, embeddings)
+    kept = []
+
+    def written(text: str) -> Converted:
+        try:
+            return from_a1111(text, dialect, embeddings)
+        except _DIALECT_ERRORS as exc:  # a prompt A1111 kept as written because it rejects it, e.g. (a:1.2.3)
+            kept.append(f"{_malformed(exc)}; kept in A1111 syntax")
+            return Converted(text)
+
+    prompt, negative = written(translation.prompt), written(translation.negative_prompt)
     warnings = [*translation.warnings, *(f"writing {dialect}: {w}" for w in
-                                         dict.fromkeys(prompt.warnings + negative.warnings))]
+                                         dict.fromkeys(prompt.warnings + negative.warnings + kept))]
     recipe = translation.recipe.replace(prompt=prompt.text, negative_prompt=negative.text)
     return replace(translation, recipe=recipe, warnings=warnings)
+
+
+def _malformed(exc: BaseException) -> str:
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    return f"the prompt cannot be converted ({type(exc).__name__}: a number or a nesting too large)"
 
 
 def use_color(choice: str, stream: TextIO, env: Mapping[str, str], to_file: bool) -> bool:

@@ -100,3 +100,49 @@ def test_read_toml_caches_the_parsed_file_and_sees_an_edit(tmp_path, monkeypatch
     assert read_toml(path) == {"a": 1, "t": {"b": ["x"]}}  # from the cache
     path.write_text("a = 22\n")
     assert read_toml(path) == {"a": 22}
+
+
+def test_atomic_dir_merge_keeps_what_the_folder_held_and_moves_the_new_files_in(tmp_path):
+    final = tmp_path / "out"
+    (final / "sub").mkdir(parents=True)
+    (final / "mine.txt").write_text("mine")
+    (final / "sub" / "a.txt").write_text("old a")
+
+    def write(folder):
+        (folder / "sub").mkdir()
+        (folder / "sub" / "a.txt").write_text("new a")
+        (folder / "new" / "deep").mkdir(parents=True)
+        (folder / "new" / "deep" / "b.txt").write_text("b")
+
+    atomic_dir(final, write, merge=True, fsync=False)
+
+    assert sorted(p.relative_to(final).as_posix() for p in final.rglob("*") if p.is_file()) == [
+        "mine.txt", "new/deep/b.txt", "sub/a.txt"]
+    assert (final / "sub" / "a.txt").read_text() == "new a" and os.listdir(tmp_path) == ["out"]
+
+
+def test_stale_temporaries_go_only_when_their_writer_is_gone(tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    names = {f".r.md.{gone.pid}-aa.tmp": False, f".r.md.{os.getpid()}-bb.tmp": True, ".r.md.x-cc.tmp": True,
+             f".other.md.{gone.pid}-dd.tmp": True, f".r.md.{10**30}-ee.tmp": False}
+    for name in names:
+        (tmp_path / name).write_text("half")
+
+    datafiles.remove_stale_temporaries(tmp_path / "r.md")
+
+    assert sorted(os.listdir(tmp_path)) == sorted(name for name, kept in names.items() if kept)
+
+
+def test_file_set_knows_a_file_by_any_path(tmp_path):
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "hard.txt").hardlink_to(tmp_path / "a.txt")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "a.txt")
+    files = datafiles.FileSet([tmp_path / "a.txt", tmp_path / "missing.txt"])
+
+    for path in ("a.txt", "hard.txt", "link.txt", "missing.txt", "sub/../a.txt"):
+        assert files.holds(tmp_path / path), path
+    assert not files.holds(tmp_path / "b.txt")

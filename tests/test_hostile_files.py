@@ -505,6 +505,17 @@ def test_an_output_subfolder_that_cannot_be_created_is_one_error_line(tmp_path):
 
     code, _, err = run("--input", str(tmp_path / "lib"), "--output", str(tmp_path / "out"))
     assert code == 1 and "out/sub: is a file, but migrated files go into it" in one_line_error(err)
+    (tmp_path / "lib" / "sub" / "deeper").mkdir()
+    (tmp_path / "lib" / "sub" / "deeper" / "b.txt").write_text("a dog\n")
+    (tmp_path / "out" / "sub").unlink()
+    (tmp_path / "out" / "sub").mkdir()
+    (tmp_path / "out" / "sub" / "deeper").write_text("in the way\n")
+    code, _, err = run("--input", str(tmp_path / "lib"), "--output", str(tmp_path / "out"))
+    assert code == 1 and "out/sub/deeper: is a file" in one_line_error(err)
+    assert os.listdir(tmp_path / "out" / "sub") == ["deeper"]  # nothing moved in
+    (tmp_path / "out" / "sub" / "deeper").unlink()
+    (tmp_path / "out" / "sub").rmdir()
+    (tmp_path / "out" / "sub").write_text("a file where the folder goes\n")
     code, _, err = run("--input", str(tmp_path / "lib"), "--output", str(tmp_path / "file" / "out"))
     assert code == 1 and "cannot write" in one_line_error(err)
     assert (tmp_path / "out" / "sub").read_text() == "a file where the folder goes\n"
@@ -915,3 +926,35 @@ def test_help_tells_how_outputs_are_written_and_the_limits():
                    "--follow-symlinks", "1 MiB", "16384", "unpaired surrogate", "25 million steps",
                    "naming an input"):
         assert needle in " ".join(out.split()), needle
+
+
+# Dialect errors reach the CLI as warnings, the prompt kept as written (what the A1111 path answers a prompt it rejects).
+
+
+@pytest.mark.parametrize("flag", ["--input-dialect", "--dialect"])
+@pytest.mark.parametrize("dialect", ["compel", "comfyui"])
+@pytest.mark.parametrize("prompt", ["(a:1.2.3)", "a" + "+" * 10_000, "a.blend(nan, inf)", "a.and(1e309)",
+                                    "(" * 5000 + "a" + ")" * 5000, "a castle" + "-" * 10_000])
+def test_malformed_dialect_prompts_are_kept_with_a_warning(flag, dialect, prompt):
+    for argv in ([flag, dialect, prompt, "a castle, 8k"], [flag, dialect, "--input", "-"]):
+        code, out, err = run(*argv, stdin=f"{prompt}\na castle, 8k\n")
+        assert code == 0, err
+        lines = out.splitlines()
+        assert len(lines) == 2 and lines[1] == "a castle"
+
+
+def test_a_prompt_the_input_dialect_cannot_read_is_kept_as_written(monkeypatch):
+    from bridge import dialects
+
+    def unreadable(text, dialect):
+        if "bad" in text:
+            raise OverflowError(34, "Numerical result out of range")
+        return dialects.Converted(text)
+
+    monkeypatch.setattr(dialects, "to_a1111", unreadable)
+    code, out, err = run("--input-dialect", "compel", "--format", "json", "a bad one", "a castle, 8k")
+
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert code == 0 and first["prompt"] == "a bad one" and first["changes"] == [] and second["prompt"] == "a castle"
+    assert "reading compel: the prompt cannot be converted (OverflowError" in first["warnings"][0]
+    assert "kept as written" in err

@@ -315,7 +315,12 @@ def _plan_targets(
             raise LibraryError(f"{target}: is an input of the library; write the migrated library elsewhere")
         if target.is_dir():
             raise LibraryError(f"{target}: is a folder; the migrated file cannot be written there")
-    for parent in {target.parent for target in targets}:
-        if parent.exists() and not parent.is_dir():
-            raise LibraryError(f"{parent}: is a file, but migrated files go into it; move it or write elsewhere")
+    folders: set[Path] = set()  # every folder the files go into, up to `out`, each checked once
+    for target in targets:
+        folder = target.parent
+        while folder not in folders and folder != out.parent:
+            folders.add(folder)
+            if folder.exists() and not folder.is_dir():
+                raise LibraryError(f"{folder}: is a file, but migrated files go into it; move it or write elsewhere")
+            folder = folder.parent
     return targets, to_folder
