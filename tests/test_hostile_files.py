@@ -9,7 +9,6 @@ in seconds once fixed, so they stay in the default run. Subprocesses carry a gen
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from test_library import make_png, png_chunk  # PNGs built with the stdlib, apart from the code tested
 
 from bridge import library as library_module
 from bridge.cli import main
@@ -28,16 +28,6 @@ from bridge.recipe import Recipe
 HANG_GUARD = 120  # seconds: a subprocess past this has hung
 INFOTEXT = "a castle on a hill\nNegative prompt: lowres\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x768"
 POSIX = pytest.mark.skipif(os.name != "posix", reason="FIFOs, links and signals as on POSIX")
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def make_png(*extra: bytes) -> bytes:
-    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + b"".join(extra) + png_chunk(b"IDAT", zlib.compress(b"\0\x80")) + png_chunk(
-        b"IEND", b"")
 
 
 def zeros_deflated(size: int) -> bytes:
