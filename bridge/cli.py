@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", metavar="PATH",
                         help="use a learned bridge (a folder written by training/train.py, or a hub id) instead of "
                         "the embedded rules; it needs the ml extra")
+    parser.add_argument("--backend", default="auto", choices=("auto", "ct2", "hf"),
+                        help="how a learned bridge (--model) runs: ct2 (its CTranslate2 copy, the fast extra: no "
+                        "torch), hf (transformers, the ml extra), auto (default): ct2 when the folder holds its copy "
+                        "and the fast extra is installed")
     return parser
 
 
@@ -476,7 +480,7 @@ def _load_translator(args: argparse.Namespace):
             if given is not None:
                 raise UsageError(f"{flag} applies to the rules bridge, not to a learned one (--model)")
         try:
-            translator = load_translator(args.model)
+            translator = load_translator(args.model, backend=args.backend)
         except (OSError, ImportError) as exc:
             raise InputError(f"cannot load the learned bridge {args.model!r}: {exc}") from None
         for flag, asked, actual in (("--from", args.source, translator.source), ("--to", args.target,
@@ -485,6 +489,8 @@ def _load_translator(args: argparse.Namespace):
                 raise UsageError(f"{flag} {asked} does not match the learned bridge {args.model!r}, which translates "
                                  f"{translator.source} -> {translator.target}")
         return translator
+    if args.backend != "auto":
+        raise UsageError(f"--backend {args.backend} applies to a learned bridge: give its folder with --model")
     return load_translator("rules", source=args.source or DEFAULT_SOURCE, target=args.target or DEFAULT_TARGET,
                            knowledge=args.knowledge)
 

@@ -3,6 +3,7 @@ here by training/train.py (CPU, seconds): the copy train.py writes, the backend 
 tokenizer's on the corpora, fp32 greedy output equal to transformers', beam search and sampling on both backends,
 a LoRA adapter merged into its base, the export command, and no torch or transformers imported on the fast path."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -105,6 +106,24 @@ def test_the_fast_path_imports_no_torch_or_transformers(trained):
                           timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "ct2 []"
+
+
+def test_cli_backend_option(trained, tmp_path, capsys):
+    from bridge.cli import main
+
+    assert main(["--model", str(trained), "--backend", "hf", "--format", "json", "a castle"]) == 0
+    hf = capsys.readouterr().out
+    assert main(["--model", str(trained), "--backend", "ct2", "--format", "json", "a castle"]) == 0
+    ct2 = capsys.readouterr().out
+    assert json.loads(hf)["prompt"] == json.loads(ct2)["prompt"]  # the fp32 copy: the same greedy output
+    bare = without_ct2(trained, tmp_path / "bare")
+    assert main(["--model", str(bare), "--backend", "ct2", "a castle"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no CTranslate2 copy: make one with python -m bridge.export" in err[0]
+    assert main(["--backend", "ct2", "a castle"]) == 2
+    assert "--backend ct2 applies to a learned bridge" in capsys.readouterr().err
+    assert main(["--model", str(trained), "--backend", "fast", "a castle"]) == 2
+    assert "argument --backend: invalid choice: 'fast' (choose from 'auto', 'ct2', 'hf')" in capsys.readouterr().err
 
 
 # 2. tokens -----------------------------------------------------------------------------------------------------------
