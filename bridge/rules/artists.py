@@ -46,6 +46,11 @@ _LOOSE_ENDS = re.compile(r"^(?:(?:and|&|x|\+)\s+)+|(?:(?:^|\s+)(?:and|&|x|\+|by|
 _DOUBLED = re.compile(r"(?<!\S)(and|&)(?:\s+(?:and|&))+(?!\S)", re.IGNORECASE)  # "X and and Y" once Z is gone
 _NAME_WORDS = re.compile(r"[^\s,&+|()\[\]\-.!?;:'\"\u201c\u201d\u2018\u2019]+")  # "h.r. giger" is looked for as "h"
 MAX_UNKNOWN_NAME_WORDS = 4  # "by the sea and the mountains" is not a list of names
+# A run of 64 or more spaces reads as one space for the artist patterns: each is then linear in the text (a pattern
+# with leading spaces is tried from every space of a run), and what a name takes from the text before it is found
+# within _NEAR characters.
+_LONG_SPACE = re.compile(r"\s{64,}")
+_NEAR = 200
 
 
 def name_key(name: str) -> str:
@@ -127,20 +132,23 @@ class ArtistIndex:
         it when there is none before. None when it has none. (Rare: its patterns are compiled on first use.)"""
         if not self._may_name(text):
             return None
+        text = _LONG_SPACE.sub(" ", text)
         spans = self._anywhere(text, outside=[])
         if not spans:
             return None
         for span in reversed(spans):
-            before = re.search(r"(?i)(?:\s*,|\s+(?:and|&|x|\+)|\s*[&+])\s*$", text[:span.start])
+            # what stands before the name: looked for in the characters just before it (runs of spaces are short now)
+            window = max(0, span.start - _NEAR)
+            before = re.search(r"(?i)(?:\s*,|\s+(?:and|&|x|\+)|\s*[&+])\s*$", text[window:span.start])
             after = _CONNECTOR.match(text, span.end)
             if before is not None:  # "X and Y" -> "X"
-                start, end = before.start(), span.end
+                start, end = window + before.start(), span.end
             elif after is not None:  # "by Y and X" -> "by X"
                 start, end = span.start, after.end()
             else:  # "tattoos by Y" -> "tattoos": a marker with nothing after it goes too
                 marker = re.search(r"(?i)\s*(?<!\S)(?:(?:art\s+)?by|in the style of|style of|inspired by)\s+$",
-                                   text[:span.start])
-                start, end = (marker.start() if marker else span.start), span.end
+                                   text[window:span.start])
+                start, end = (window + marker.start() if marker else span.start), span.end
             text = text[:start] + text[end:]
         return text, tuple(ArtistEdit(a, written) for span in spans for written, a in span.names if a is not None)
 
@@ -164,6 +172,7 @@ class ArtistIndex:
         """The list of names written from ``start`` ("X", "X and Y", "X, Y & Z"), and where it ends. An unknown
         name counts only where a known one follows it in the list, or it ends the text and is short; with
         ``whole``, the list must run to the end of the text or the result is empty."""
+        lists: dict[int, bool] = {}  # where a list of names starts (_starts_list), for this text
         names: list[tuple[str, Artist | None]] = []
         leading = _LEADING_CONNECTOR.match(text, start)  # "in the style of and X"
         at = end = leading.end() if leading else start
@@ -179,7 +188,7 @@ class ArtistIndex:
                 written = text[at:stop].strip()
                 if not written or _MARKER.search(written) or _ONE_MARKER.search(written):
                     break  # "by by X" or "X and by Y": a marker is no name
-                later = connector is not None and self._names(text, connector.end(), whole=False)[0]
+                later = connector is not None and self._starts_list(text, connector.end(), lists)
                 if not (later or (stop == len(text) and len(written.split()) <= MAX_UNKNOWN_NAME_WORDS)):
                     break
                 names.append((written, None))
@@ -198,7 +207,37 @@ class ArtistIndex:
             return [], start
         return names, end
 
+    def _starts_list(self, text: str, start: int, lists: dict[int, bool]) -> bool:
+        """Whether :meth:`_names` finds a name at ``start``: a known one, or an unknown one a list goes on from (the
+        next name, after a connector, starts a list) or that ends the text and is short. Asked once per position of
+        ``lists`` and by a loop, not by recursion: an unknown name asked again for every name after it took
+        exponential time ("by X and a and b and ... and Y")."""
+        chain: list[int] = []  # positions whose answer is the answer at the next one
+        at = start
+        while at not in lists:
+            leading = _LEADING_CONNECTOR.match(text, at)
+            name_start = leading.end() if leading else at
+            if self._name_at(text, name_start) is not None:
+                lists[at] = True
+                break
+            connector = _CONNECTOR.search(text, name_start)
+            stop = connector.start() if connector else len(text)
+            written = text[name_start:stop].strip()
+            if not written or _MARKER.search(written) or _ONE_MARKER.search(written):
+                lists[at] = False
+            elif connector is None:  # the last name of the text: it counts when it is short
+                lists[at] = len(written.split()) <= MAX_UNKNOWN_NAME_WORDS
+            else:
+                chain.append(at)
+                at = connector.end()
+                continue
+            break
+        for position in chain:
+            lists[position] = lists[at]
+        return lists[at]
+
     def _rewrite(self, text: str) -> Rewrite:
+        text = _LONG_SPACE.sub(" ", text)  # (a rewritten phrase is written with single spaces anyway)
         body = text.rstrip(END_MARKS)
         end_marks = text[len(body):]
         spans = self._marked(body) or self._listed(body)
@@ -249,8 +288,12 @@ class ArtistIndex:
         """The names the bridge replaces, wherever they stand in run-on text ("cinematic beeple", "kilian eng vibrant
         colors") outside the spans already found: a name SD2 does not know is no help anywhere."""
         spans: list[_Span] = []
+        ahead = 0  # the first of ``outside`` (in order) that does not end before this word
         for word in _NAME_START.finditer(body):
-            if (spans and word.start() < spans[-1].end) or any(o.start <= word.start() < o.end for o in outside):
+            while ahead < len(outside) and outside[ahead].end <= word.start():
+                ahead += 1
+            if (spans and word.start() < spans[-1].end) or (ahead < len(outside) and outside[ahead].start
+                                                              <= word.start()):
                 continue
             found = self._name_at(body, word.start())
             if found is not None and found[0].action == "replace":
