@@ -2,6 +2,8 @@
 
     >>> from bridge.testing import clip_tokenizer, t5_from_config, tiny_open_clip, tiny_sd_pipeline, train_tokenizer
     >>> pipe = tiny_sd_pipeline("sd2")              # StableDiffusionPipeline, 32 px images, v-prediction
+    >>> xl = tiny_sd_pipeline("sdxl")               # StableDiffusionXLPipeline: two text encoders, pooled output
+    >>> refiner = tiny_sdxl_refiner()               # StableDiffusionXLImg2ImgPipeline, aesthetic-score conditioning
     >>> model, preprocess, tokenizer = tiny_open_clip()
     >>> clip_tokenizer()("a cat")["input_ids"]      # the real CLIP ids, from open_clip's bundled BPE vocab
     [49406, 320, 2368, 49407]
@@ -12,7 +14,7 @@ Every builder runs under ``torch.manual_seed(seed)`` inside ``torch.random.fork_
 weights and the caller's random state is left untouched. The configs are module constants (below) so a test can read
 the sizes instead of repeating them.
 
-The two pipeline kinds mirror the real model families in miniature:
+The three pipeline kinds mirror the real model families in miniature:
 
 - ``"sd1"``: OpenAI-CLIP-style text encoder (``quick_gelu``), conditioning from its last layer, tokenizer padding with
   the end token (``<|endoftext|>``, id 49407), PNDM scheduler with SD 1.5's scheduler config, epsilon prediction.
@@ -25,7 +27,15 @@ The two pipeline kinds mirror the real model families in miniature:
   one; ``tiny_text_encoder("sd2", full_tower=True)`` returns the untruncated tower so a test can check the
   penultimate-layer rule independently.
 
-Both pipelines produce 32x32 images from 16x16x4 latents (VAE scale factor 2), with no safety checker and no feature
+- ``"sdxl"``: two text encoders as SDXL has: an OpenAI-CLIP-style one (width 32, ``quick_gelu``, pads with the end
+  token) and an OpenCLIP-style one with a text projection (``CLIPTextModelWithProjection``, width 48, ``gelu``, pads
+  with ``"!"``), both full towers (SDXL conditions on ``hidden_states[-2]``, no final layer norm); the UNet's
+  cross-attention width is their sum (80) and its ``text_time`` embedding takes the second encoder's pooled,
+  projected output and the six size numbers (``original_size``, ``crops_coords_top_left``, ``target_size``). Euler
+  scheduler with SDXL's published config, epsilon prediction. :func:`tiny_sdxl_refiner` is the refiner in miniature:
+  only the second encoder, and ``aesthetic_score`` in place of ``target_size`` (five numbers).
+
+All pipelines produce 32x32 images from 16x16x4 latents (VAE scale factor 2), with no safety checker and no feature
 extractor. Their text encoders' final layer norm gets random affine parameters: trained CLIP's has a clearly non-zero
 bias; left at ones and zeros, every token's state would have mean 0 and A1111's emphasis mean restore would be 0 / 0.
 """
@@ -45,8 +55,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from diffusers import StableDiffusionPipeline
-    from transformers import CLIPTextModel, CLIPTokenizer, PreTrainedTokenizerFast, T5ForConditionalGeneration
+    from diffusers import (
+        AutoencoderKL,
+        StableDiffusionPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        PreTrainedTokenizerFast,
+        T5ForConditionalGeneration,
+    )
 
 __all__ = [
     "KINDS",
@@ -57,11 +79,13 @@ __all__ = [
     "t5_from_config",
     "tiny_open_clip",
     "tiny_sd_pipeline",
+    "tiny_sdxl_refiner",
+    "tiny_sdxl_text_encoders",
     "tiny_text_encoder",
     "train_tokenizer",
 ]
 
-KINDS = ("sd1", "sd2")
+KINDS = ("sd1", "sd2", "sdxl")
 
 # CLIP's BPE vocabulary: 256 byte tokens, their 256 end-of-word forms, 48,894 merges, start and end tokens.
 CLIP_VOCAB_SIZE = 49408
@@ -86,6 +110,14 @@ TEXT_WIDTH = {"sd1": 32, "sd2": 48}
 TEXT_HEADS = 4
 TEXT_ACT = {"sd1": "quick_gelu", "sd2": "gelu"}  # OpenAI CLIP uses quick_gelu, OpenCLIP exact gelu
 FINAL_NORM_BIAS_MEAN, FINAL_NORM_STD = -0.3, 0.2  # random affine final layer norm (see tiny_text_encoder)
+# SDXL's two encoders (768 and 1280 wide in the real model), the second one's projection (1280) and the size of each
+# number's embedding in the UNet's text_time conditioning (256).
+SDXL_TEXT_WIDTHS = (32, 48)
+SDXL_TEXT_ACTS = ("quick_gelu", "gelu")
+SDXL_PROJECTION = 32
+SDXL_TIME_EMBED = 8
+SDXL_VAE_SEED = 4  # added to the seed: the base and its refiner share one VAE
+SDXL_TIME_IDS, REFINER_TIME_IDS = 6, 5  # (original_size, crop, target_size) vs (original_size, crop, aesthetic score)
 IMAGE_SIZE = 32  # pixels
 LATENT_CHANNELS = 4
 UNET_CHANNELS = (32, 64)
@@ -111,6 +143,17 @@ V_SCHEDULER = {
     "set_alpha_to_one": False,
     "steps_offset": 1,
     "prediction_type": "v_prediction",
+}
+# SDXL 1.0 base's published scheduler config (Euler, epsilon, "leading" timesteps).
+SDXL_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "interpolation_type": "linear",
+    "prediction_type": "epsilon",
 }
 
 
@@ -220,42 +263,50 @@ def tiny_open_clip(seed: int = 0) -> tuple[Any, Any, Any]:
 # Stable Diffusion
 
 
+def _clip_text_config(width: int, act: str, layers: int, pad_token_id: int, projection_dim: int | None = None) -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=CLIP_VOCAB_SIZE,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_attention_heads=TEXT_HEADS,
+        num_hidden_layers=layers,
+        max_position_embeddings=CONTEXT_LENGTH,
+        hidden_act=act,
+        projection_dim=projection_dim or width,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=pad_token_id,
+    )
+
+
+def _with_random_final_norm(model: Any) -> Any:
+    """Trained CLIP's final layer norm has a clearly non-zero bias, so its hidden states have a non-zero mean. Left
+    at ones/zeros, every token's state would have mean 0 and A1111's emphasis mean restore would be 0 / 0."""
+    import torch
+
+    norm = getattr(model, "text_model", model).final_layer_norm
+    with torch.no_grad():
+        norm.weight.normal_(1.0, FINAL_NORM_STD)
+        norm.bias.normal_(FINAL_NORM_BIAS_MEAN, FINAL_NORM_STD)
+    return model
+
+
 def tiny_text_encoder(kind: str = "sd1", seed: int = 0, *, full_tower: bool = False) -> CLIPTextModel:
-    """The tiny text encoder of :func:`tiny_sd_pipeline` (same seed, same weights).
+    """The tiny text encoder of :func:`tiny_sd_pipeline` for ``"sd1"`` or ``"sd2"`` (same seed, same weights; SDXL's
+    two are :func:`tiny_sdxl_text_encoders`).
 
     For ``"sd2"`` the full OpenCLIP-style tower has ``TEXT_LAYERS + 1`` blocks; the pipeline's encoder is that tower
     without its last block, as diffusers stores SD 2 (see the module docstring). ``full_tower=True`` returns the tower.
     """
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
-    _check_kind(kind)
+    if kind not in ("sd1", "sd2"):
+        raise ValueError(f"unknown text encoder kind {kind!r}; valid kinds: sd1, sd2 (SDXL: tiny_sdxl_text_encoders)")
     tower_layers = TEXT_LAYERS + (1 if kind == "sd2" else 0)
-    config = CLIPTextConfig(
-        vocab_size=CLIP_VOCAB_SIZE,
-        hidden_size=TEXT_WIDTH[kind],
-        intermediate_size=4 * TEXT_WIDTH[kind],
-        num_attention_heads=TEXT_HEADS,
-        num_hidden_layers=tower_layers,
-        max_position_embeddings=CONTEXT_LENGTH,
-        hidden_act=TEXT_ACT[kind],
-        projection_dim=TEXT_WIDTH[kind],
-        bos_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-        pad_token_id=SD2_PAD_ID if kind == "sd2" else EOS_ID,
-    )
-
-    def build() -> CLIPTextModel:
-        model = CLIPTextModel(config)
-        # Trained CLIP's final layer norm has a clearly non-zero bias, so its hidden states have a non-zero mean.
-        # Left at ones/zeros, every token's state would have mean 0 and A1111's emphasis mean restore would be 0 / 0.
-        norm = getattr(model, "text_model", model).final_layer_norm
-        with torch.no_grad():
-            norm.weight.normal_(1.0, FINAL_NORM_STD)
-            norm.bias.normal_(FINAL_NORM_BIAS_MEAN, FINAL_NORM_STD)
-        return model
-
-    model = _seeded(seed, build).eval()
+    config = _clip_text_config(TEXT_WIDTH[kind], TEXT_ACT[kind], tower_layers, SD2_PAD_ID if kind == "sd2" else EOS_ID)
+    model = _seeded(seed, lambda: _with_random_final_norm(CLIPTextModel(config))).eval()
     if kind == "sd2" and not full_tower:
         transformer = getattr(model, "text_model", model)  # transformers 4.x nests the tower in `text_model`
         del transformer.encoder.layers[-1]
@@ -263,43 +314,75 @@ def tiny_text_encoder(kind: str = "sd1", seed: int = 0, *, full_tower: bool = Fa
     return model
 
 
-def tiny_sd_pipeline(kind: str = "sd1", seed: int = 0) -> StableDiffusionPipeline:
-    """A tiny random ``StableDiffusionPipeline`` (32 px images), built from the configs above in about a second.
+def tiny_sdxl_text_encoders(seed: int = 0) -> tuple[CLIPTextModel, CLIPTextModelWithProjection]:
+    """The tiny SDXL pipeline's two text encoders (same seed, same weights): the OpenAI-CLIP-style one and the
+    OpenCLIP-style one with its text projection (the pooled output SDXL's UNet takes)."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    ``kind`` is ``"sd1"`` or ``"sd2"`` (see the module docstring for what differs). The pipeline's progress bar is off.
+    (width_1, width_2), (act_1, act_2) = SDXL_TEXT_WIDTHS, SDXL_TEXT_ACTS
+    first = _clip_text_config(width_1, act_1, TEXT_LAYERS, EOS_ID)
+    second = _clip_text_config(width_2, act_2, TEXT_LAYERS, SD2_PAD_ID, projection_dim=SDXL_PROJECTION)
+    return (
+        _seeded(seed, lambda: _with_random_final_norm(CLIPTextModel(first))).eval(),
+        _seeded(seed + 2, lambda: _with_random_final_norm(CLIPTextModelWithProjection(second))).eval(),
+    )
+
+
+def _tiny_vae() -> AutoencoderKL:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=LATENT_CHANNELS,
+        layers_per_block=1,
+        block_out_channels=VAE_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
+        sample_size=IMAGE_SIZE,
+    )
+
+
+def _tiny_unet(cross_attention_dim: int, *, linear_projection: bool, time_ids: int = 0) -> UNet2DConditionModel:
+    """The tiny UNet; ``time_ids`` > 0 adds SDXL's ``text_time`` conditioning (pooled text + that many numbers)."""
+    from diffusers import UNet2DConditionModel
+
+    xl = {}
+    if time_ids:
+        xl = {
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": SDXL_TIME_EMBED,
+            "projection_class_embeddings_input_dim": time_ids * SDXL_TIME_EMBED + SDXL_PROJECTION,
+        }
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 2,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        layers_per_block=1,
+        block_out_channels=UNET_CHANNELS,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=(2, 4),
+        use_linear_projection=linear_projection,  # SD 2 and SDXL project with Linear, SD 1 with a 1x1 Conv
+        **xl,
+    )
+
+
+def tiny_sd_pipeline(kind: str = "sd1", seed: int = 0) -> StableDiffusionPipeline | StableDiffusionXLPipeline:
+    """A tiny random pipeline (32 px images), built from the configs above in about a second.
+
+    ``kind`` is ``"sd1"`` or ``"sd2"`` (a ``StableDiffusionPipeline``) or ``"sdxl"`` (a
+    ``StableDiffusionXLPipeline``); see the module docstring for what differs. The pipeline's progress bar is off.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
 
     _check_kind(kind)
+    if kind == "sdxl":
+        return _tiny_sdxl_pipeline(seed)
     sd2 = kind == "sd2"
-
-    def build_unet_and_vae() -> tuple[UNet2DConditionModel, AutoencoderKL]:
-        unet = UNet2DConditionModel(
-            sample_size=IMAGE_SIZE // 2,
-            in_channels=LATENT_CHANNELS,
-            out_channels=LATENT_CHANNELS,
-            layers_per_block=1,
-            block_out_channels=UNET_CHANNELS,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=TEXT_WIDTH[kind],
-            attention_head_dim=(2, 4),
-            use_linear_projection=sd2,  # SD 2's transformer blocks project with Linear, SD 1's with 1x1 Conv
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            latent_channels=LATENT_CHANNELS,
-            layers_per_block=1,
-            block_out_channels=VAE_CHANNELS,
-            down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
-            up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
-            sample_size=IMAGE_SIZE,
-        )
-        return unet, vae
-
     # Each part gets its own derived seed, so the text encoder equals tiny_text_encoder(kind, seed) exactly.
-    unet, vae = _seeded(seed + 1, build_unet_and_vae)
+    unet, vae = _seeded(seed + 1, lambda: (_tiny_unet(TEXT_WIDTH[kind], linear_projection=sd2), _tiny_vae()))
     scheduler = DDIMScheduler(**V_SCHEDULER) if sd2 else PNDMScheduler(**PNDM_SCHEDULER)
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -310,6 +393,51 @@ def tiny_sd_pipeline(kind: str = "sd1", seed: int = 0) -> StableDiffusionPipelin
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tiny_sdxl_pipeline(seed: int) -> StableDiffusionXLPipeline:
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    text_encoder, text_encoder_2 = tiny_sdxl_text_encoders(seed)
+    unet = _seeded(seed + 1, lambda: _tiny_unet(sum(SDXL_TEXT_WIDTHS), linear_projection=True, time_ids=SDXL_TIME_IDS))
+    vae = _seeded(seed + SDXL_VAE_SEED, _tiny_vae)  # the refiner's too
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(pad_token=SD2_PAD_TOKEN),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
+        add_watermarker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sdxl_refiner(seed: int = 0) -> StableDiffusionXLImg2ImgPipeline:
+    """A tiny random SDXL refiner (``StableDiffusionXLImg2ImgPipeline``) for :func:`tiny_sd_pipeline` ``("sdxl")``:
+    the same VAE (a refiner takes the base's latents), only the OpenCLIP-style encoder (the base's, as the real
+    refiner shares bigG with the base), and a UNet conditioned on ``aesthetic_score`` instead of ``target_size``."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline
+
+    _, text_encoder_2 = tiny_sdxl_text_encoders(seed)
+    vae = _seeded(seed + SDXL_VAE_SEED, _tiny_vae)
+    unet = _seeded(seed + 3, lambda: _tiny_unet(SDXL_TEXT_WIDTHS[1], linear_projection=True, time_ids=REFINER_TIME_IDS))
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=vae,
+        text_encoder=None,
+        text_encoder_2=text_encoder_2,
+        tokenizer=None,
+        tokenizer_2=clip_tokenizer(pad_token=SD2_PAD_TOKEN),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+        add_watermarker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -95,8 +95,8 @@ def test_tiny_pipelines_mirror_sd1_and_sd2(tiny_sd1, tiny_sd2):
     assert tiny_sd2.text_encoder.config.hidden_act == "gelu"
     assert tiny_sd2.unet.config.cross_attention_dim == tiny_sd2.text_encoder.config.hidden_size
     assert tiny_sd1.safety_checker is None and tiny_sd1.feature_extractor is None
-    with pytest.raises(ValueError, match="valid kinds: sd1, sd2"):
-        tiny_sd_pipeline("sdxl")
+    with pytest.raises(ValueError, match="valid kinds: sd1, sd2, sdxl"):
+        tiny_sd_pipeline("sd3")
 
 
 def test_tiny_models_are_deterministic_per_seed(tiny_sd2, tiny_clip):
@@ -376,7 +376,7 @@ def test_registry_prediction_type_decides_the_scheduler(tiny_sd2, monkeypatch):
     assert np.abs(v.pixels - v_spec.pixels).max() <= PIXEL_TOLERANCE
     assert np.abs(v.pixels - eps.pixels).max() > 1e-3
     assert tiny_sd2.scheduler.config.prediction_type == "v_prediction"  # the pipeline is left as it was
-    with pytest.raises(ValueError, match="'sdxl' is sdxl"):
+    with pytest.raises(ValueError, match="'sdxl' is a model of family sdxl but the pipeline is a StableDiffusionPipeline"):
         renderer_for(tiny_sd2, "sdxl")
 
 
@@ -467,7 +467,7 @@ def test_loads_a_saved_local_folder(tiny_sd2, tmp_path):
 
 
 def test_single_files_and_registry_keys_reach_the_right_loader(tiny_sd1, tmp_path, monkeypatch):
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
     calls = []
 
@@ -476,6 +476,7 @@ def test_single_files_and_registry_keys_reach_the_right_loader(tiny_sd1, tmp_pat
 
     monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", fake("file"))
     monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", fake("hub"))
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", fake("any hub"))  # a model the registry does not know
     checkpoint = tmp_path / "v2-1_512-ema-pruned.safetensors"
     checkpoint.write_bytes(b"")
     renderer = Renderer.from_pretrained(checkpoint, device="cpu", progress=False)
@@ -487,7 +488,7 @@ def test_single_files_and_registry_keys_reach_the_right_loader(tiny_sd1, tmp_pat
     assert Renderer.from_pretrained("SD-2.1", device="cpu", progress=False).spec.key == "sd21"
     assert calls[-1][:2] == ("hub", "stabilityai/stable-diffusion-2-1")
     Renderer.from_pretrained("someone/their-model", device="cpu", progress=False)
-    assert calls[-1][:2] == ("hub", "someone/their-model")
+    assert calls[-1][:2] == ("any hub", "someone/their-model")
     with pytest.raises(UnknownModelError, match="unknown model 'sd9'"):
         Renderer.from_pretrained("sd9", device="cpu")
     notes = tmp_path / "model.txt"

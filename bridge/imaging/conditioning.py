@@ -15,6 +15,15 @@
   :func:`schedule_step` maps a pipeline iteration to the A1111 step whose text applies. The negative prompt is
   scheduled too, but reads ``AND`` and extra-network tags as words (:func:`negative_texts`).
 
+SDXL (:func:`encode_weighted_xl`), as A1111 does it (``modules/sd_models_xl.py``, ``sd_hijack_clip.py``): each of
+the two text encoders (CLIP ViT-L and OpenCLIP bigG) is a separate A1111 text encoder with its own chunks and pad
+token (ViT-L pads with the end token, bigG with ``"!"``), and emphasis is applied *per encoder*: each one's
+``hidden_states[-2]`` (the penultimate layer, without the final layer norm) is multiplied by the token weights and
+its own mean restored, then the two are concatenated along the width (768 + 1280 = 2048). The pooled output that
+conditions SDXL's UNet (bigG's projected end-token state) is taken from the first chunk *before* weighting: emphasis
+never changes it. Clip skip is ignored for SDXL, as in A1111 by default. An empty negative prompt is zeros (both the
+embeddings and the pooled output), as A1111 and diffusers make it; the renderer does that.
+
 SD 2's penultimate layer: diffusers stores SD 2's OpenCLIP text tower without its last block (its converter skips
 ``resblocks.23``: the hub's SD 2 text encoders have 23 of ViT-H's 24 layers), so the stored encoder's
 ``last_hidden_state``, which includes the final layer norm, already is "penultimate layer, then final layer norm".
@@ -43,6 +52,7 @@ __all__ = [
     "COMMA_BACKTRACK",
     "PromptChunk",
     "encode_weighted",
+    "encode_weighted_xl",
     "negative_texts",
     "prompt_chunks",
     "schedule_callback",
@@ -106,6 +116,51 @@ def _hidden_states(text_encoder: Any, tokens: torch.Tensor, clip_skip: int) -> t
     return _final_layer_norm(text_encoder)(hidden)
 
 
+def _weighted_chunks(
+    text_encoder: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    pad_token_id: int | None,
+    comma_backtrack: int,
+    encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A1111's emphasis on one text encoder: ``(texts, chunks * 77, width)`` and the pooled output of the first chunk.
+
+    ``encode(tokens)`` returns the hidden states to weight and the pooled output (or None). For each chunk, tokens
+    after the first end token become ``pad_token_id`` (default: the tokenizer's), the hidden states are multiplied by
+    each token's weight and rescaled so their mean over the batch is what it was; the pooled output is not weighted.
+    """
+    import torch
+
+    if not texts:
+        raise ValueError("encoding needs at least one text")
+    pad = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
+    per_text = [prompt_chunks(tokenizer, text, comma_backtrack=comma_backtrack) for text in texts]
+    count = max(len(chunks) for chunks in per_text)
+    empty = prompt_chunks(tokenizer, "")[0]
+    per_text = [chunks + [empty] * (count - len(chunks)) for chunks in per_text]
+    device = text_encoder.device
+    encoded = []
+    first_pooled = None
+    with torch.no_grad():
+        for index in range(count):
+            tokens = torch.tensor([chunks[index].tokens for chunks in per_text], device=device)
+            if pad != tokenizer.eos_token_id:
+                is_end = (tokens == tokenizer.eos_token_id).int()
+                tokens = tokens.masked_fill(is_end.cumsum(dim=1) - is_end > 0, pad)  # after the first end token
+            weights = torch.tensor([chunks[index].weights for chunks in per_text], device=device)
+            z, pooled = encode(tokens)
+            z = z.float()
+            original_mean = z.mean()
+            z = z * weights[..., None]
+            z = z * (original_mean / z.mean())
+            encoded.append(z.to(text_encoder.dtype))
+            if index == 0:
+                first_pooled = pooled
+    return torch.cat(encoded, dim=1), first_pooled
+
+
 def encode_weighted(
     text_encoder: Any,
     tokenizer: Any,
@@ -124,31 +179,55 @@ def encode_weighted(
     the encoder's hidden states at layer ``clip_skip`` (see the module docstring) are multiplied by each token's
     weight, then rescaled so their mean is what it was before weighting. Chunks are concatenated along the sequence.
     """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    embeddings, _ = _weighted_chunks(
+        text_encoder, tokenizer, texts, pad_token_id=pad_token_id, comma_backtrack=comma_backtrack,
+        encode=lambda tokens: (_hidden_states(text_encoder, tokens, clip_skip), None),
+    )
+    return embeddings
+
+
+def encode_weighted_xl(
+    text_encoders: Sequence[Any],
+    tokenizers: Sequence[Any],
+    texts: str | Sequence[str],
+    *,
+    pad_token_ids: Sequence[int | None] | None = None,
+    comma_backtrack: int = COMMA_BACKTRACK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDXL's conditioning as A1111 computes it: ``(embeddings, pooled)``, ``(len(texts), chunks * 77, widths
+    summed)`` and ``(len(texts), projection)``.
+
+    ``text_encoders`` are SDXL's (CLIP ViT-L, OpenCLIP bigG with its projection) or the refiner's one (bigG); the
+    last one gives the pooled output. Each encoder is weighted on its own (see the module docstring): its
+    ``hidden_states[-2]`` (the penultimate layer, no final layer norm) times each token's weight, its own mean
+    restored; the encoders' results are concatenated along the width. The pooled output is the last encoder's
+    projected end-token state of the first chunk, unweighted. ``pad_token_ids`` default to each tokenizer's pad token
+    (SDXL: the end token for ViT-L, ``"!"`` for bigG).
+    """
     import torch
 
     texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts:
-        raise ValueError("encode_weighted needs at least one text")
-    pad = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
-    per_text = [prompt_chunks(tokenizer, text, comma_backtrack=comma_backtrack) for text in texts]
-    count = max(len(chunks) for chunks in per_text)
-    empty = prompt_chunks(tokenizer, "")[0]
-    per_text = [chunks + [empty] * (count - len(chunks)) for chunks in per_text]
-    device = text_encoder.device
-    encoded = []
-    with torch.no_grad():
-        for index in range(count):
-            tokens = torch.tensor([chunks[index].tokens for chunks in per_text], device=device)
-            if pad != tokenizer.eos_token_id:
-                is_end = (tokens == tokenizer.eos_token_id).int()
-                tokens = tokens.masked_fill(is_end.cumsum(dim=1) - is_end > 0, pad)  # after the first end token
-            weights = torch.tensor([chunks[index].weights for chunks in per_text], device=device)
-            z = _hidden_states(text_encoder, tokens, clip_skip).float()
-            original_mean = z.mean()
-            z = z * weights[..., None]
-            z = z * (original_mean / z.mean())
-            encoded.append(z.to(text_encoder.dtype))
-    return torch.cat(encoded, dim=1)
+    pads = list(pad_token_ids) if pad_token_ids is not None else [None] * len(text_encoders)
+    if not len(text_encoders) == len(tokenizers) == len(pads) or not text_encoders:
+        raise ValueError(f"encode_weighted_xl needs as many tokenizers and pad ids as text encoders (one or more) but "
+                         f"got {len(text_encoders)} encoders, {len(tokenizers)} tokenizers, {len(pads)} pad ids")
+    parts = []
+    pooled = None
+    for text_encoder, tokenizer, pad in zip(text_encoders, tokenizers, pads, strict=True):
+
+        def penultimate(tokens: torch.Tensor, text_encoder: Any = text_encoder) -> tuple[torch.Tensor, Any]:
+            outputs = text_encoder(tokens, output_hidden_states=True)
+            return outputs.hidden_states[-2], getattr(outputs, "text_embeds", None)
+
+        embeddings, pooled = _weighted_chunks(
+            text_encoder, tokenizer, texts, pad_token_id=pad, comma_backtrack=comma_backtrack, encode=penultimate
+        )
+        parts.append(embeddings)
+    if pooled is None:
+        raise ValueError("the last SDXL text encoder must have a text projection (CLIPTextModelWithProjection): "
+                         "its pooled output conditions the UNet")
+    return torch.cat(parts, dim=-1), pooled.to(parts[-1].dtype)
 
 
 def schedule_step(iteration: int, iterations: int, steps: int) -> int:
@@ -178,11 +257,16 @@ def schedule_entries(texts: list[str]) -> tuple[list[str], tuple[int, ...]]:
 
 
 def schedule_callback(
-    schedules: Sequence[tuple[int, ...]], steps: int, embeddings: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+    schedules: Sequence[tuple[int, ...]],
+    steps: int,
+    embeddings: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    *,
+    pooled: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Callable | None:
     """A diffusers ``callback_on_step_end`` that swaps ``prompt_embeds`` for ``embeddings(step)`` (positive,
     negative) when prompt editing or alternation changes the entry of one of ``schedules`` (each: the entry index of
-    every step, :func:`schedule_entries`) at the next iteration; None when every schedule has one entry."""
+    every step, :func:`schedule_entries`) at the next iteration; None when every schedule has one entry. ``pooled``
+    (SDXL) swaps ``add_text_embeds`` the same way."""
     if not any(map(any, schedules)):
         return None
 
@@ -193,15 +277,22 @@ def schedule_callback(
         import torch
 
         iterations = len(pipe.scheduler.timesteps)
+        # a pipeline that starts part-way (an SDXL refiner after the base) counts its iterations from 0
+        iteration += getattr(pipe.scheduler, "begin_index", None) or 0
         if iteration + 1 >= iterations:
             return {}
         upcoming = schedule_step(iteration + 1, iterations, steps)
         if entries(upcoming) == entries(schedule_step(iteration, iterations, steps)):
             return {}
-        positive, negative = embeddings(upcoming)
-        current = tensors["prompt_embeds"]
-        embeds = torch.cat([negative, positive]) if pipe.do_classifier_free_guidance else positive
-        return {"prompt_embeds": embeds.to(device=current.device, dtype=current.dtype)}
+        swapped = {}
+        for name, make in (("prompt_embeds", embeddings), ("add_text_embeds", pooled)):
+            if make is None:
+                continue
+            positive, negative = make(upcoming)
+            current = tensors[name]
+            both = torch.cat([negative, positive]) if pipe.do_classifier_free_guidance else positive
+            swapped[name] = both.to(device=current.device, dtype=current.dtype)
+        return swapped
 
     return swap
 
