@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.models import ModelSpec, UnknownModelError, detect_model, get_model
+from bridge.models import ModelSpec, UnknownModelError, detect_model, get_model, load_from_hub
 
 if TYPE_CHECKING:
     import torch
@@ -96,7 +96,8 @@ def load_pipeline(
     """Load ``model`` and return the pipeline (on the CPU, in ``dtype``) with its registry entry, if known.
 
     A single file gets the registry's hub id as ``config`` when its file name or ``spec`` identifies the model (pass
-    ``config=`` a local diffusers folder to load it offline). ``spec`` defaults to what the name identifies; ``dtype``
+    ``config=`` a local diffusers folder to load it offline). A registry entry's former hub ids are tried from the
+    local cache when its hub id fails (:func:`bridge.models.load_from_hub`). ``spec`` defaults to what the name identifies; ``dtype``
     to :func:`default_dtype` of ``device`` (default: :func:`default_device`). The safety checker is not loaded.
     ``load_kwargs`` go to diffusers (``revision``, ``variant``, ``cache_dir``, ``local_files_only``, ``config``, …).
     """
@@ -104,6 +105,9 @@ def load_pipeline(
     path = Path(model)
     if path.is_file():
         spec = spec or resolve_spec(detect_model(path.name))
+        if spec is not None and "config" not in load_kwargs:
+            return load_from_hub(spec, lambda hub_id, **kw: _load(path, spec.family, spec, device, dtype,
+                                                                  {**kw, "config": hub_id}), **load_kwargs), spec
         return _load(path, spec.family if spec else None, spec, device, dtype, load_kwargs), spec
     if path.is_dir():
         spec = spec or resolve_spec(detect_model(path.name))
@@ -116,8 +120,10 @@ def load_pipeline(
             raise
         known = None
     spec = spec or known
-    return _load(known.hub_id if known else source, spec.family if spec else None, None, device, dtype,
-                 load_kwargs), spec
+    if known is not None:
+        return load_from_hub(known, lambda hub_id, **kw: _load(hub_id, spec.family, None, device, dtype, kw),
+                             **load_kwargs), spec
+    return _load(source, spec.family if spec else None, None, device, dtype, load_kwargs), spec
 
 
 def load_refiner(
