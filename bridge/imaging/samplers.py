@@ -35,7 +35,7 @@ Beta                "<sampler> Beta"                    ``use_beta_sigmas=True``
 KL Optimal          error: nearest is Uniform           no diffusers option
 Align Your Steps    error: nearest is Uniform           diffusers has its timesteps (``AysSchedules``) but no
                                                         config option; the renderer passes none
-Karras Exponential  error: nearest is Karras            no diffusers option (A1111 > 1.10 only)
+Karras Exponential  error: nearest is Karras            no diffusers option (newest A1111 code only)
 ==================  ==================================  =====================================================
 
 "Nearest" is the supported schedule with the smallest mean |log sigma| difference on SD's betas over 10-50 steps
