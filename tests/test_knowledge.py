@@ -263,3 +263,131 @@ def test_a_pasted_blob_is_translated_but_not_remembered():
     assert all(len(text) <= LONGEST_KEY for text in plan.unchanged_phrases)
     assert all(len(text) <= LONGEST_KEY for text in plan.artists._rewritten)
     assert normalize("  A  " + blob.upper()) == "a " + " ".join(blob.split())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Malformed knowledge files: one KnowledgeError naming the file, the entry and the key, never a traceback
+
+
+MALFORMED = [
+    ('rule = "magic.8k"', r"'rule' must be a list of \[\[rule\]\] tables, got 'magic.8k'"),
+    ('rule = ["magic.8k"]', r"rule #1 must be a table \(\[\[rule\]\] with its keys\), got 'magic.8k'"),
+    ('[rule]\nid = "x"', r"'rule' must be a list of \[\[rule\]\] tables \(write \[\[rule\]\], not \[rule\]\)"),
+    ("rule = 5", r"'rule' must be a list of \[\[rule\]\] tables, got 5"),
+    ("artist = [1, 2]", r"artist #1 must be a table"),
+    ('negative = "photo"', r"'negative' must be a list of \[\[negative\]\] tables"),
+    ("meta = 3", r"\[meta\] must be a table"),
+    ("[meta]\ninclude = 5", r"meta.include must be a list of file names \(relative to this file\), got 5"),
+    ('[meta]\ninclude = "knowledge/media.toml"', r"meta.include must be a list of file names"),
+    ("[meta]\ninclude = [[1]]", r"meta.include must be a list of file names"),
+    ('media = ["photo"]', r"\[media\] must be a table \(family = \[words, ...\]\), got \['photo'\]"),
+    ("asked_as = 1", r"\[asked_as\] must be a table"),
+    ("[rules]\nid = 1", r"unknown key 'rules'; a knowledge file holds meta, rule, artist"),
+    ('[[rule]]\nid = "x"\nkind = ["phrase"]', r"rule #1 \(x\): kind \['phrase'\] is not one of phrase, "),
+    ('[[rule]]\nid = "x"\nkind = "tokens"\nreason = 5', r"rule #1 \(x\): 'reason' must be a string, got 5"),
+    ('[[rule]]\nid = "x"\nkind = "tokens"\nfact = ["F"]', r"rule #1 \(x\): 'fact' must be a string"),
+    ('[[rule]]\nid = 7', r"rule #1: 'id' must be a non-empty str, got 7"),
+    ('[[rule]]\nid = "s"\nkind = "size"\nmultiple = 0', r"rule #1 \(s\): 'multiple' must be a whole number from 1"),
+    ('[[rule]]\nid = "s"\nkind = "size"\nbuckets = [[99999, 512]]', r"rule #1 \(s\): 'buckets' sides must be at most 8192"),
+    ('[[rule]]\nid = "e"\nkind = "emphasis"\nkeep_outside = [3, 0]', r"rule #1 \(e\): 'keep_outside' must be two finite weights"),
+    ('[[rule]]\nid = "e"\nkind = "emphasis"\nkeep_outside = [0, inf]', r"rule #1 \(e\): 'keep_outside' must be two finite"),
+    ('[[rule]]\nid = "a"\nkind = "artist"\nstyle_budget = -1', r"rule #1 \(a\): 'style_budget' must be 0 or more"),
+    ('[[rule]]\nid = "w"\nkind = "weak-concept"\npatterns = ["(("]', r"rule #1 \(w\): 'patterns' holds '\(\(', not a regular "),
+    ('[[artist]]\nname = "x"\naction = "keep"\naliases = "abc"', r"artist #1 \(x\): 'aliases' must be a list of "),
+    ('[[artist]]\nname = "x"\naction = "keep"\naliases = [1]', r"artist #1 \(x\): 'aliases' must be a list of "),
+    ('[[artist]]\nname = "x"\naction = "keep"\ncount = 1e400', r"artist #1 \(x\): 'count' must be a whole number"),
+    ('[[artist]]\nname = "x"\naction = "keep"\ncount = "many"', r"artist #1 \(x\): 'count' must be a whole number, got 'many'"),
+    ('[[artist]]\nname = "x"\naction = "keep"\ndescription = 3', r"artist #1 \(x\): 'description' must be a string, got 3"),
+    ('[[artist]]\nname = "x"\naction = "keep"\nmedia = "oil"', r"artist #1 \(x\): unknown key 'media' \(valid keys: name, action"),
+    ('[[artist]]\nname = "x"\naction = ["keep"]', r"artist #1 \(x\): action must be one of keep, replace"),
+    ('[[negative]]\nkind = "x"\nprompt = "y"\ndetect = [1]', r"negative #1 \(x\): 'detect' must be a list of "),
+    ('[[negative]]\nkind = "x"\nprompt = "y"\ndetect = "photo"', r"negative #1 \(x\): 'detect' must be a list of phrases, got 'photo'"),
+    ('[[negative]]\nkind = "x"\nprompt = "y"\nreason = 1', r"negative #1 \(x\): 'reason' must be a string"),
+    ('[[negative]]\nkind = "x"\nprompt = 2', r"negative #1 \(x\): 'prompt' must be a non-empty str, got 2"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), MALFORMED)
+def test_a_malformed_knowledge_file_is_one_error_naming_file_entry_and_key(tmp_path, text, message):
+    from bridge.rules import KnowledgeError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text + "\n")
+    with pytest.raises(KnowledgeError, match=r"bad\.toml: " + message):
+        translate("a castle", knowledge=bad)
+
+
+def test_a_long_value_is_cut_in_the_message(tmp_path):
+    from bridge.rules import KnowledgeError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'rule = "{"x" * 10_000}"\n')
+    with pytest.raises(KnowledgeError) as error:
+        translate("a castle", knowledge=bad)
+    assert len(str(error.value)) < 200 and "…" in str(error.value)
+
+
+@pytest.mark.parametrize("files", [
+    {"a.toml": '[meta]\ninclude = ["a.toml"]'},  # itself: was a RecursionError
+    {"a.toml": '[meta]\ninclude = ["./a.toml"]'},
+    {"a.toml": '[meta]\ninclude = ["b.toml"]', "b.toml": '[meta]\ninclude = ["a.toml"]'},
+    {"a.toml": '[meta]\ninclude = ["b.toml"]', "b.toml": '[meta]\ninclude = ["sub/c.toml"]',
+     "sub/c.toml": '[meta]\ninclude = ["../b.toml"]'},
+])
+def test_an_include_cycle_is_an_error_that_shows_the_cycle(tmp_path, files):
+    from bridge.rules import KnowledgeError
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text + "\n")
+    with pytest.raises(KnowledgeError, match=r"[ab]\.toml: include cycle \([ab]\.toml -> .*[ab]\.toml\)"):
+        KnowledgeBase.load(tmp_path / "a.toml")
+
+
+def test_an_include_cycle_through_a_link_is_found(tmp_path):
+    from bridge.rules import KnowledgeError
+
+    (tmp_path / "a.toml").write_text('[meta]\ninclude = ["link.toml"]\n')
+    (tmp_path / "link.toml").symlink_to(tmp_path / "a.toml")
+    with pytest.raises(KnowledgeError, match="include cycle"):
+        KnowledgeBase.load(tmp_path / "a.toml")
+
+
+def test_includes_nested_too_deep_are_an_error_and_a_shared_include_is_not(tmp_path):
+    from bridge.rules import KnowledgeError
+    from bridge.rules.knowledge import MAX_INCLUDE_DEPTH
+
+    for i in range(MAX_INCLUDE_DEPTH + 2):
+        (tmp_path / f"f{i}.toml").write_text(f'[meta]\ninclude = ["f{i + 1}.toml"]\n')
+    (tmp_path / f"f{MAX_INCLUDE_DEPTH + 2}.toml").write_text("")
+    with pytest.raises(KnowledgeError, match=f"nested more than {MAX_INCLUDE_DEPTH} deep"):
+        KnowledgeBase.load(tmp_path / "f0.toml")
+    KnowledgeBase.load(tmp_path / "f3.toml")  # a shorter chain loads
+
+    (tmp_path / "shared.toml").write_text('[[rule]]\nid = "magic.x"\nmatch = ["xyzzy"]\naction = "drop"\n')
+    (tmp_path / "one.toml").write_text('[meta]\ninclude = ["shared.toml"]\n')
+    (tmp_path / "top.toml").write_text('[meta]\ninclude = ["one.toml", "shared.toml"]\n')
+    assert "magic.x" in KnowledgeBase.load(tmp_path / "top.toml").rules  # the same file twice is no cycle
+
+
+def test_a_missing_include_names_the_file_that_includes_it(tmp_path):
+    from bridge.rules.knowledge import KnowledgeFileError
+
+    (tmp_path / "a.toml").write_text('[meta]\ninclude = ["gone.toml"]\n')
+    with pytest.raises(KnowledgeFileError, match=r"not found: .*gone\.toml \(included by .*a\.toml\)"):
+        KnowledgeBase.load(tmp_path / "a.toml")
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), IsADirectoryError(21, "Is a directory"),
+                                   UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")])
+def test_an_unreadable_knowledge_file_is_a_knowledge_file_error(tmp_path, monkeypatch, error):
+    """(The tests run as root, where chmod 000 does not stop a read: the read itself is made to fail.)"""
+    from bridge.rules import knowledge
+    from bridge.rules.knowledge import KnowledgeFileError
+
+    def unreadable(path):
+        raise error
+
+    monkeypatch.setattr(knowledge, "read_toml", unreadable)
+    with pytest.raises(KnowledgeFileError, match=r"cannot read knowledge file .*mine\.toml"):
+        KnowledgeBase.load(tmp_path / "mine.toml")

@@ -37,6 +37,16 @@ A knowledge file is TOML::
     [asked_as]                   # a default negative phrase is left out when the prompt asks for it in other words
     "b&w" = ["black and white", "monochrome", ...]
 
+Every table is checked against this shape as the file loads: a top-level key, a ``[[rule]]`` parameter of its kind
+(``RULE_PARAMS``), an ``[[artist]]`` or ``[[negative]]`` key that is not listed here, or a value of another type
+(a string where a table or a list belongs, a list of numbers where phrases belong) is one :class:`KnowledgeError`
+that names the file, the entry and the key, and says what was expected. ``meta.include`` lists file names relative
+to the including file; a file that includes itself, directly or through others, is an error (an include cycle), and
+so are includes nested more than 16 deep (``MAX_INCLUDE_DEPTH``); the same file included twice from different
+files is merged twice. A size rule's ``multiple`` and bucket sides are at most 8,192 pixels (``MAX_SIZE``), an
+emphasis rule's ``keep_outside`` is two finite weights, low first, and weak-concept ``patterns`` must compile. A
+file that cannot be read at all (missing, a folder, no permission, not UTF-8) is a :class:`KnowledgeFileError`.
+
 A user knowledge file has the same layout; its rules, artists, negatives and ``asked_as``, ``media`` and ``subjects``
 entries replace the shipped ones with the same id / name / kind / phrase / family, and new ones are added.
 
@@ -63,6 +73,12 @@ __all__ = ["RULES_DIR", "RULE_PARAMS", "Artist", "ArtistParams", "EmphasisParams
 
 RULES_DIR = Path(__file__).resolve().parent / "data"
 ARTIST_ACTIONS = ("keep", "replace", "keep_and_describe")
+# What a knowledge file holds, each with its shape: any other top-level key is an error (a typo never goes unnoticed).
+FILE_KEYS = {"meta": "id, include = [files], notes", "rule": "[[rule]] tables", "artist": "[[artist]] tables",
+             "negative": "[[negative]] tables", "asked_as": "phrase = [other words, ...]",
+             "media": "family = [words, ...]", "subjects": "kind = [words, ...]"}
+MAX_INCLUDE_DEPTH = 16  # files including files including files...: deeper is an error, not a RecursionError
+MAX_SIZE = 8192  # pixels: the largest image side (and multiple) a size rule may name
 
 
 class KnowledgeError(ValueError):
@@ -219,36 +235,52 @@ class KnowledgeBase:
                                      f"[subjects] ({', '.join(kb.subjects) or 'none listed'})")
         return kb
 
-    def _merge_file(self, path: Path, top: bool = False) -> None:
+    def _merge_file(self, path: Path, top: bool = False, including: tuple[str, ...] = ()) -> None:
+        """Merge one file: its includes first (in order, each before the next), then its own entries. ``including``:
+        the files whose includes led here, outermost first (a file met again is a cycle)."""
+        where = os.path.realpath(path)  # (never raises: a loop of links is reported by the read)
+        if where in including:
+            cycle = " -> ".join(Path(p).name for p in (*including[including.index(where):], where))
+            raise KnowledgeError(f"{path}: include cycle ({cycle}); a file cannot include itself, directly or not")
+        if len(including) >= MAX_INCLUDE_DEPTH:
+            raise KnowledgeError(f"{path}: includes nested more than {MAX_INCLUDE_DEPTH} deep; include the files "
+                                 "from one file instead")
         data = _read_toml(path)
+        unknown = sorted(set(data) - set(FILE_KEYS))
+        if unknown:
+            raise KnowledgeError(f"{path}: unknown key {unknown[0]!r}; a knowledge file holds {', '.join(FILE_KEYS)}")
+        meta = _table(data, "meta", path)
         if top:
-            self.meta.update(data.get("meta", {}))
+            self.meta.update(meta)
         self.sources.append(str(path))
-        for include in data.get("meta", {}).get("include", []):
-            self._merge_file(path.parent / include)
-        for i, table in enumerate(data.get("rule", [])):
+        includes = meta.get("include", [])
+        if not isinstance(includes, list) or not all(isinstance(i, str) and i.strip() for i in includes):
+            raise KnowledgeError(f"{path}: meta.include must be a list of file names (relative to this file), got "
+                                 f"{_brief(includes)}")
+        for include in includes:
+            try:
+                self._merge_file(path.parent / include, including=(*including, where))
+            except KnowledgeFileError as exc:
+                raise KnowledgeFileError(f"{exc} (included by {path})") from None
+        for i, table in enumerate(_tables(data, "rule", path)):
             rule = _rule_from(table, f"{path}: rule #{i + 1}")
             self.rules[rule.id] = rule
-        for i, table in enumerate(data.get("artist", [])):
+        for i, table in enumerate(_tables(data, "artist", path)):
             artist = _artist_from(table, f"{path}: artist #{i + 1}")
             self.artists[artist.name] = artist
-        for i, table in enumerate(data.get("negative", [])):
+        for i, table in enumerate(_tables(data, "negative", path)):
             negative = _negative_from(table, f"{path}: negative #{i + 1}")
             self.negatives[negative.kind] = negative
-        asked_as = data.get("asked_as", {})
-        if not isinstance(asked_as, dict):
-            raise KnowledgeError(f"{path}: [asked_as] must be a table of phrase = [other words, ...]")
-        for phrase, others in asked_as.items():
+        for phrase, others in _table(data, "asked_as", path).items():
             if not isinstance(others, list) or not all(isinstance(o, str) and o.strip() for o in others):
-                raise KnowledgeError(f"{path}: asked_as.{phrase!r} must be a list of non-empty phrases, got {others!r}")
+                raise KnowledgeError(f"{path}: asked_as.{phrase!r} must be a list of non-empty phrases, got "
+                                     f"{_brief(others)}")
             self.asked_as[" ".join(phrase.lower().split())] = tuple(o.strip().lower() for o in others)
         for table in ("media", "subjects"):
-            lists = data.get(table, {})
-            if not isinstance(lists, dict):
-                raise KnowledgeError(f"{path}: [{table}] must be a table of name = [words, ...]")
-            for name, words in lists.items():
+            for name, words in _table(data, table, path).items():
                 if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
-                    raise KnowledgeError(f"{path}: {table}.{name} must be a list of non-empty phrases, got {words!r}")
+                    raise KnowledgeError(f"{path}: {table}.{name} must be a list of non-empty phrases, got "
+                                         f"{_brief(words)}")
                 getattr(self, table)[name] = tuple(" ".join(w.lower().split()) for w in words)
 
     def enabled(self, disable: tuple[str, ...] = ()) -> list[Rule]:
@@ -284,10 +316,52 @@ def _read_toml(path: Path) -> dict:
         raise KnowledgeError(f"knowledge file {path} is not valid TOML: {exc}") from None
 
 
+def _brief(value: Any) -> str:
+    """``repr(value)`` for a message, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _table(data: dict, key: str, path: Path) -> dict:
+    """``[key]``, a table of the file (empty when absent)."""
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise KnowledgeError(f"{path}: [{key}] must be a table ({FILE_KEYS[key]}), got {_brief(value)}")
+    return value
+
+
+def _tables(data: dict, key: str, path: Path) -> list[dict]:
+    """``[[key]]``, a list of tables of the file (empty when absent)."""
+    value = data.get(key, [])
+    if isinstance(value, dict):
+        raise KnowledgeError(f"{path}: '{key}' must be a list of [[{key}]] tables (write [[{key}]], not [{key}])")
+    if not isinstance(value, list):
+        raise KnowledgeError(f"{path}: '{key}' must be a list of [[{key}]] tables, got {_brief(value)}")
+    for i, table in enumerate(value):
+        if not isinstance(table, dict):
+            raise KnowledgeError(f"{path}: {key} #{i + 1} must be a table ([[{key}]] with its keys), got "
+                                 f"{_brief(table)}")
+    return value
+
+
+def _keys(table: dict, valid: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise KnowledgeError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(valid)})")
+
+
+def _text(table: dict, key: str, where: str, default: str | None = "") -> str | None:
+    """An optional string value."""
+    value = table.get(key, default)
+    if value is not default and not isinstance(value, str):
+        raise KnowledgeError(f"{where}: '{key}' must be a string, got {_brief(value)}")
+    return value
+
+
 def _need(table: dict, key: str, where: str, kind: type = str) -> Any:
     value = table.get(key)
     if not isinstance(value, kind) or (kind is str and not value.strip()):
-        raise KnowledgeError(f"{where}: '{key}' must be a non-empty {kind.__name__}, got {value!r}")
+        raise KnowledgeError(f"{where}: '{key}' must be a non-empty {kind.__name__}, got {_brief(value)}")
     return value
 
 
@@ -295,9 +369,10 @@ def _rule_from(table: dict, where: str) -> Rule:
     rule_id = _need(table, "id", where)
     kind = table.get("kind", "phrase")
     where = f"{where} ({rule_id})"
-    cls = RULE_PARAMS.get(kind)
+    cls = RULE_PARAMS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise KnowledgeError(f"{where}: kind {kind!r} is not one of {', '.join(RULE_PARAMS)}")
+        raise KnowledgeError(f"{where}: kind {_brief(kind)} is not one of {', '.join(RULE_PARAMS)}")
+    fact, reason = _text(table, "fact", where, None), _text(table, "reason", where)
     given = {k: v for k, v in table.items() if k not in ("id", "kind", "fact", "reason")}
     params = cls(**{f.name: _param(given.pop(f.name, None), f.type, f"{where}: {f.name!r}")
                     for f in dataclasses.fields(cls) if f.name in given or _required(f)})
@@ -313,7 +388,24 @@ def _rule_from(table: dict, where: str) -> Rule:
             raise KnowledgeError(f"{where}: 'replacement' must be a non-empty str, got {params.replacement!r}")
     if kind == "emphasis" and not (math.isfinite(params.cap) and params.cap >= 1.0):
         raise KnowledgeError(f"{where}: 'cap' must be a weight of at least 1.0, got {params.cap!r}")
-    return Rule(rule_id, kind, table.get("fact"), str(table.get("reason", "")), params)
+    if kind == "emphasis" and not (all(map(math.isfinite, params.keep_outside))
+                                   and params.keep_outside[0] < params.keep_outside[1]):
+        raise KnowledgeError(f"{where}: 'keep_outside' must be two finite weights, low then high, got "
+                             f"{list(params.keep_outside)!r}")
+    if kind == "size" and not 1 <= params.multiple <= MAX_SIZE:
+        raise KnowledgeError(f"{where}: 'multiple' must be a whole number from 1 to {MAX_SIZE}, got {params.multiple}")
+    if kind == "size" and any(side > MAX_SIZE for bucket in params.buckets for side in bucket):
+        raise KnowledgeError(f"{where}: 'buckets' sides must be at most {MAX_SIZE} pixels")
+    if kind == "artist" and params.style_budget < 0:
+        raise KnowledgeError(f"{where}: 'style_budget' must be 0 or more CLIP tokens, got {params.style_budget}")
+    if kind == "weak-concept":
+        for pattern in params.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise KnowledgeError(f"{where}: 'patterns' holds {_brief(pattern)}, not a regular expression: "
+                                     f"{exc}") from None
+    return Rule(rule_id, kind, fact, reason, params)
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -352,17 +444,24 @@ def _param(value: Any, kind: str, where: str) -> Any:
     raise KnowledgeError(f"{where} must be {wanted}, got {value!r}")
 
 
+ARTIST_KEYS = ("name", "action", "medium", "style", "light", "palette", "subject_features", "description",
+               "aliases", "fact", "count")
+NEGATIVE_KEYS = ("kind", "detect", "prompt", "fact", "reason")
+
+
 def _artist_from(table: dict, where: str) -> Artist:
     name = _need(table, "name", where).strip().lower()
     action = table.get("action")
     if action not in ARTIST_ACTIONS:
-        raise KnowledgeError(f"{where} ({name}): action must be one of {', '.join(ARTIST_ACTIONS)}, got {action!r}")
+        raise KnowledgeError(f"{where} ({name}): action must be one of {', '.join(ARTIST_ACTIONS)}, got "
+                             f"{_brief(action)}")
     where = f"{where} ({name})"
+    _keys(table, ARTIST_KEYS, where)
     medium, light, palette = (_phrase(table, key, where) for key in ("medium", "light", "palette"))
     style = _phrases(table, "style", where)
-    description = table.get("description")
+    description = _text(table, "description", where, None)
     if description is not None:  # the older free-text form: its items become the style
-        style = (*style, *_phrases({"description": str(description).split(",")}, "description", where))
+        style = (*style, *_phrases({"description": description.split(",")}, "description", where))
     features = table.get("subject_features", [])
     if not isinstance(features, list) or not all(
             isinstance(f, dict) and isinstance(f.get("phrase"), str) and f["phrase"].strip()
@@ -370,9 +469,12 @@ def _artist_from(table: dict, where: str) -> Artist:
         raise KnowledgeError(f"{where}: 'subject_features' must be a list of {{ phrase = \"...\", subject = \"people\" }}"
                              f" tables, got {features!r}")
     subject_features = tuple((" ".join(f["phrase"].split()), f["subject"].strip()) for f in features)
+    count = table.get("count", 0)
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise KnowledgeError(f"{where}: 'count' must be a whole number, got {_brief(count)}")
     artist = Artist(name, action, medium, style, light, palette, subject_features,
-                    tuple(a.strip().lower() for a in table.get("aliases", []) if a.strip()),
-                    table.get("fact", "F-ARTISTS"), int(table.get("count", 0)))
+                    tuple(a.strip().lower() for a in _phrases(table, "aliases", where)),
+                    _text(table, "fact", where, "F-ARTISTS"), count)
     if action != "keep" and not artist.facets():
         raise KnowledgeError(f"{where}: action {action!r} needs facets to describe the style with "
                              "(medium, style, light, palette or subject_features)")
@@ -382,18 +484,21 @@ def _artist_from(table: dict, where: str) -> Artist:
 def _phrase(table: dict, key: str, where: str) -> str:
     value = table.get(key, "")
     if not isinstance(value, str):
-        raise KnowledgeError(f"{where}: '{key}' must be a phrase (a string), got {value!r}")
+        raise KnowledgeError(f"{where}: '{key}' must be a phrase (a string), got {_brief(value)}")
     return " ".join(value.split())
 
 
 def _phrases(table: dict, key: str, where: str) -> tuple[str, ...]:
     value = table.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise KnowledgeError(f"{where}: '{key}' must be a list of phrases, got {value!r}")
+        raise KnowledgeError(f"{where}: '{key}' must be a list of phrases, got {_brief(value)}")
     return tuple(p for p in (" ".join(v.split()) for v in value) if p)
 
 
 def _negative_from(table: dict, where: str) -> NegativeDefault:
     kind = _need(table, "kind", where)
-    return NegativeDefault(kind, tuple(d.lower() for d in table.get("detect", [])), _need(table, "prompt", where),
-                           table.get("fact", "F-NEGATIVE"), str(table.get("reason", "")))
+    where = f"{where} ({kind})"
+    _keys(table, NEGATIVE_KEYS, where)
+    return NegativeDefault(kind, tuple(d.lower() for d in _phrases(table, "detect", where)),
+                           _need(table, "prompt", where), _text(table, "fact", where, "F-NEGATIVE"),
+                           _text(table, "reason", where))
