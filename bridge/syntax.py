@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 __all__ = [
+    "MAX_PROMPT_LENGTH",
     "Alternation",
     "Break",
     "Clause",
@@ -62,6 +63,11 @@ __all__ = [
     "render_head",
     "walk_text",
 ]
+
+# Characters: the rules bridge and the dialect conversions pass a longer prompt through unchanged, with a warning. No
+# prompt written for a 75-token window comes near it (100,000 characters are some 25,000 tokens); it bounds the time
+# a pasted blob can take. parse() and attention() themselves take any length, in linear time.
+MAX_PROMPT_LENGTH = 100_000
 
 ROUND_MULTIPLIER = 1.1  # A1111: each ( ) multiplies attention by 1.1
 SQUARE_MULTIPLIER = 1 / 1.1  # A1111: each [ ] divides attention by 1.1
