@@ -3,6 +3,12 @@
 The data lives in `models.toml` next to this file; it is parsed on first use and cached. A user registry file with the
 same layout can add or replace models and bridges: `load_registry(path, base=default_registry())`.
 
+A registry file holds `[models.KEY]` tables (the fields of `ModelSpec`) and `[[bridges]]` tables (those of
+`BridgeSpec`), nothing else. Each is checked as it loads: `models` that is not a table of tables, `bridges` that is
+not a list of tables, an unknown or missing field, or a value of another type is one `RegistryError` that names the
+file, the entry and the field; `native_size` is at most 8,192 pixels and `default_cfg_scale` a positive finite
+number. A file that cannot be read at all (missing, a folder, no permission) is a `RegistryFileError`.
+
     >>> from bridge.models import detect_model, find_bridge, get_model
     >>> get_model("SD-2.1").key, get_model("sd21").native_size
     ('sd21', 768)
@@ -15,6 +21,7 @@ same layout can add or replace models and bridges: `load_registry(path, base=def
 """
 
 import functools
+import math
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -37,10 +44,15 @@ _TRAILING_HASH = re.compile(r"\s*\[([0-9a-fA-F]+)\]\s*$")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # user/name, as on the Hugging Face hub
 SHORT_HASH_LEN = 10
 SHA256_HEX_LEN = 64
+MAX_NATIVE_SIZE = 8192  # pixels: the largest native image side a registry entry may give
 
 
 class RegistryError(ValueError):
     """A registry file or spec is malformed; the message names the file, the entry and the bad value."""
+
+
+class RegistryFileError(RegistryError):
+    """A registry file that cannot be read at all: missing, a folder, unreadable."""
 
 
 class UnknownModelError(ValueError):
@@ -122,6 +134,12 @@ class ModelSpec:
         for name in ("text_dim", "native_size", "chunk_tokens", "default_steps"):
             if getattr(self, name) <= 0:
                 raise RegistryError(f"{owner}: `{name}` must be positive but is {getattr(self, name)}")
+        if self.native_size > MAX_NATIVE_SIZE:
+            raise RegistryError(f"{owner}: `native_size` must be at most {MAX_NATIVE_SIZE} pixels but is "
+                                f"{self.native_size}")
+        if not (math.isfinite(self.default_cfg_scale) and self.default_cfg_scale > 0):
+            raise RegistryError(f"{owner}: `default_cfg_scale` must be a positive number but is "
+                                f"{self.default_cfg_scale!r}")
 
 
 @dataclass(frozen=True)
@@ -228,7 +246,8 @@ class Registry:
 
     def __post_init__(self):
         keys = [model.key for model in self.models]
-        if len(set(keys)) != len(keys):
+        known = set(keys)
+        if len(known) != len(keys):
             raise RegistryError(f"model keys must be unique but are: {', '.join(keys)}")
         names = _index(self.models, lambda m: (m.key, m.hub_id, *m.aliases), "name")
         # A diffusers folder or hub id seen as `Model:` ends in the hub id's last part, so that counts as a file stem.
@@ -239,7 +258,7 @@ class Registry:
         routes = set()
         for bridge in self.bridges:
             for end in (bridge.source, bridge.target):
-                if end not in keys:
+                if end not in known:
                     raise RegistryError(
                         f"bridge {bridge.source} -> {bridge.target}: unknown model {end!r}; "
                         f"known models: {', '.join(keys)}"
@@ -283,14 +302,18 @@ class Registry:
             raise NoBridgeError(source_key, target_key, ())
         # Breadth first, one hop per level; a model keeps the best way it was first reached:
         # (learned hops, bridge indices), compared in that order.
+        leaving: dict[str, list[int]] = {}  # each model's bridges, in registry order
+        for i, bridge in enumerate(self.bridges):
+            leaving.setdefault(bridge.source, []).append(i)
         settled: dict[str, tuple[int, tuple[int, ...]]] = {source_key: (0, ())}
         frontier = [source_key]
         while frontier and target_key not in settled:
             reached: dict[str, tuple[int, tuple[int, ...]]] = {}
             for model in frontier:
                 learned, path = settled[model]
-                for i, bridge in enumerate(self.bridges):
-                    if bridge.source == model and bridge.target not in settled:
+                for i in leaving.get(model, ()):
+                    bridge = self.bridges[i]
+                    if bridge.target not in settled:
                         candidate = (learned + (bridge.kind != "rules"), (*path, i))
                         if bridge.target not in reached or candidate < reached[bridge.target]:
                             reached[bridge.target] = candidate
@@ -319,8 +342,16 @@ class Registry:
         return self._checkpoints.get(checkpoint_stem(model_name)) if model_name else None
 
 
-def _spec_from_table(cls, owner: str, table: dict, **given):
-    """Build `cls` from a TOML table, naming the entry and field on any missing, unknown or mistyped field."""
+def _brief(value) -> str:
+    """``repr(value)`` for a message, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _spec_from_table(cls, path: Path, owner: str, table: dict, **given):
+    """Build `cls` from a TOML table, naming the file, the entry and the field on any missing, unknown, mistyped or
+    out-of-range field."""
+    owner = f"{path}: {owner}"
     spec_fields = {f.name: f for f in fields(cls) if f.init}
     unknown = sorted(set(table) - (set(spec_fields) - set(given)))
     if unknown:
@@ -336,13 +367,16 @@ def _spec_from_table(cls, owner: str, table: dict, **given):
             expected = next(kind for kind in get_args(expected) if kind is not type(None))
         if isinstance(spec_fields[name].default, tuple):
             if not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
-                raise RegistryError(f"{owner}: `{name}` must be a list of strings but is {value!r}")
+                raise RegistryError(f"{owner}: `{name}` must be a list of strings but is {_brief(value)}")
             values[name] = tuple(value)
         elif expected is float and isinstance(value, int) and not isinstance(value, bool):
             values[name] = float(value)
         elif type(value) is not expected:
-            raise RegistryError(f"{owner}: `{name}` must be of type {expected.__name__} but is {value!r}")
-    return cls(**values)
+            raise RegistryError(f"{owner}: `{name}` must be of type {expected.__name__} but is {_brief(value)}")
+    try:
+        return cls(**values)
+    except RegistryError as error:  # a value the spec's own checks refuse: they name the entry, not the file
+        raise RegistryError(f"{path}: {error}") from None
 
 
 def load_registry(path: str | Path | None = None, *, base: Registry | None = None) -> Registry:
@@ -354,18 +388,37 @@ def load_registry(path: str | Path | None = None, *, base: Registry | None = Non
     path = Path(path) if path is not None else DEFAULT_REGISTRY_PATH
     try:
         data = read_toml(path)
+    except FileNotFoundError:
+        raise RegistryFileError(f"registry file not found: {path}") from None
+    except OSError as error:  # no permission, a folder, a loop of links
+        raise RegistryFileError(f"cannot read registry file {path}: {error.strerror or error}") from None
     except ValueError as error:  # tomllib.TOMLDecodeError, or bytes that are not UTF-8
         raise RegistryError(f"{path}: not valid TOML: {error}") from None
     unknown = sorted(set(data) - {"models", "bridges"})
     if unknown:
         raise RegistryError(f"{path}: unknown table(s) {', '.join(unknown)}; valid tables: models, bridges")
+    model_tables = data.get("models", {})
+    if not isinstance(model_tables, dict):
+        raise RegistryError(f"{path}: `models` must be a table of [models.KEY] tables but is {_brief(model_tables)}")
+    for key, table in model_tables.items():
+        if not isinstance(table, dict):
+            raise RegistryError(f"{path}: model {key!r} must be a table ([models.{key}] with its fields) but is "
+                                f"{_brief(table)}")
     models = {
-        key: _spec_from_table(ModelSpec, f"{path}: model {key!r}", table, key=key)
-        for key, table in data.get("models", {}).items()
+        key: _spec_from_table(ModelSpec, path, f"model {key!r}", table, key=key)
+        for key, table in model_tables.items()
     }
+    bridge_tables = data.get("bridges", [])
+    if not isinstance(bridge_tables, list):
+        how = " (write [[bridges]], not [bridges])" if isinstance(bridge_tables, dict) else ""
+        raise RegistryError(f"{path}: `bridges` must be a list of [[bridges]] tables{how} but is "
+                            f"{_brief(bridge_tables)}")
     bridges = {}
-    for number, table in enumerate(data.get("bridges", []), start=1):
-        bridge = _spec_from_table(BridgeSpec, f"{path}: bridge #{number}", table)
+    for number, table in enumerate(bridge_tables, start=1):
+        if not isinstance(table, dict):
+            raise RegistryError(f"{path}: bridge #{number} must be a table ([[bridges]] with its fields) but is "
+                                f"{_brief(table)}")
+        bridge = _spec_from_table(BridgeSpec, path, f"bridge #{number}", table)
         if bridge.knowledge and (path.parent / bridge.knowledge).is_file() and path != DEFAULT_REGISTRY_PATH:
             # A user registry names its knowledge file relative to itself (a shipped one lives in bridge/rules/).
             bridge = replace(bridge, knowledge=str((path.parent / bridge.knowledge).resolve()))

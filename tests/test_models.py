@@ -430,3 +430,70 @@ def test_bad_user_bridges_fail_loudly(tmp_path, bridges, message):
     path = write(tmp_path, USER_MODEL + bridges)
     with pytest.raises(RegistryError, match=message):
         load_registry(path, base=default_registry())
+
+
+# --- malformed registry files: one RegistryError naming the file, the entry and the field -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('models = "sd15"', r"`models` must be a table of \[models.KEY\] tables but is 'sd15'"),
+        ("models = [1, 2]", r"`models` must be a table of \[models.KEY\] tables but is \[1, 2\]"),
+        ('[models]\nmine = "x"', r"model 'mine' must be a table \(\[models.mine\] with its fields\) but is 'x'"),
+        ("[models]\nmine = 3", r"model 'mine' must be a table"),
+        ('bridges = "sd15->sd2"', r"`bridges` must be a list of \[\[bridges\]\] tables but is 'sd15->sd2'"),
+        ("bridges = 5", r"`bridges` must be a list of \[\[bridges\]\] tables but is 5"),
+        ('[bridges]\nsource = "sd15"', r"`bridges` must be a list of \[\[bridges\]\] tables \(write \[\[bridges\]\], "),
+        ('bridges = ["sd15"]', r"bridge #1 must be a table \(\[\[bridges\]\] with its fields\) but is 'sd15'"),
+        ("bridges = [[1]]", r"bridge #1 must be a table"),
+        (USER_MODEL.replace("native_size = 768", "native_size = 1_000_000"), r"model 'my-sd21': `native_size` must be at most 8192"),
+        (USER_MODEL.replace("default_cfg_scale = 7", "default_cfg_scale = nan"), r"model 'my-sd21': `default_cfg_scale` must be a "),
+        (USER_MODEL.replace("default_cfg_scale = 7", "default_cfg_scale = inf"), r"model 'my-sd21': `default_cfg_scale` must be a positive number but is inf"),
+        (USER_MODEL.replace("default_cfg_scale = 7", "default_cfg_scale = -1"), r"model 'my-sd21': `default_cfg_scale` must be a positive number but is -1.0"),
+        (USER_MODEL.replace("text_dim = 1024", "text_dim = [1024]"), r"model 'my-sd21': `text_dim` must be of type int but is \[1024\]"),
+        (USER_MODEL.replace('family = "sd2"', 'family = ["sd2"]'), r"model 'my-sd21': `family` must be of type str but is \['sd2'\]"),
+        (USER_MODEL.replace('family = "sd2"', 'family = {a = 1}'), r"model 'my-sd21': `family` must be of type str but is \{'a': 1\}"),
+    ],
+)
+def test_malformed_registry_is_one_error_naming_file_entry_and_field(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(RegistryError, match=re.escape(path.name) + r": " + message):
+        load_registry(path, base=default_registry())
+
+
+def test_a_long_value_is_cut_in_a_registry_message(tmp_path):
+    path = write(tmp_path, f'models = "{"x" * 10_000}"')
+    with pytest.raises(RegistryError) as error:
+        load_registry(path)
+    assert len(str(error.value)) < 300 and "…" in str(error.value)
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), IsADirectoryError(21, "Is a directory"),
+                                   OSError(40, "Too many levels of symbolic links")])
+def test_an_unreadable_registry_file_is_a_registry_file_error(tmp_path, monkeypatch, error):
+    """(The tests run as root, where chmod 000 does not stop a read: the read itself is made to fail.)"""
+    import bridge.models
+    from bridge.models import RegistryFileError
+
+    def unreadable(path):
+        raise error
+
+    monkeypatch.setattr(bridge.models, "read_toml", unreadable)
+    with pytest.raises(RegistryFileError, match=r"cannot read registry file .*mine\.toml: " + error.strerror):
+        load_registry(tmp_path / "mine.toml")
+    monkeypatch.undo()
+    with pytest.raises(RegistryFileError, match=r"registry file not found: .*gone\.toml"):
+        load_registry(tmp_path / "gone.toml")
+    assert issubclass(RegistryFileError, RegistryError)
+
+
+def test_many_bridges_find_their_chain(tmp_path):
+    """find_path looks only at the bridges that leave each model (it compared every bridge with every model)."""
+    models = "".join(USER_MODEL.replace("my-sd21", f"m{i}").replace('checkpoint_names = ["mySd21_v10"]', "")
+                     for i in range(300))
+    chain = "".join(f'[[bridges]]\nsource = "m{i}"\ntarget = "m{i + 1}"\nkind = "rules"\nknowledge = "x.toml"\n'
+                    for i in range(299))
+    registry = load_registry(write(tmp_path, models + chain))
+    path = registry.find_path("m0", "m299")
+    assert [b.source for b in path] == [f"m{i}" for i in range(299)]
