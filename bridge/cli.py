@@ -78,6 +78,23 @@ read, output that could not be written), 2 usage error (bad flag value, unknown 
 
 PROGRESS_MIN = 200  # prompts: below this a progress bar is noise
 PARALLEL_MIN = 2000  # prompts: below this, starting worker processes costs more than it saves
+MAX_JOBS = 256  # worker processes: --jobs past this is a usage error, not a fork bomb
+# Options that name something: given empty (--to "", --input "$UNSET") they are a usage error, never the default
+# (--negative "" is allowed: no negative prompt). flag -> (argparse dest, what to give)
+_NAMING_OPTIONS = {
+    "--input": ("input", "a prompt library file or folder, or '-' for stdin"),
+    "--output": ("output", "the file or folder to write"),
+    "--report": ("report", "a .md or .html file"),
+    "--from": ("source", "a model such as sd15; --list-models lists them"),
+    "--to": ("target", "a model such as sd2; --list-models lists them"),
+    "--column": ("column", "the prompt column's name, e.g. caption"),
+    "--network-map": ("network_map", "a file of old=new lines"),
+    "--embeddings": ("embeddings", "your SD1 embeddings folder"),
+    "--knowledge": ("knowledge", "a knowledge .toml file"),
+    "--registry": ("registry", "a registry .toml file"),
+    "--model": ("model", "a learned bridge folder or a hub id"),
+    "--disable-rule": ("disable_rule", "a rule id such as magic.artstation, or a pattern such as 'artist.*'"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,9 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dialect", default="a1111", metavar="DIALECT",
                         help="weighting syntax to write: a1111 (default), compel or comfyui; the same per-token "
                         "weights in the target's notation, with a warning where a construct has no equivalent")
-    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+    parser.add_argument("--jobs", type=_jobs_count, default=None, metavar="N",
                         help="worker processes for a large library (default: one per CPU core, up to 8, from "
-                        f"{PARALLEL_MIN} prompts on; 1 = none)")
+                        f"{PARALLEL_MIN} prompts on; 1 = none; at most {MAX_JOBS})")
     parser.add_argument("--explain", action="store_true", help="show the full recipe and why each change was made")
     parser.add_argument("--diff", action="store_true", help="show what changed in each prompt (coloured: --color)")
     parser.add_argument("--color", default="auto", metavar="WHEN",
@@ -169,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", metavar="PATH",
                         help="use a learned bridge (a folder written by training/train.py, or a hub id) instead of "
                         "the embedded rules; it needs the ml extra")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="let a learned bridge (--model) load pickled weights (pytorch_model.bin), which can run "
+                        "code as they load; by default only safetensors are read")
     parser.add_argument("--backend", default="auto", choices=("auto", "ct2", "hf"),
                         help="how a learned bridge (--model) runs: ct2 (its CTranslate2 copy, the fast extra: no "
                         "torch), hf (transformers, the ml extra), auto (default): ct2 when the folder holds its copy "
@@ -227,6 +247,10 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: Output, stderr: TextIO
 
         stdout.write(f"translate-prompt {__version__}\n")
         return EXIT_OK
+    for flag, (dest, wanted) in _NAMING_OPTIONS.items():
+        values = getattr(args, dest)
+        if any(not value.strip() for value in (values if isinstance(values, list) else [values]) if value is not None):
+            raise UsageError(f"{flag} is empty; give {wanted}")
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}; valid formats: {', '.join(FORMATS)}")
     if args.color not in COLORS:
@@ -458,7 +482,7 @@ class _Run:
 def _jobs(args: argparse.Namespace, translator, count: int) -> int:
     """Worker processes for a large library on the rules bridge (a learned bridge batches on its device instead)."""
     if args.jobs is not None:
-        return max(1, args.jobs)
+        return args.jobs
     from bridge.rules import RulesTranslator
 
     if count < PARALLEL_MIN or not isinstance(translator, RulesTranslator) or sys.platform == "win32":
@@ -479,8 +503,11 @@ def _load_translator(args: argparse.Namespace):
         for flag, given in (("--knowledge", args.knowledge), ("--style-budget", args.style_budget)):
             if given is not None:
                 raise UsageError(f"{flag} applies to the rules bridge, not to a learned one (--model)")
-        try:
-            translator = load_translator(args.model, backend=args.backend)
+        from bridge.learned.seq2seq import Seq2SeqTranslator
+
+        try:  # (a PickledWeightsError is a ValueError: a usage error naming --trust-pickle)
+            translator = Seq2SeqTranslator.from_pretrained(args.model, backend=args.backend,
+                                                           trust_pickle=args.trust_pickle)
         except (OSError, ImportError) as exc:
             raise InputError(f"cannot load the learned bridge {args.model!r}: {exc}") from None
         for flag, asked, actual in (("--from", args.source, translator.source), ("--to", args.target,
@@ -489,8 +516,9 @@ def _load_translator(args: argparse.Namespace):
                 raise UsageError(f"{flag} {asked} does not match the learned bridge {args.model!r}, which translates "
                                  f"{translator.source} -> {translator.target}")
         return translator
-    if args.backend != "auto":
-        raise UsageError(f"--backend {args.backend} applies to a learned bridge: give its folder with --model")
+    for flag, given in ((f"--backend {args.backend}", args.backend != "auto"), ("--trust-pickle", args.trust_pickle)):
+        if given:
+            raise UsageError(f"{flag} applies to a learned bridge: give its folder with --model")
     return load_translator("rules", source=args.source or DEFAULT_SOURCE, target=args.target or DEFAULT_TARGET,
                            knowledge=args.knowledge)
 
@@ -515,6 +543,15 @@ def _style_budget(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: give a whole number of CLIP tokens, 0 or more "
                                          "(e.g. --style-budget 10)")
+    return value
+
+
+def _jobs_count(text: str) -> int:
+    digits = text.strip()
+    value = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 6 else 0
+    if not 1 <= value <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: give a whole number of worker processes from 1 "
+                                         f"to {MAX_JOBS} (e.g. --jobs 4; 1 = none)")
     return value
 
 

@@ -145,7 +145,7 @@ def _markdown(rows: list[MigrationRow], source: str, target: str) -> str:
     counts, warnings, changed = _summary(rows)
     summary = (f"{len(rows)} prompts: {changed} positive prompts rewritten, {len(rows) - changed} kept as they were; "
                f"{len(warnings)} warnings.")
-    out = [f"# Prompt migration {source} → {target}", "", summary, "", "## Rules applied (prompts each rule changed)",
+    out = [f"# Prompt migration {_md(source)} → {_md(target)}", "", summary, "", "## Rules applied (prompts each rule changed)",
            "", "| rule | prompts |", "|---|---:|"]
     out += [f"| `{rule}` | {n} |" for rule, n in counts.most_common()]
     out += ["", "## Warnings", ""]
@@ -171,7 +171,11 @@ def _markdown(rows: list[MigrationRow], source: str, target: str) -> str:
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text for a Markdown table cell or line: HTML escaped (Markdown renders raw HTML, so a prompt holding
+    ``<img onerror=...>`` would run in the viewer), pipes escaped, on one line."""
+    import html
+
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 _CSS = """
@@ -271,6 +275,6 @@ def _translate_in_processes(translator: Translator, recipes: list[Recipe], optio
     global _WORKER
     _WORKER = (translator, options)
     batches = [recipes[i : i + BATCH * 4] for i in range(0, len(recipes), BATCH * 4)]
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+    with multiprocessing.get_context("fork").Pool(max(1, min(jobs, len(batches)))) as pool:
         for done in pool.imap(_translate_chunk, batches):
             yield from done

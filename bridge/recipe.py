@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +53,8 @@ _DEFAULT_ORDER = ["Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash",
 # A key is words of anything but whitespace, comma, colon or double quote, separated by single spaces.
 _KEY = r'[^\s,:"]+(?: [^\s,:"]+)*'
 _PAIR = re.compile(rf'\s*({_KEY}):\s*(?:("(?:[^"\\]|\\.)*")\s*(?:,|$)|([^,]*)(?:,|$))')
-_SIZE_VALUE = re.compile(r"(\d+)x(\d+)")
+_SIZE_VALUE = re.compile(r"([0-9]{1,9})x([0-9]{1,9})")  # bounded: a 5,000-digit size is an error, not int()'s limit
+_LONGEST_SHOWN = 60  # characters of a bad value an error quotes
 _NEEDS_QUOTES = re.compile(r'[,:\n\r]|^"')
 
 _DIFFUSERS_WARNINGS = {
@@ -288,17 +290,21 @@ def _parse_params(line: str) -> list[tuple[str, str]] | None:
 
 def _read_field(key: str, text: str) -> dict[str, Any]:
     """Field values for a known key, e.g. {"width": 512, "height": 768} for `Size: 512x768`."""
+    shown = repr(text) if len(text) <= _LONGEST_SHOWN else f"{text[:_LONGEST_SHOWN]!r}... ({len(text):,} characters)"
     if key == _SIZE:
         match = _SIZE_VALUE.fullmatch(text)
         if match is None:
-            raise InfotextError(f"infotext key {key!r} has value {text!r}; expected WIDTHxHEIGHT, e.g. '512x768'")
+            raise InfotextError(f"infotext key {key!r} has value {shown}; expected WIDTHxHEIGHT, e.g. '512x768'")
         return {"width": int(match[1]), "height": int(match[2])}
     name, convert = _FIELD_KEYS[key]
     try:
-        return {name: convert(text)}
-    except ValueError:
-        expected = "an integer" if convert is int else "a number"
-        raise InfotextError(f"infotext key {key!r} has value {text!r}; expected {expected}") from None
+        value = convert(text)
+    except ValueError:  # (also int()'s limit on digits: a value that long is no integer A1111 wrote)
+        value = None
+    if value is None or (convert is float and not math.isfinite(value)):
+        expected = "an integer" if convert is int else "a finite number"
+        raise InfotextError(f"infotext key {key!r} has value {shown}; expected {expected}")
+    return {name: value}
 
 
 def _quote(value: str) -> str:

@@ -948,3 +948,127 @@ def test_a_prompt_the_input_dialect_cannot_read_is_kept_as_written(monkeypatch):
     assert code == 0 and first["prompt"] == "a bad one" and first["changes"] == [] and second["prompt"] == "a castle"
     assert "reading compel: the prompt cannot be converted (OverflowError" in first["warnings"][0]
     assert "kept as written" in err
+
+
+# 14. Smaller holes: HTML in Markdown reports, stale caches, empty or odd option values, narrow Parquet columns,
+# API items leading out of the output folder, huge infotext numbers.
+
+HOSTILE_HTML = '<img src=x onerror="alert(1)"> <script>alert(2)</script> a castle & a moat'
+
+
+def test_a_markdown_report_escapes_html_from_the_prompts(tmp_path):
+    library = tmp_path / "lib.txt"
+    library.write_text(HOSTILE_HTML + ", by greg rutkowski\n<b>bold</b> | pipe\n")
+    report = tmp_path / "report.md"
+
+    code, _, _ = run("--input", str(library), "--output", str(tmp_path / "out.txt"), "--report", str(report))
+
+    text = report.read_text()
+    assert code == 0
+    assert "<img" not in text and "<script" not in text and "<b>" not in text
+    assert "&lt;img src=x onerror=" in text and "&lt;script&gt;" in text and "&amp; a moat" in text
+    assert "&lt;b&gt;bold&lt;/b&gt; \\| pipe" in text  # a pipe still cannot break the table
+
+
+def test_a_cache_of_another_version_is_not_used(tmp_path, monkeypatch):
+    import marshal
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PROMPT_BRIDGE_NO_CACHE", raising=False)
+    path = tmp_path / "data.toml"
+    path.write_text("a = 1\n")
+    read_toml(path)
+    (cached,) = (tmp_path / "cache" / "prompt-bridge").iterdir()
+    payload = marshal.dumps({"a": 2, "injected": True})  # a table, well formed, but not what the file says
+    old_tag = b"prompt-bridge toml cache 1\n"
+    cached.write_bytes(old_tag + zlib.crc32(payload).to_bytes(4, "big") + payload)
+
+    assert read_toml(path) == {"a": 1}
+    assert cached.read_bytes().startswith(b"prompt-bridge toml cache ") and not cached.read_bytes().startswith(old_tag)
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3", "1e3", "two", "", "99999999999999999999999", "257"])
+def test_jobs_must_be_a_whole_number_of_workers(jobs):
+    code, out, err = run("--jobs", jobs, "a castle")
+
+    assert code == 2 and out == ""
+    assert f"--jobs: invalid value {jobs!r}: give a whole number of worker processes from 1 to 256" in err
+
+
+@pytest.mark.parametrize("flag", ["--input", "--output", "--report", "--from", "--to", "--column", "--network-map",
+                                  "--embeddings", "--knowledge", "--registry", "--model", "--disable-rule"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_value_is_a_usage_error_never_the_default(flag, value):
+    code, out, err = run(flag, value, "a castle")
+
+    assert code == 2 and out == ""
+    assert err.startswith(f"translate-prompt: error: {flag} is empty; give ") and err.count("\n") == 1
+
+
+def test_an_empty_negative_means_none_and_jobs_within_range_work(tmp_path):
+    assert run("--negative", "", "a castle")[:2] == run("a castle")[:2]
+    library = tmp_path / "lib.txt"
+    library.write_text("a castle\n")
+    code, out, _ = run("--input", str(library), "--jobs", "256")
+    assert (code, out) == (0, run("a castle")[1])
+
+
+@pytest.mark.parametrize("kind", ["int8", "uint8", "int16", "null"])
+def test_a_narrow_parquet_size_column_is_widened(tmp_path, kind):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "lib.parquet"
+    sizes = [None, None] if kind == "null" else [64, 100]
+    table = pa.table({"prompt": ["a castle, by greg rutkowski", "a dog"], "width": pa.array(sizes, getattr(pa, kind)()),
+                      "height": pa.array(sizes, getattr(pa, kind)()), "id": pa.array([1, 2], pa.int8())})
+    pq.write_table(table, path)
+    items = read_library(path)
+    recipes = [Recipe(prompt=item.recipe.prompt, width=768, height=1024) for item in items]
+
+    (out,) = write_library(items, recipes, tmp_path / "out.parquet")
+
+    written = pq.read_table(out)
+    assert written.column("width").to_pylist() == [768, 768]
+    assert written.column("height").to_pylist() == [1024, 1024]
+    assert written.schema.field("id").type == pa.int8()  # a column whose values fit keeps its type
+
+
+@pytest.mark.parametrize(("source", "root"), [
+    ("lib/../../evil.txt", "lib"),
+    ("lib/a/../../../evil.txt", "lib"),
+    ("/etc/evil.txt", "lib"),
+    ("elsewhere/evil.txt", "lib"),
+    ("..", None),
+    ("/", None),
+])
+def test_an_api_item_leading_out_of_the_output_folder_is_refused(tmp_path, source, root):
+    from bridge.library import LibraryItem
+
+    out = tmp_path / "deep" / "out"
+    item = LibraryItem(Recipe(prompt="a castle"), source, 1, "k", root=root)
+    other = LibraryItem(Recipe(prompt="a dog"), "lib/fine.txt", 1, "fine", root="lib")
+
+    with pytest.raises(LibraryError, match="leads out of the output folder"):
+        write_library([other, item], [Recipe(prompt="x"), Recipe(prompt="y")], out)
+    assert sorted(path.name for path in tmp_path.rglob("*")) == []  # nothing written anywhere, not even `out`
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ("Steps: 20, Sampler: Euler a, Size: " + "9" * 5000 + "x5", "Size"),
+    ("Steps: " + "9" * 5000 + ", Sampler: Euler a, Size: 512x512", "Steps"),
+    ("Steps: 20, Sampler: Euler a, CFG scale: 1e400, Size: 512x512", "CFG scale"),
+    ("Steps: 20, Sampler: Euler a, Size: ５１２x512", "Size"),
+])
+def test_huge_infotext_numbers_are_a_short_error(tmp_path, line, key):
+    from bridge.recipe import InfotextError
+
+    with pytest.raises(InfotextError) as error:
+        Recipe.from_infotext("a castle\n" + line)
+    message = str(error.value)
+    assert message.startswith(f"infotext key {key!r} has value ") and len(message) < 200
+    assert "Exceeds the limit" not in message and "\n" not in message
+    png = tmp_path / "huge.png"
+    png.write_bytes(make_png(png_chunk(b"tEXt", b"parameters\0" + ("a castle\n" + line).encode())))
+    code, _, err = run("--input", str(png), "--output", str(tmp_path / "out"))
+    assert code == 1 and "huge.png" in err and f"infotext key {key!r}" in err and len(err) < 400

@@ -276,6 +276,23 @@ def _problem(on_error: Callable[[LibraryError], object] | None, problem: Library
 # Writing: where each item goes.
 
 
+def _relative_target(item: LibraryItem) -> Path:
+    """Where under the output folder `item` goes: its path relative to the folder read (its file name when read on
+    its own). An item whose source would lead out of the folder (``../``, an absolute path, a source outside its
+    root: possible only through the API) is a LibraryError, so nothing is written outside `out`."""
+    source = Path(item.source)
+    if item.root is None:
+        relative = Path(source.name)
+    else:
+        parts = source.parts
+        root = Path(item.root).parts
+        relative = Path(*parts[len(root):]) if parts[: len(root)] == root else Path(os.sep)
+    if relative.is_absolute() or relative.anchor or ".." in relative.parts or relative.name in ("", "."):
+        raise LibraryError(f"{item.source}: this item's path leads out of the output folder (root "
+                           f"{item.root!r}); a LibraryItem's source must be a file inside its root, without '..'")
+    return relative
+
+
 def _plan_targets(
     items: Sequence[LibraryItem], out: Path, format: str | None
 ) -> tuple[dict[Path, tuple[str, list[int]]], bool]:
@@ -295,8 +312,7 @@ def _plan_targets(
         if fmt in ("png", "styles") and item.kind != fmt:
             raise LibraryError(f"{item.source}: cannot write a {item.kind} library as {fmt}; {fmt} needs {fmt} sources")
         if to_folder:
-            relative = Path(item.source).relative_to(item.root) if item.root is not None else Path(item.source).name
-            target = out / relative
+            target = out / _relative_target(item)
             if fmt != item.kind:
                 target = target.with_suffix(FORMAT_SUFFIX[fmt])
         else:

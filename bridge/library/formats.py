@@ -492,7 +492,16 @@ def _parquet_bytes(group: list[tuple[LibraryItem, Recipe]]) -> bytes:
         kind = schema.field(name).type if schema is not None and name in schema.names else None
         if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             values = [value if value is None else str(value) for value in values]  # e.g. width in a text column
-        arrays[name] = pa.array(values, type=kind)
+        try:
+            arrays[name] = pa.array(values, type=kind)
+        except (pa.ArrowException, OverflowError):
+            # the column's type cannot hold a new value (768 in an int8 width column, a size in an all-null
+            # column): the column is widened to the type its values need
+            try:
+                arrays[name] = pa.array(values)
+            except (pa.ArrowException, OverflowError) as error:
+                raise LibraryError(f"{source.source}: column {name!r} of type {kind} cannot hold the migrated "
+                                   f"values ({error}); write jsonl or csv") from None
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table(arrays), sink)
     return sink.getvalue().to_pybytes()
