@@ -39,19 +39,21 @@ NEEDED = {"torch": "ml", "transformers": "ml", "ctranslate2": "fast", "tokenizer
 USAGE_ERROR, FAILURE = 2, 1
 
 
-def export_ct2(folder: str | os.PathLike, info: BridgeInfo, quantization: str = DEFAULT_QUANTIZATION
-               ) -> dict[str, Any]:
+def export_ct2(folder: str | os.PathLike, info: BridgeInfo, quantization: str = DEFAULT_QUANTIZATION, *,
+               trust_pickle: bool = False) -> dict[str, Any]:
     """Write the CTranslate2 copy of the bridge in ``folder`` (``folder/ct2``, replaced whole) and return its record
-    for ``info.copies["ct2"]``; saving bridge.json is the caller's (training/train.py writes it last)."""
+    for ``info.copies["ct2"]``; saving bridge.json is the caller's (training/train.py writes it last). Pickled
+    weights (``pytorch_model.bin``) are read only with ``trust_pickle`` (else PickledWeightsError, a ValueError)."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}")
+    from bridge.learned.seq2seq import check_weights, load_transformers_model
+
+    folder = Path(folder)
+    check_weights(folder, trust_pickle)  # before CTranslate2's converter, which would unpickle them
     import ctranslate2
     from ctranslate2.converters import TransformersConverter
     from transformers import AutoTokenizer
 
-    from bridge.learned.seq2seq import load_transformers_model
-
-    folder = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if not tokenizer.is_fast:
         raise ValueError(f"{folder}'s tokenizer has no tokenizers version to write {TOKENIZER_FILE} from")
@@ -64,7 +66,7 @@ def export_ct2(folder: str | os.PathLike, info: BridgeInfo, quantization: str = 
             convert(folder, target)
         else:
             with tempfile.TemporaryDirectory(prefix="bridge-export-") as merged:  # the adapter merged into its base
-                load_transformers_model(folder, info).save_pretrained(merged)
+                load_transformers_model(folder, info, trust_pickle=trust_pickle).save_pretrained(merged)
                 tokenizer.save_pretrained(merged)
                 convert(Path(merged), target)
         # The tokenizer as transformers runs it, for the tokenizers package: a tokenizer class may set its own
@@ -78,7 +80,8 @@ def export_ct2(folder: str | os.PathLike, info: BridgeInfo, quantization: str = 
             "strip_tokens": strip}
 
 
-def export(folder: str | os.PathLike, quantization: str = DEFAULT_QUANTIZATION) -> BridgeInfo:
+def export(folder: str | os.PathLike, quantization: str = DEFAULT_QUANTIZATION, *, trust_pickle: bool = False
+           ) -> BridgeInfo:
     """Export the bridge folder's CTranslate2 copy and record it in its bridge.json; returns the saved info."""
     folder = Path(folder)
     if not (folder / BRIDGE_FILE).is_file():
@@ -88,7 +91,7 @@ def export(folder: str | os.PathLike, quantization: str = DEFAULT_QUANTIZATION) 
     if "hf" not in info.copies:
         raise ValueError(f"{folder} holds no transformers weights to convert (bridge.json copies: "
                          f"{', '.join(info.copies)})")
-    info.copies["ct2"] = export_ct2(folder, info, quantization)
+    info.copies["ct2"] = export_ct2(folder, info, quantization, trust_pickle=trust_pickle)
     info.save(folder)
     return info
 
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default=DEFAULT_QUANTIZATION,
                         help="weights of the copy (default: %(default)s; the float16 variants are for GPUs)")
     parser.add_argument("--out", metavar="DIR", help="with a hub id: the folder to download the bridge into")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="read pickled weights (pytorch_model.bin), which can run code as they load; by default "
+                        "only safetensors are read")
     args = parser.parse_args(argv)
     missing = sorted({extra for name, extra in NEEDED.items() if importlib.util.find_spec(name) is None})
     if missing:
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return FAILURE
     try:
         folder = _bridge_folder(args.bridge, args.out)
-        export(folder, args.quantization)
+        export(folder, args.quantization, trust_pickle=args.trust_pickle)
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR

@@ -261,3 +261,64 @@ def test_bridge_folder_errors_say_what_to_do(pack, bridge_folder, tmp_path):
     assert problem.startswith("Prompt Bridge: no bridge.json in bridge_folder") and "\n" not in problem
     with pytest.raises(ValueError, match="translates sd15 -> sd21, not sd15 -> sdxl: set source and target"):
         run(cls(), "a castle", target="sdxl", bridge_folder=str(bridge_folder))
+
+
+# Issue 17: the same model, reverse pairs, hostile weights --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", ["comfyui", "a1111"])
+def test_the_same_model_on_both_sides_passes_the_prompt_through_unchanged(pack, node, dialect):
+    cls = pack.NODE_CLASS_MAPPINGS["PromptBridge"]
+    assert cls.VALIDATE_INPUTS(source="sd15", target="sd15") is True
+    text, negative = "a (castle:1.2), by greg rutkowski, <lora:detail:0.6> BREAK 8k", "ugly, (blurry)"
+
+    positive, negative_out, width, height, report = run(node, text, negative, target="sd15", dialect=dialect)
+
+    assert (positive, negative_out, width, height) == (text, negative, 512, 512)
+    assert report == "Prompt Bridge sd15 -> sd15: the same model on both sides: the prompt passes through unchanged"
+
+
+def test_the_parts_node_splits_a_same_model_prompt_without_translating_it(pack):
+    parts = pack.NODE_CLASS_MAPPINGS["PromptBridgeParts"]()
+    out = parts.translate_parts("a castle, by greg rutkowski BREAK sunset", "", "sd15", "sd15", 512, 512)
+
+    assert out[:6] == ("a castle, by greg rutkowski", "sunset", "", "", 2, "part_1 BREAK part_2")
+    assert out[7:9] == (512, 512) and "passes through unchanged" in out[9]
+
+
+@pytest.mark.parametrize(("source", "target"), [("sd21", "sd15"), ("sdxl", "sd15"), ("sd2", "sd15")])
+def test_a_reverse_pair_is_rejected_by_validate_inputs_and_is_a_clear_error_when_wired(pack, node, source, target):
+    cls = pack.NODE_CLASS_MAPPINGS["PromptBridge"]
+    assert cls.VALIDATE_INPUTS(source=source, target=target) == "Prompt Bridge: " + _no_bridge(source, target)
+    with pytest.raises(ValueError) as error:  # wired inputs reach translate unchecked
+        run(node, "a castle", source=source, target=target)
+    assert str(error.value) == "Prompt Bridge: " + _no_bridge(source, target)
+
+
+def test_a_weight_that_is_no_number_keeps_its_meaning_in_comfyui(pack, node):
+    from bridge.dialects import comfy_weights
+
+    text = "a (castle:1.2.3), sunset"
+    positive, *_, report = run(node, text, target="sd21")
+
+    assert comfy_weights(positive) == comfy_weights(text)  # ComfyUI reads 'castle:1.2.3' at 1.1 both ways
+    assert "Traceback" not in report
+
+
+def test_three_thousand_nested_brackets_are_clamped_with_a_warning(node):
+    import re
+
+    text = "(" * 3000 + "castle" + ")" * 3000 + ", sunset"
+    positive, _, _, _, report = run(node, text)  # read and written in ComfyUI's syntax
+
+    weights = [float(w) for w in re.findall(r":(-?[\d.e+]+)\)", positive)]
+    assert weights and max(weights) <= 100 and "castle" in positive and "sunset" in positive
+    assert re.search(r"warning: reading comfyui: weight [\d.e+]+ on 'castle' .*written as 100", report), report
+
+
+def test_three_thousand_nested_brackets_in_a1111_syntax_are_kept_as_written_with_a_warning(node):
+    text = "(" * 3000 + "castle" + ")" * 3000 + ", sunset"
+    positive, _, _, _, report = run(node, text, dialect="a1111")
+
+    assert positive == text  # what A1111 itself would read; the warning says the weight is out of range
+    assert "on 'castle' is outside (0, 3]; kept as written" in report

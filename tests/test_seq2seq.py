@@ -225,3 +225,72 @@ def test_rerank_orders_by_score_best_first():
     assert ranked[0][0] in ("a cat, photo", "a cat") and ranked[-1] == ("a dog", 2.0)
     with pytest.raises(ValueError, match="2 scores for 3 candidates"):
         rerank("a", ["x", "y", "z"], lambda p, c: [1, 2])
+
+
+# Issue 17: pickled weights run code as they load; only safetensors unless trusted.
+
+
+@pytest.fixture(scope="module")
+def pickled_dir(bridge_dir, tmp_path_factory, translator):
+    """The same bridge with its weights pickled (pytorch_model.bin) instead of safetensors."""
+    import shutil
+
+    import torch
+
+    folder = tmp_path_factory.mktemp("pickled")
+    for path in bridge_dir.iterdir():
+        if path.suffix != ".safetensors" and path.is_file():
+            shutil.copy(path, folder / path.name)
+    torch.save(translator.model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+def test_pickled_weights_are_refused_unless_trusted(pickled_dir, translator):
+    from bridge.learned.seq2seq import PickledWeightsError
+
+    with pytest.raises(PickledWeightsError, match=r"pickled weights \(pytorch_model\.bin\).*--trust-pickle"):
+        Seq2SeqTranslator.from_pretrained(pickled_dir, device="cpu")
+    with pytest.raises(PickledWeightsError):
+        load_translator(str(pickled_dir))
+    trusted = Seq2SeqTranslator.from_pretrained(pickled_dir, device="cpu", backend="hf", trust_pickle=True)
+    assert trusted.generate(TEXTS[:2]) == translator.generate(TEXTS[:2])
+
+
+def test_a_hostile_pickle_is_never_opened(tmp_path, bridge_dir):
+    import pickle
+    import shutil
+
+    marker = tmp_path / "ran"
+    for path in bridge_dir.iterdir():
+        if path.suffix != ".safetensors" and path.is_file():
+            shutil.copy(path, tmp_path / path.name)
+    payload = pickle.dumps(_Touch(str(marker)))  # unpickling it creates `marker`
+    (tmp_path / "pytorch_model.bin").write_bytes(payload)
+
+    from bridge.cli import main
+
+    assert main(["--model", str(tmp_path), "a castle"]) == 2
+    assert not marker.exists()
+
+
+def test_the_cli_and_export_take_trust_pickle(pickled_dir, capsys):
+    from bridge.cli import main
+    from bridge.export import main as export_main
+
+    assert main(["--model", str(pickled_dir), "--backend", "hf", "a castle"]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert main(["--model", str(pickled_dir), "--backend", "hf", "--trust-pickle", "--format", "json", "a castle"]) == 0
+    assert json.loads(capsys.readouterr().out)["changes"]
+    assert main(["--trust-pickle", "a castle"]) == 2
+    assert "--trust-pickle applies to a learned bridge" in capsys.readouterr().err
+    pytest.importorskip("ctranslate2")
+    assert export_main([str(pickled_dir)]) == 2
+    assert "pickled weights" in capsys.readouterr().err and not (pickled_dir / "ct2").exists()
+
+
+class _Touch:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))

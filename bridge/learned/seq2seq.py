@@ -23,7 +23,8 @@ settings) and keeps the prompt as written as the fallback.
 
 The bridge folder: ``bridge.json`` (:class:`~bridge.learned.bridge_info.BridgeInfo`), the tokenizer, and full weights
 (``model.safetensors``) or a peft adapter (``adapter_model.safetensors``) over ``base_model`` (a hub id, or a path
-relative to the folder); optionally a CTranslate2 copy (``ct2/``), which :meth:`Seq2SeqTranslator.from_pretrained`
+relative to the folder): safetensors only, unless ``trust_pickle`` (pickled weights such as ``pytorch_model.bin``
+can run code as they load: :class:`PickledWeightsError` otherwise); optionally a CTranslate2 copy (``ct2/``), which :meth:`Seq2SeqTranslator.from_pretrained`
 prefers when the fast extra is installed (:mod:`bridge.learned.fast`: no torch, no transformers). Both backends share
 everything here but the model call: placeholders, length-sorted batches, beam search, sampling, the fallback.
 """
@@ -61,9 +62,9 @@ if TYPE_CHECKING:
 
 # Besides Candidate, Seq2SeqTranslator, load_transformers_model and rerank, names re-exported from the modules above:
 # training/train.py, data/build_pairs.py, the tests and the documented path ``bridge.seq2seq`` import them from here.
-__all__ = ["BRIDGE_FILE", "FORMAT_VERSION", "BridgeInfo", "Candidate", "Example", "Seq2SeqTranslator", "chrf",
-           "encode_example", "evaluate_examples", "format_input", "format_output", "load_transformers_model",
-           "rerank", "split_output"]
+__all__ = ["BRIDGE_FILE", "FORMAT_VERSION", "BridgeInfo", "Candidate", "Example", "PickledWeightsError",
+           "Seq2SeqTranslator", "check_weights", "chrf", "encode_example", "evaluate_examples", "format_input",
+           "format_output", "load_transformers_model", "rerank", "split_output"]
 
 TOP_K = fast.TOP_K  # sampling keeps the 50 likeliest tokens on both backends (transformers' default)
 # The structural stages of the rules engine: what a pair without a rules bridge still gets from it.
@@ -110,8 +111,8 @@ class Seq2SeqTranslator:
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, device: str | None = None,
-                        dtype: str | Any | None = None, *, backend: str = "auto", threads: int = 0
-                        ) -> Seq2SeqTranslator:
+                        dtype: str | Any | None = None, *, backend: str = "auto", threads: int = 0,
+                        trust_pickle: bool = False) -> Seq2SeqTranslator:
         """Load a bridge folder (or download one by hub id): bridge.json, tokenizer, weights or adapter, or the
         CTranslate2 copy.
 
@@ -119,7 +120,9 @@ class Seq2SeqTranslator:
         transformers), ``"ct2"`` or ``"hf"`` (see :func:`bridge.learned.fast.choose_backend`). ``device`` defaults
         to CUDA when available. On transformers, ``dtype`` ("float16", "bfloat16", a torch dtype) defaults to the
         stored one and an adapter is merged into its base model for faster generation; on CTranslate2 the copy runs
-        in its exported quantization, on ``threads`` threads (0: CTranslate2's default).
+        in its exported quantization, on ``threads`` threads (0: CTranslate2's default). Weights are read from
+        safetensors files; pickled ones (``pytorch_model.bin``) only with ``trust_pickle``, else
+        :class:`PickledWeightsError`.
         """
         text = os.fspath(path_or_hub_id)
         if backend not in fast.BACKENDS:  # before any download
@@ -144,7 +147,7 @@ class Seq2SeqTranslator:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = load_transformers_model(folder, info, dtype)
+        model = load_transformers_model(folder, info, dtype, trust_pickle=trust_pickle)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device).eval(), tokenizer, info, model_id=text)
 
@@ -262,20 +265,48 @@ class Seq2SeqTranslator:
         return Translation(new, rules.source, self.target, changes, warnings, original=recipe, notes=rules.notes)
 
 
-def load_transformers_model(folder: str | os.PathLike, info: BridgeInfo, dtype: str | Any | None = None) -> Any:
+class PickledWeightsError(ValueError):
+    """A bridge folder whose weights are pickled (``pytorch_model.bin``) and not trusted: unpickling runs code."""
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # torch.save's files: pickles
+
+
+def check_weights(folder: str | os.PathLike, trust_pickle: bool = False) -> None:
+    """Raise :class:`PickledWeightsError` when ``folder`` holds pickled weights and no safetensors file, unless
+    ``trust_pickle``. Loading a pickle can run any code its author wrote into it; safetensors holds only tensors."""
+    folder = Path(folder)
+    if trust_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(path.name for path in folder.iterdir() if path.suffix in PICKLE_SUFFIXES and path.is_file())
+    if pickled:
+        raise PickledWeightsError(
+            f"{folder} holds pickled weights ({', '.join(pickled)}), which can run code as they load; give a bridge "
+            "saved as safetensors, or load it only if you trust where it comes from: --trust-pickle "
+            "(trust_pickle=True)")
+
+
+def load_transformers_model(folder: str | os.PathLike, info: BridgeInfo, dtype: str | Any | None = None, *,
+                            trust_pickle: bool = False) -> Any:
     """The bridge's transformers model, an adapter merged into its base (``base_model``: a folder inside the bridge,
     a local path or a hub id); ``dtype`` ("float16", "bfloat16", a torch dtype) defaults to the stored one. The
-    translator and the export (bridge/export.py) load it this way."""
+    translator and the export (bridge/export.py) load it this way. Safetensors weights only (a base from the hub
+    too), unless ``trust_pickle``: then safetensors first, pickled weights when there are none."""
     import torch
     from transformers import AutoModelForSeq2SeqLM
 
     folder = Path(folder)
-    kwargs = {"dtype": getattr(torch, dtype) if isinstance(dtype, str) else dtype} if dtype else {}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype) if isinstance(dtype, str) else dtype} if dtype else {}
+    if not trust_pickle:
+        kwargs["use_safetensors"] = True  # transformers never falls back to a pickle then
+    check_weights(folder, trust_pickle)
     with _quiet_loading():
         if info.weights == "lora":
             from peft import PeftModel
 
             local_base = folder / info.base_model
+            if local_base.exists():
+                check_weights(local_base, trust_pickle)
             base = AutoModelForSeq2SeqLM.from_pretrained(local_base if local_base.exists() else info.base_model,
                                                          **kwargs)
             return PeftModel.from_pretrained(base, folder).merge_and_unload()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bridge.dialects import from_a1111, from_a1111_parts, to_a1111
 from bridge.load import load_translator, make_recipe
-from bridge.models import find_path, get_model, list_models
+from bridge.models import NoBridgeError, find_path, get_model, list_models
 from bridge.rules.stages import NETWORK_HINT
 from bridge.translation import Translation, TranslationOptions, Translator, translate
 
@@ -27,6 +27,7 @@ _LOADERS = {"lora": "LoraLoader", "lyco": "LoraLoader", "hypernet": "Hypernetwor
 WEIGHTS = ["as written", "rescale for ComfyUI"]
 _RESCALED = ("weights rescaled for ComfyUI: each weight times A1111's mean-restoring factor for its 75-token chunk "
              "(an estimate; see the README)")
+_SAME_MODEL = "the same model on both sides: the prompt passes through unchanged"
 BRIDGE_FILE = "bridge.json"  # what marks a learned bridge folder (bridge/learned/bridge_info.py)
 _LEARNED: dict[tuple[str, str], Translator] = {}  # learned bridges loaded in this process, by (folder, backend)
 
@@ -39,6 +40,12 @@ def learned_bridge(folder: str, backend: str = "auto") -> Translator:
     if key not in _LEARNED:
         _LEARNED[key] = load_translator(key[0], backend=backend)
     return _LEARNED[key]
+
+
+def _same_model(source: str, target: str) -> str | None:
+    """The model's key when ``source`` and ``target`` name one model (sd2 and sd21 are one), else None."""
+    key = get_model(source).key
+    return key if key == get_model(target).key else None
 
 
 def _check_bridge_folder(folder: str) -> str | None:
@@ -103,6 +110,8 @@ class PromptBridge:
                 return f"Prompt Bridge: unknown {name} model {value!r}; known models: {', '.join(MODEL_KEYS)}"
         if source is None or target is None:
             return True  # wired from another node: checked when it runs
+        if _same_model(source, target):
+            return True  # passed through unchanged
         try:
             find_path(source, target)
         except ValueError as error:
@@ -114,6 +123,10 @@ class PromptBridge:
                   weights: str = WEIGHTS[0], bridge_folder: str = "") -> tuple:
         if not text.strip():
             return (text, negative, width, height, "")  # an empty prompt stays empty: nothing to translate
+        same = _same_model(source, target)
+        if same:  # nothing to translate: the prompt exactly as given, not even rewritten in its dialect
+            LOG.info("Prompt Bridge: %s", _SAME_MODEL)
+            return (text, negative, width, height, f"Prompt Bridge {same} -> {same}: {_SAME_MODEL}")
         t, embeddings, reading = _translate(text, negative, source, target, width, height, networks, dialect,
                                             disable_rules, bridge_folder)
         rescale = _rescale(weights, dialect)
@@ -194,7 +207,11 @@ def _translate(text: str, negative: str, source: str, target: str, width: int, h
     embeddings = {**(read_negative.embeddings if read_negative else {}), **read.embeddings}
     disable = tuple(r.strip() for r in disable_rules.replace(",", " ").split() if r.strip())
     negative_text = read_negative.text if read_negative else ""
-    if bridge_folder.strip():
+    same = _same_model(source, target)
+    if same:  # (the parts node: the prompt read and split, nothing translated)
+        recipe = make_recipe(read.text, negative_text, width=width, height=height)
+        t = Translation(recipe, same, same, original=recipe, notes=[_SAME_MODEL])
+    elif bridge_folder.strip():
         problem = _check_bridge_folder(bridge_folder)
         if problem:
             raise ValueError(problem)
@@ -208,8 +225,11 @@ def _translate(text: str, negative: str, source: str, target: str, width: int, h
         t = learned.translate(make_recipe(read.text, negative_text, width=width, height=height), options)
         t.notes = [*t.notes, f"translated by the learned bridge in {bridge_folder.strip()} on {learned.backend}"]
     else:
-        t = translate(read.text, source=source, target=target, negative_prompt=negative_text, networks=networks,
-                      embeddings=tuple(embeddings), disable=disable, width=width, height=height)
+        try:
+            t = translate(read.text, source=source, target=target, negative_prompt=negative_text, networks=networks,
+                          embeddings=tuple(embeddings), disable=disable, width=width, height=height)
+        except NoBridgeError as error:  # source and target wired from other nodes, so VALIDATE_INPUTS let them by
+            raise ValueError(f"Prompt Bridge: {error}") from None
     return t, embeddings, [*read.warnings, *(read_negative.warnings if read_negative else [])]
 
 
