@@ -137,6 +137,21 @@ def test_rows_follow_the_schema_and_record_every_candidate(tiny):
     assert set(json.loads((out / "index.json").read_text())) == {r["id"] for r in rows}
 
 
+def test_tiny_build_for_an_sdxl_target_renders_with_the_tiny_sdxl_pipeline(tmp_path, torch_one_thread):
+    from bridge.workflows.common import load_renderer
+
+    assert load_renderer("sdxl", mode="tiny").xl
+    out = tmp_path / "pairs-sdxl"
+    assert build_pairs.main(["--tiny", "--target", "sdxl", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["target"], config["model_id"]) == ("sdxl", "tiny-sdxl-seed0")
+    rows = read_rows(out)
+    assert len(rows) == 4
+    for row in rows:
+        for candidate in json.loads(row["candidates"]):
+            assert len(candidate["scores"]) == 2 and all(-1 <= s["total"] <= 1 for s in candidate["scores"])
+
+
 def test_a_build_with_other_settings_is_not_resumed_silently(tiny, capsys):
     out, _ = tiny
     assert build_pairs.main(["--tiny", "--margin", "0.5", "--out", str(out)]) == 2

@@ -48,6 +48,16 @@ def test_tiny_run_is_fast(tiny_run):
     assert tiny_run[1] <= 30
 
 
+def test_tiny_run_for_an_sdxl_target(tiny_run, tmp_path):
+    out = tmp_path / "run-sdxl"
+    assert evaluate.main(["--tiny", "--target", "sdxl", "--limit", "2", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert (results["target"], results["model"], results["prompts"]) == ("sdxl", "tiny-sdxl-seed0", 2)
+    rows = read_rows(out)
+    assert len(rows) == 2 * len(SEEDS) * len(TRANSLATORS)
+    assert all((out / row["image"]).is_file() and -1 <= float(row["score"]) <= 1 for row in rows)
+
+
 def test_results_json_has_every_number_in_range(tiny_run):
     out, _ = tiny_run
     results = json.loads((out / "results.json").read_text())

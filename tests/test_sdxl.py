@@ -205,3 +205,27 @@ def test_loads_a_saved_sdxl_folder_and_its_refiner(tiny_xl, tiny_refiner, tmp_pa
     got = loaded.render(request(), keep_pixels=True)[0].pixels
     want = Renderer(tiny_xl, progress=False, refiner=tiny_refiner).render(request(), keep_pixels=True)[0].pixels
     assert np.abs(got - want).max() <= PIXEL_TOLERANCE
+
+
+def test_a_single_sdxl_file_loads_with_a_local_config_folder_offline(tiny_xl, tmp_path, monkeypatch):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    calls = []
+
+    def fake(source, **kwargs):
+        calls.append((str(source), kwargs))
+        return tiny_xl
+
+    monkeypatch.setattr(StableDiffusionXLPipeline, "from_single_file", fake)
+    monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", lambda *a, **k: pytest.fail("SD loader used"))
+    config = save_tiny_pipeline("sdxl", tmp_path / "sdxl-config")
+    checkpoint = tmp_path / "sd_xl_base_1.0.safetensors"  # the file name identifies the model
+    checkpoint.write_bytes(b"")
+    renderer = Renderer.from_pretrained(checkpoint, device="cpu", progress=False, config=str(config))
+    assert renderer.spec.key == "sdxl" and renderer.xl
+    source, kwargs = calls[-1]
+    assert (source, kwargs["config"], kwargs["local_files_only"]) == (str(checkpoint), str(config), True)
+    assert "safety_checker" not in kwargs
+    Renderer.from_pretrained(checkpoint, device="cpu", progress=False)  # no config: the registry's hub id
+    assert calls[-1][1]["config"] == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert "local_files_only" not in calls[-1][1]

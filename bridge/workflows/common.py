@@ -9,7 +9,7 @@ written with :func:`bridge.datafiles.atomic_write`.
 
 Modes: ``real`` loads the target's weights (registry key, hub id, folder or single file) and open_clip models named by
 the :class:`~bridge.imaging.score.ScoreConfig`; ``tiny`` builds random tiny models from configs (:mod:`bridge.testing`: a
-32 px pipeline of the target's family, a tiny open_clip), CPU, seconds, or renders with the given weights (a small
+32 px pipeline of the target's family, SDXL's included, a tiny open_clip), CPU, seconds, or renders with the given weights (a small
 local pipeline) and scores with the tiny open_clip; ``simulated`` uses :mod:`bridge.workflows.simulated` (no torch).
 
 Models are registry keys: ``--registry FILE`` (:func:`use_registry_file`) lays a user registry over the packaged one
@@ -183,10 +183,12 @@ def load_renderer(target: str, weights: str | None = None, *, mode: str = "real"
 
 
 def _tiny_kind(target: str) -> str:
-    """The tiny pipeline of the target's family: "sd1" or "sd2"."""
+    """The tiny pipeline of the target's family: "sd1", "sd2" or "sdxl" (a family without one gets "sd2")."""
     from bridge.models import get_model
+    from bridge.testing import KINDS
 
-    return "sd1" if get_model(target).family == "sd1" else "sd2"
+    family = get_model(target).family
+    return family if family in KINDS else "sd2"
 
 
 def scorer_config(config: ScoreConfig, *, mode: str = "real") -> ScoreConfig:
