@@ -538,9 +538,11 @@ def test_gpu_render_benchmark_runs_tiny_on_cpu(capsys, torch_one_thread):
     from script_loader import REPO, load_script
 
     module = load_script("gpu_render", REPO / "benchmarks" / "gpu_render.py")
-    assert module.main(["--tiny", "--batches", "1", "2", "--repeats", "1"]) == 0
+    assert module.main(["--tiny", "--batches", "1", "2", "--repeats", "1", "--peak-tflops", "1"]) == 0
     out = capsys.readouterr().out
-    ratio_lines = [line for line in out.splitlines() if "ratio" in line]
-    assert len(ratio_lines) == 2, out
-    assert all("ours" in line and "baseline" in line for line in ratio_lines)
-    assert "scoring" in out and "FLOP" in out
+    for model in ("sd21-base", "sdxl"):  # SD 2 and SDXL, each with its FLOP count and physical limit
+        ratio_lines = [line for line in out.splitlines() if line.startswith(f"{model} batch") and "ratio" in line]
+        assert len(ratio_lines) == 2, out
+        assert all("ours" in line and "baseline" in line and "of physical limit" in line for line in ratio_lines)
+        assert any(line.startswith(model) and "GFLOP; physical limit" in line for line in out.splitlines()), out
+    assert "StableDiffusionXLPipeline.__call__" in out and "scoring" in out
