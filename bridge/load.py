@@ -50,6 +50,14 @@ def translate(
     disable: Iterable[str] = (),
     knowledge: str | os.PathLike | None = None,
     style_budget: int | None = None,
+    search: int | None = None,
+    search_seeds: Iterable[int] = (0, 1),
+    target_weights: str | None = None,
+    source_weights: str | None = None,
+    tiny: bool = False,
+    device: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    search_report: str | os.PathLike | None = None,
     **settings: Any,
 ) -> Translation:
     """Translate one SD1.x prompt (or a whole :class:`Recipe`) with the embedded rules bridge.
@@ -59,7 +67,23 @@ def translate(
 
     >>> translate("portrait of a woman, (masterpiece:1.2), 8k", target="sd21").recipe.width
     768
+
+    ``search=N`` translates by search instead (a GPU and the target's weights, or ``tiny=True``): N candidates, the
+    prompt unchanged among them, rendered on the target with ``search_seeds`` and scored against the source prompt;
+    the best is returned (:func:`bridge.search.search`, which takes the other ``search``/weights arguments). The
+    search tries the shipped rules' variants, so it takes no knowledge file, disabled rules or style budget.
     """
+    if search is not None:
+        given = [name for name, value in (("knowledge", knowledge), ("disable", tuple(disable)),
+                                          ("style_budget", style_budget)) if value]
+        if given:
+            raise ValueError(f"search tries the shipped rules' variants; it takes no {', '.join(given)}")
+        from bridge.search import search as translate_by_search
+
+        return translate_by_search(make_recipe(prompt, negative_prompt, **settings), source=source, target=target,
+                                   candidates=search, seeds=tuple(search_seeds), target_weights=target_weights,
+                                   source_weights=source_weights, tiny=tiny, device=device, cache_dir=cache_dir,
+                                   report_dir=search_report)
     options = TranslationOptions(networks=networks, network_map=dict(network_map or {}), embeddings=tuple(embeddings),
                                  disable=tuple(disable), knowledge=knowledge, style_budget=style_budget)
     stamp = None

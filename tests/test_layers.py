@@ -24,8 +24,8 @@ LAYERS = {
     "bridge.tokens": 2, "bridge.chunks": 2, "bridge.recipe": 2, "bridge.models": 2, "bridge.dialects": 2,
     "bridge.translation": 3,
     "bridge.rules": 4, "bridge.learned": 4, "bridge.imaging": 4,
-    "bridge.chain": 5, "bridge.load": 5,
-    "bridge.library": 6, "bridge.migration": 6, "bridge.workflows": 6, "bridge.testing": 6, "bridge.export": 6,
+    "bridge.chain": 5,
+    "bridge.load": 6, "bridge.library": 6, "bridge.migration": 6, "bridge.workflows": 6, "bridge.testing": 6, "bridge.export": 6,
     "bridge.search": 6,
     "bridge.cli": 7, "bridge.cli_output": 7, "bridge.__main__": 7,
     "bridge.seq2seq": 8, "bridge.render": 8,  # the documented old paths (shims)

@@ -200,3 +200,18 @@ def test_without_a_gpu_a_real_search_is_a_clear_error(monkeypatch, tmp_path):
 def test_bad_arguments_are_one_line_errors(kwargs, message, tmp_path):
     with pytest.raises(UsageError, match=message):
         simulated_search(None, tmp_path, **kwargs)
+
+
+def test_translate_with_search_n_is_the_search(tmp_path):
+    """bridge.translate(..., search=N): the API path of the search (tiny models end to end), with the same winner as
+    search() and a clear error for the rules-only options it cannot honour."""
+    import bridge
+
+    t = bridge.translate(PROMPT, target="sd2", search=3, search_seeds=(0,), tiny=True, cache_dir=tmp_path / "cache",
+                         search_report=tmp_path / "report")
+    direct = search(PROMPT, target="sd2", candidates=3, seeds=(0,), tiny=True, cache_dir=tmp_path / "cache")
+    assert t.changes[0].rule == "search" and t.changes[0].reason.startswith("chosen by search")
+    assert (t.prompt, t.negative_prompt) == (direct.prompt, direct.negative_prompt)
+    assert (tmp_path / "report" / "index.html").is_file()
+    with pytest.raises(ValueError, match="search tries the shipped rules' variants; it takes no knowledge, disable"):
+        bridge.translate(PROMPT, search=3, tiny=True, knowledge="mine.toml", disable=["artist.*"])

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -158,7 +159,16 @@ def looks_sd1(prompt: str, *, source: str = "sd15", target: str = "sd2") -> bool
     """
     if prompt.count(",") + 1 >= SD1_MIN_PHRASES or _EMPHASIS.search(prompt):
         return True
-    from bridge.load import translate  # reuses one rules translator per model pair
+    return any(c.rule.startswith(SD1_RULE_FAMILIES) for hop in _rules_hops(source, target)
+               for c in hop.translate(prompt).changes)
 
-    changes = translate(prompt, source=source, target=target).changes
-    return any(c.rule.startswith(SD1_RULE_FAMILIES) for c in changes)
+
+@functools.lru_cache(maxsize=16)
+def _rules_hops(source: str, target: str) -> tuple:
+    """The rules bridges on the registry's way from ``source`` to ``target``, each asked about the prompt itself
+    (SD1 vocabulary is the first hops' business; bridge.load, one way round, is not imported here: it imports the
+    search, which imports this module)."""
+    from bridge.models import find_path
+    from bridge.rules import RulesTranslator
+
+    return tuple(RulesTranslator.for_bridge(spec) for spec in find_path(source, target) if spec.kind == "rules")
