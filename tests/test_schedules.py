@@ -114,7 +114,8 @@ def test_every_k_diffusion_sampler_takes_the_spacing_schedules_and_all_but_euler
                     sampler_name(base, label)
             else:
                 assert SAMPLERS[sampler_name(base, label)].options[option] is True
-    assert SAMPLERS["Euler Beta"].requires == "scipy" and SAMPLERS["DPM++ SDE Beta"].requires == "scipy"
+    assert SAMPLERS["Euler Beta"].requires == "scipy" and SAMPLERS["LMS Beta"].requires == "scipy"
+    assert SAMPLERS["DPM++ SDE Beta"].requires == "torchsde"  # which depends on scipy
 
 
 # A1111's steps, computed from its schedule functions' behaviour (t from 999 down, sigma_min/max the trained ends).

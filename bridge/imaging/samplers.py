@@ -112,7 +112,8 @@ def _with_schedules(samplers: dict[str, SamplerSpec]) -> dict[str, SamplerSpec]:
         for name, base in samplers.items():
             if name in _TIMESTEP_SAMPLERS or (schedule in _SIGMA_SCHEDULES and name not in _SIGMA_SAMPLERS):
                 continue
-            requires = "scipy" if schedule == "Beta" else base.requires  # beta sigmas are scipy's ppf
+            # beta sigmas are scipy's ppf (LMS needs scipy anyway, and torchsde depends on it)
+            requires = (base.requires or "scipy") if schedule == "Beta" else base.requires
             result[f"{name} {schedule}"] = dataclasses.replace(
                 base, options={**base.options, **options}, requires=requires
             )
