@@ -11,9 +11,10 @@ token, 75 prompt tokens, an end token (A1111's 75-token chunks are :mod:`bridge.
 How this matches the reference tokenizer (open_clip's ``SimpleTokenizer``, which A1111 uses for SD 2.x):
 
 * Cleaning: a subset of ``ftfy.fix_text`` (curly quotes made straight, full-width forms and Latin ligatures
-  replaced, invisible control characters removed, NFC), then ``html.unescape`` twice, whitespace collapsed,
-  lower case. Not emulated: ftfy's mojibake repair (``"cafÃ©"`` → ``"café"``), its C1-control and terminal-escape
-  fixes, and its own extra round of HTML unescaping (``"&amp;amp;amp;"`` unescapes three times there, twice here).
+  replaced, invisible control characters removed, surrogate pairs joined and lone surrogates made U+FFFD, NFC),
+  then ``html.unescape`` twice, whitespace collapsed, lower case. Not emulated: ftfy's mojibake repair
+  (``"cafÃ©"`` → ``"café"``), its C1-control and terminal-escape fixes, and its own extra round of HTML unescaping
+  (``"&amp;amp;amp;"`` unescapes three times there, twice here).
 * Pre-tokenization: CLIP's pattern (contractions ``'s 't 're 've 'm 'll 'd``; runs of letters; single digits; runs
   of anything else) in Python's ``re``: ``\\p{L}`` is ``[^\\W\\d_]`` and ``\\p{N}`` is ``\\d`` plus the non-decimal
   numerals (``²``, ``½``, ``Ⅻ``), which ``re`` counts as word characters and which are split off here as CLIP does.
@@ -249,6 +250,9 @@ def _bpe_long(symbols: list[str], rank) -> tuple[str, ...]:
     return tuple(symbols)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # (text read with surrogateescape, or JSON's "\\ud800", can hold them)
+
+
 def clean(text: str) -> str:
     """CLIP's text cleaning: the ftfy subset, HTML entities (twice), whitespace collapsed, lower case.
 
@@ -256,6 +260,8 @@ def clean(text: str) -> str:
     "highly detailed & it's"
     """
     if not text.isascii() or not text.isprintable():
+        if _SURROGATE.search(text) is not None:  # ftfy's fix_surrogates: a pair is its character, a lone one U+FFFD
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
         text = unicodedata.normalize("NFC", text.translate(_fix_table()))
     if "&" in text:  # html.unescape only ever changes text with an entity
         text = html.unescape(html.unescape(text))

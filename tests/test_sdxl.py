@@ -2,10 +2,11 @@
 A1111 does, the pooled output unweighted, size conditioning, the refiner step, loading from a folder and a single
 file offline."""
 
-import numpy as np
 import pytest
 
+np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
 
 from bridge.imaging.conditioning import encode_weighted_xl
 from bridge.imaging.render import Renderer, RenderRequest

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import bridge.tokens
 from bridge.chunks import CHUNK_TOKENS
-from bridge.tokens import VOCAB_PATH, count_tokens, tokenize
+from bridge.tokens import VOCAB_PATH, clean, count_tokens, tokenize
 
 try:
     import tomllib
@@ -204,3 +204,11 @@ def test_bpe_merges_as_the_reference_does(word):
     from bridge.tokens import _bpe
 
     assert _bpe(word) == _reference_bpe(word)
+
+
+def test_surrogates_are_joined_or_replaced_as_ftfy_does():
+    """Text read with surrogateescape or from JSON's "\\ud83c\\udfa8" can hold surrogates: ftfy's fix_surrogates
+    joins a pair into its character and makes a lone one U+FFFD, so the count is the character's, never an error."""
+    assert clean("a\ud83c\udfa8b") == clean("a🎨b") == "a🎨b"
+    assert clean("x\ud800y") == "x\ufffdy"
+    assert count_tokens("a\ud83c\udfa8b") == count_tokens("a🎨b")

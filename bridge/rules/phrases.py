@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from bridge.rules.matching import normalize
 from bridge.syntax import Alternation, Break, Editing, Emphasis, Node, Prompt, Text, escape, render
 
-__all__ = ["DROP", "KEEP", "Chains", "Item", "Phrase", "containers", "edit_phrases", "has_content", "items_text", "tidy"]
+__all__ = ["DROP", "KEEP", "Chains", "Item", "Phrase", "containers", "edit_phrases", "has_content", "items_text",
+           "tidy"]
 
 Item = str | Node
 KEEP = None  # callback result: leave the phrase as it is
