@@ -12,7 +12,9 @@ import csv
 import io
 import json
 import re
+import shlex
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -282,15 +284,23 @@ def test_a_registered_seq2seq_bridge_is_used_by_from_and_to_and_by_chains(walk):
 
 # ---- the guide itself: its TOML examples load and its commands parse, so it cannot drift from the code
 
-GUIDE = (REPO / "training" / "README.md").read_text(encoding="utf-8").split("## Bridge the next model", 1)[1]
+GUIDE, SDXL_EXAMPLE = ((REPO / "training" / "README.md").read_text(encoding="utf-8")
+                       .split("## Bridge the next model", 1)[1].split("### Example: SD 2.1 → SDXL", 1))
 SCRIPTS = {"data/build_pairs.py": lambda argv: build_pairs.parse_args(argv),
            "eval/evaluate.py": lambda argv: evaluate.parse_args(argv),
            "training/train.py": lambda argv: train.parse_config(argv),
            "translate-prompt": lambda argv: cli.build_parser().parse_args(argv)}
 
 
-def guide_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", GUIDE, re.DOTALL)
+def guide_blocks(language: str, text: str = GUIDE) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+
+
+def command_words(block: str) -> list[str]:
+    """A guide command as the script's argv, its first word the script's name (accelerate and python dropped)."""
+    words = shlex.split(block.replace("\\\n", " "))
+    words = words[2:] if words[:2] == ["accelerate", "launch"] else words
+    return words[1:] if words[0] == "python" else words
 
 
 def test_the_guides_registry_and_knowledge_examples_work(tmp_path):
@@ -339,3 +349,45 @@ def test_a_missing_or_broken_registry_is_a_usage_error(tmp_path, capsys):
         assert train.main(common) == 2
         err = capsys.readouterr().err
         assert err.count(says) == 3 and err.count(str(registry)) >= 3, err
+
+
+def test_the_guides_sdxl_example_walks_on_tiny_models(tmp_path, monkeypatch, torch_one_thread):
+    """The SD 2.1 -> SDXL example's commands, each run as written with --tiny in place of --target-weights, small
+    inputs and outputs under tmp_path: pairs rendered by the tiny SDXL pipeline, a bridge trained on them, an
+    evaluation on SDXL, and translate-prompt with the bridge."""
+    monkeypatch.chdir(REPO)  # --config training/configs/...
+    blocks = [command_words(block) for block in guide_blocks("bash", SDXL_EXAMPLE)]
+    assert [words[0] for words in blocks] == ["data/build_pairs.py", "training/train.py", "eval/evaluate.py",
+                                             "translate-prompt"]
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    small = {"--corpus": str(tmp_path / "prompts.txt"), "--prompts": str(tmp_path / "prompts.txt"), "--limit": "4"}
+    scripts = {"data/build_pairs.py": (build_pairs.main, ["--margin", "0"]),
+               # accelerate keeps one state per process: the guide's config asks for bf16, the walk above ran with none
+               "training/train.py": (train.main, ["--steps", "20", "--eval-every", "0", "--save-every", "0",
+                                                  "--mixed-precision", "no"]),
+               "eval/evaluate.py": (evaluate.main, [])}
+    for words in blocks[:3]:
+        argv = ["--tiny"]
+        for previous, word in pairwise(words):
+            if "--target-weights" in (previous, word):
+                continue  # --tiny renders with the tiny SDXL pipeline instead
+            if previous in ("--out", "--data", "--learned"):
+                word = str(tmp_path / word)
+            argv.append(small.get(previous, word))
+        assert ("--source", "sd21") == tuple(argv[argv.index("--source"):][:2])
+        assert ("--target", "sdxl") == tuple(argv[argv.index("--target"):][:2])
+        main, extra = scripts[words[0]]
+        assert main(argv + extra) == 0, words
+    pairs = json.loads((tmp_path / "runs/pairs_sd21_sdxl/config.json").read_text())["config"]
+    assert (pairs["target"], pairs["model_id"]) == ("sdxl", "tiny-sdxl-seed0")
+    info = json.loads((tmp_path / "runs/sd21_to_sdxl/bridge.json").read_text())
+    assert (info["source"], info["target"]) == ("sd21", "sdxl")
+    results = json.loads((tmp_path / "runs/eval-sd21_to_sdxl/results.json").read_text())
+    assert (results["target"], results["model"]) == ("sdxl", "tiny-sdxl-seed0")
+    assert list(results["translators"]) == ["identity", "rules", "learned"]
+    translate = blocks[3]
+    model = translate.index("--model") + 1
+    translate[model] = str(tmp_path / translate[model])
+    code, out, err = translate_prompt(*translate[1:], "--format", "json")
+    assert code == 0, err
+    assert (json.loads(out)["source"], json.loads(out)["target"]) == ("sd21", "sdxl")

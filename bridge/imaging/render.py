@@ -5,6 +5,7 @@
     >>> [result] = renderer.render([RenderRequest("a (castle:1.3) at dusk", "blurry", seed=1)], batch_size=4)
     >>> result.settings["sampler"], result.image.size
     ('DPM++ 2M Karras', (512, 512))
+    >>> xl = Renderer.from_pretrained("sdxl", refiner="stabilityai/stable-diffusion-xl-refiner-1.0")
 
 The sampler table lives in :mod:`bridge.imaging.samplers`, A1111's conditioning (chunks, emphasis, clip skip,
 prompt schedules) in :mod:`bridge.imaging.conditioning` and pipeline loading in :mod:`bridge.imaging.pipelines`;
@@ -25,7 +26,17 @@ What :meth:`Renderer.render` does, in order:
    the same generator feeds the sampler's per-step noise, so an image does not depend on the batch size or the order
    of the requests (CPU fp32: equal to 1e-4). When editing or alternation changes a prompt's text, a
    ``callback_on_step_end`` swaps ``prompt_embeds`` before the next step.
-5. decode: images come back as :class:`RenderResult` objects, in request order.
+5. refine (SDXL, when the renderer has a refiner): the base stops at ``refiner_switch_at`` of the steps and hands its
+   latents to the refiner (``StableDiffusionXLImg2ImgPipeline``), which runs the remaining steps with the same
+   sampler and generators, its own text encoder and A1111's aesthetic scores (6 and 2.5).
+6. decode: images come back as :class:`RenderResult` objects, in request order.
+
+SDXL (``StableDiffusionXLPipeline``, registry family ``sdxl``): the two text encoders are weighted one by one as
+A1111 does (:func:`~bridge.imaging.conditioning.encode_weighted_xl`: each encoder's penultimate layer times the token
+weights, its own mean restored, the two concatenated; the pooled output unweighted, from the first chunk), an empty
+negative prompt is zeros, and each request's size conditioning (``original_size``, ``target_size``: the render size
+by default, as in A1111; ``crops_coords_top_left``: ``(0, 0)``) goes to the UNet and into the result's settings.
+Prompt editing swaps the pooled output with the embeddings.
 
 Where this differs from A1111 (the first three warn once per renderer when they apply):
 
