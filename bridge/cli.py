@@ -38,6 +38,7 @@ examples:
   translate-prompt --input library.csv --format json --warnings-summary > sd2.jsonl
   translate-prompt --input prompts.txt --output sd2_prompts.txt --keep-networks
   translate-prompt --list-models
+  translate-prompt --to sd21 --search 8 --search-report runs/search "a castle, by greg rutkowski, 8k"   (a GPU)
 
 formats:
   text   the SD2 prompt, one line per input prompt (with --explain: the whole recipe and every change)
@@ -61,6 +62,7 @@ hostile input and limits:
            and the exit code is 1.
   PNG      the "parameters" text may hold 1 MiB once decompressed (Pillow's limit per text chunk); past it, or for
            a compressed bomb, that PNG is an error line naming the limit (it is inflated in steps, never past it).
+  length   a prompt (or negative prompt) over 100,000 characters is passed through unchanged with a warning.
   sizes    a width or height given as a number must be a whole number of pixels from 1 to 16384, else that row's
            file is an error naming the row; text such as "auto" is kept and gives no size.
   text     an unpaired surrogate (an argument's bytes that are not UTF-8, a \\ud800 escape in JSON) is not text:
@@ -193,7 +195,53 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how a learned bridge (--model) runs: ct2 (its CTranslate2 copy, the fast extra: no "
                         "torch), hf (transformers, the ml extra), auto (default): ct2 when the folder holds its copy "
                         "and the fast extra is installed")
+    search = parser.add_argument_group(
+        "translate by search (a GPU and the target weights; the ml extra)",
+        "--search N renders N candidate translations of each prompt on the target model (the prompt unchanged\n"
+        "is always one; the others are the rules bridge's variants and, with --model, the learned bridge's\n"
+        "samples), scores each image against the source prompt and keeps the best. Renders are cached on disk.")
+    search.add_argument("--search", type=_search_count, metavar="N", help="candidates per prompt (1 or more)")
+    search.add_argument("--search-seeds", type=_seed, nargs="+", metavar="S",
+                        help="seeds each candidate is rendered with (default: 0 1); renders = N x seeds")
+    search.add_argument("--target-weights", metavar="PATH_OR_ID",
+                        help="the target model's weights: a hub id, a diffusers folder or a .safetensors file "
+                        "(default: the registry's hub id for --to)")
+    search.add_argument("--source-weights", metavar="PATH_OR_ID",
+                        help="also render the prompt with the SD1 model and score each candidate against that image")
+    search.add_argument("--cache-dir", metavar="DIR",
+                        help="where renders are cached (default: $XDG_CACHE_HOME/prompt-bridge, 2 GiB at most)")
+    search.add_argument("--search-report", metavar="DIR",
+                        help="write each prompt's candidates, images and scores as HTML: DIR/1/index.html, DIR/2/...")
+    search.add_argument("--device", metavar="DEV",
+                        help="render on this torch device (cuda, mps, cpu); with no GPU, 'cpu' renders anyway "
+                        "(minutes per image)")
+    search.add_argument("--tiny", action="store_true",
+                        help="search on tiny random models on the CPU in seconds: a smoke test, its choice means "
+                        "nothing")
     return parser
+
+
+_SEARCH_ONLY = ("search_seeds", "target_weights", "source_weights", "cache_dir", "search_report", "device", "tiny")
+
+
+def _search_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--search needs a whole number of candidates >= 1, not {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number >= 0, not {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None,
@@ -492,35 +540,60 @@ def _jobs(args: argparse.Namespace, translator, count: int) -> int:
 
 def _load_translator(args: argparse.Namespace):
     from bridge.load import load_translator
-    from bridge.models import get_model
 
+    if args.search is None:
+        given = [f"--{dest.replace('_', '-')}" for dest in _SEARCH_ONLY if getattr(args, dest) not in (None, False)]
+        if given:
+            raise UsageError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to translate by "
+                             "search: add --search N")
+    else:
+        rules_only = {"--knowledge": args.knowledge, "--style-budget": args.style_budget,
+                      "--disable-rule": args.disable_rule, "--keep-networks": args.keep_networks,
+                      "--network-map": args.network_map, "--embeddings": args.embeddings}
+        given = [flag for flag, value in rules_only.items() if value not in (None, False, [])]
+        if given:
+            raise UsageError(f"--search tries the shipped rules' own variants; it takes no {', '.join(given)}")
+        from bridge.search import DEFAULT_SEEDS, SearchTranslator
+
+        learned = _load_learned(args) if args.model else None  # its samples are candidates too
+        return SearchTranslator(source=learned.source if learned else args.source or DEFAULT_SOURCE,
+                                target=learned.target if learned else args.target or DEFAULT_TARGET,
+                                candidates=args.search, seeds=tuple(args.search_seeds or DEFAULT_SEEDS),
+                                target_weights=args.target_weights, source_weights=args.source_weights,
+                                tiny=args.tiny, device=args.device, cache_dir=args.cache_dir,
+                                report_dir=args.search_report, learned=learned)
     if args.model:
-        from bridge.models import is_hub_id
-
-        if not Path(args.model).exists() and not is_hub_id(args.model):
-            raise InputError(f"no learned bridge at {args.model!r}: give a folder written by training/train.py "
-                             "or a hub id such as user/sd15-to-sd2")
-        for flag, given in (("--knowledge", args.knowledge), ("--style-budget", args.style_budget)):
-            if given is not None:
-                raise UsageError(f"{flag} applies to the rules bridge, not to a learned one (--model)")
-        from bridge.learned.seq2seq import Seq2SeqTranslator
-
-        try:  # (a PickledWeightsError is a ValueError: a usage error naming --trust-pickle)
-            translator = Seq2SeqTranslator.from_pretrained(args.model, backend=args.backend,
-                                                           trust_pickle=args.trust_pickle)
-        except (OSError, ImportError) as exc:
-            raise InputError(f"cannot load the learned bridge {args.model!r}: {exc}") from None
-        for flag, asked, actual in (("--from", args.source, translator.source), ("--to", args.target,
-                                                                                 translator.target)):
-            if asked is not None and get_model(asked).key != actual:
-                raise UsageError(f"{flag} {asked} does not match the learned bridge {args.model!r}, which translates "
-                                 f"{translator.source} -> {translator.target}")
-        return translator
+        return _load_learned(args)
     for flag, given in ((f"--backend {args.backend}", args.backend != "auto"), ("--trust-pickle", args.trust_pickle)):
         if given:
             raise UsageError(f"{flag} applies to a learned bridge: give its folder with --model")
     return load_translator("rules", source=args.source or DEFAULT_SOURCE, target=args.target or DEFAULT_TARGET,
                            knowledge=args.knowledge)
+
+
+def _load_learned(args: argparse.Namespace):
+    """The learned bridge --model names, checked against --from/--to."""
+    from bridge.models import get_model, is_hub_id
+
+    if not Path(args.model).exists() and not is_hub_id(args.model):
+        raise InputError(f"no learned bridge at {args.model!r}: give a folder written by training/train.py "
+                         "or a hub id such as user/sd15-to-sd2")
+    for flag, given in (("--knowledge", args.knowledge), ("--style-budget", args.style_budget)):
+        if given is not None:
+            raise UsageError(f"{flag} applies to the rules bridge, not to a learned one (--model)")
+    from bridge.learned.seq2seq import Seq2SeqTranslator
+
+    try:  # (a PickledWeightsError is a ValueError: a usage error naming --trust-pickle)
+        translator = Seq2SeqTranslator.from_pretrained(args.model, backend=args.backend,
+                                                       trust_pickle=args.trust_pickle)
+    except (OSError, ImportError) as exc:
+        raise InputError(f"cannot load the learned bridge {args.model!r}: {exc}") from None
+    for flag, asked, actual in (("--from", args.source, translator.source), ("--to", args.target,
+                                                                             translator.target)):
+        if asked is not None and get_model(asked).key != actual:
+            raise UsageError(f"{flag} {asked} does not match the learned bridge {args.model!r}, which translates "
+                             f"{translator.source} -> {translator.target}")
+    return translator
 
 
 def _options(args: argparse.Namespace):

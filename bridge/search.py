@@ -44,8 +44,8 @@ from bridge.workflows.corpora import SourcePrompt
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["DEFAULT_CACHE_LIMIT", "DEFAULT_SEEDS", "CachedRenderer", "RenderCache", "SearchResult", "default_cache_dir",
-           "search", "search_all"]
+__all__ = ["DEFAULT_CACHE_LIMIT", "DEFAULT_SEEDS", "CachedRenderer", "RenderCache", "SearchResult", "SearchTranslator",
+           "default_cache_dir", "load_models", "search", "search_all"]
 
 DEFAULT_SEEDS = (0, 1)
 DEFAULT_CACHE_LIMIT = 2 * 1024**3  # bytes: about 3,000 PNGs at 768 px
@@ -223,7 +223,6 @@ def search_all(
 
     ``renderer``, ``sd1_renderer`` and ``scorer`` are models already in memory (a loop over a library, tests); by
     default they are loaded as data building loads them (:mod:`bridge.workflows.common`)."""
-    from bridge.imaging.score import ScoreConfig
     from bridge.models import UnknownModelError, get_model
 
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
@@ -250,19 +249,14 @@ def search_all(
                       clip_skip=r.clip_skip)
 
     cache = RenderCache(cache_dir, cache_limit_bytes)
-    if renderer is None or scorer is None or (source_weights and sd1_renderer is None):
-        _needs_gpu(device, tiny)
-    if renderer is None:
-        renderer = workflow.load_renderer(target, target_weights, mode=mode, device=device)
+    renderer, sd1_renderer, scorer = load_models(source, target, target_weights=target_weights,
+                                                 source_weights=source_weights, tiny=tiny, device=device,
+                                                 renderer=renderer, sd1_renderer=sd1_renderer, scorer=scorer)
     model_id = workflow.renderer_id(target, target_weights, mode=mode)
     target_renderer = CachedRenderer(renderer, cache, model_id)
     source_renderer = None
     if source_weights:
-        if sd1_renderer is None:
-            sd1_renderer = workflow.load_renderer(source, source_weights, mode=mode, device=device)
         source_renderer = CachedRenderer(sd1_renderer, cache, workflow.renderer_id(source, source_weights, mode=mode))
-    if scorer is None:
-        scorer = workflow.load_scorer(ScoreConfig(), mode=mode, device=device)
 
     images: dict[str, Any] = {}
 
@@ -280,6 +274,59 @@ def search_all(
     if report_dir is not None:
         write_report(Path(report_dir), result, images, model=model_id, scorer=scorer, tiny=tiny)
     return result
+
+
+def load_models(source: str, target: str, *, target_weights: str | None = None, source_weights: str | None = None,
+                tiny: bool = False, device: str | None = None, renderer: Any = None, sd1_renderer: Any = None,
+                scorer: Any = None) -> tuple[Any, Any, Any]:
+    """The target's renderer, the source's (only with ``source_weights``) and the scorer, loaded as data building
+    loads them unless given; a real (not tiny) load with no GPU and no ``device`` is a :class:`UsageError`."""
+    from bridge.imaging.score import ScoreConfig
+
+    mode = "tiny" if tiny else "real"
+    if renderer is None or scorer is None or (source_weights and sd1_renderer is None):
+        _needs_gpu(device, tiny)
+    if renderer is None:
+        renderer = workflow.load_renderer(target, target_weights, mode=mode, device=device)
+    if source_weights and sd1_renderer is None:
+        sd1_renderer = workflow.load_renderer(source, source_weights, mode=mode, device=device)
+    if scorer is None:
+        scorer = workflow.load_scorer(ScoreConfig(), mode=mode, device=device)
+    return renderer, sd1_renderer, scorer
+
+
+class SearchTranslator:
+    """Translate by search as a translator (``translate``, ``translate_batch``): ``translate-prompt --search N``.
+
+    The models load on the first prompt and stay loaded for the rest. With ``report_dir`` each prompt's report goes
+    to its own folder, ``report_dir/1``, ``report_dir/2``, ... in the order the prompts come. Translation options
+    are not used: a search tries the shipped rules' own variants. The other arguments are :func:`search_all`'s."""
+
+    def __init__(self, *, source: str = "sd15", target: str = "sd2", report_dir: str | os.PathLike | None = None,
+                 **kwargs: Any):
+        from bridge.models import UnknownModelError, get_model
+
+        try:
+            self.source, self.target = get_model(source).key, get_model(target).key
+        except UnknownModelError as exc:
+            raise UsageError(str(exc)) from None
+        self.report_dir = None if report_dir is None else Path(report_dir)
+        self.kwargs = kwargs
+        self.searched = 0
+
+    def translate(self, recipe: Recipe | str, options: Any = None) -> Translation:
+        kwargs = self.kwargs
+        if "scorer" not in kwargs:  # the first prompt: load once, keep for the rest
+            keep = ("target_weights", "source_weights", "tiny", "device")
+            renderer, sd1_renderer, scorer = load_models(self.source, self.target,
+                                                         **{k: kwargs[k] for k in keep if k in kwargs})
+            kwargs.update(renderer=renderer, sd1_renderer=sd1_renderer, scorer=scorer)
+        self.searched += 1
+        report_dir = None if self.report_dir is None else self.report_dir / str(self.searched)
+        return search(recipe, source=self.source, target=self.target, report_dir=report_dir, **kwargs)
+
+    def translate_batch(self, recipes: Any, options: Any = None) -> list[Translation]:
+        return [self.translate(recipe, options) for recipe in recipes]
 
 
 def search(recipe_or_prompt: str | Recipe, **kwargs: Any) -> Translation:

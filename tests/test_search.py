@@ -215,3 +215,63 @@ def test_translate_with_search_n_is_the_search(tmp_path):
     assert (tmp_path / "report" / "index.html").is_file()
     with pytest.raises(ValueError, match="search tries the shipped rules' variants; it takes no knowledge, disable"):
         bridge.translate(PROMPT, search=3, tiny=True, knowledge="mine.toml", disable=["artist.*"])
+
+
+def test_translate_prompt_search_loads_the_models_once_and_reports_each_prompt(tmp_path, monkeypatch):
+    """translate-prompt --search N --tiny: each prompt's answer is search()'s, the models load once for all the
+    prompts, and each prompt's report goes to its own folder (DIR/1, DIR/2) in input order."""
+    import io
+
+    from bridge import cli
+    from bridge.workflows import common
+
+    loads = []
+    load_renderer = common.load_renderer
+    monkeypatch.setattr(common, "load_renderer", lambda *a, **k: loads.append(a) or load_renderer(*a, **k))
+    prompts = [PROMPT, "portrait of a knight, ((masterpiece)), trending on artstation"]
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["--search", "3", "--search-seeds", "0", "--tiny", "--cache-dir", str(tmp_path / "cache"),
+                     "--search-report", str(tmp_path / "report"), "--format", "json", *prompts], stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["source_prompt"] for r in records] == prompts and len(loads) == 1
+    for i, (record, prompt) in enumerate(zip(records, prompts, strict=True), 1):
+        direct = search(prompt, candidates=3, seeds=(0,), tiny=True, cache_dir=tmp_path / "cache")
+        assert record["changes"][0]["rule"] == "search" and record["prompt"] == direct.prompt
+        scores = json.loads((tmp_path / "report" / str(i) / "scores.json").read_text())
+        assert (tmp_path / "report" / str(i) / "index.html").is_file() and prompt in json.dumps(scores)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--tiny"], "--tiny applies to translate by search: add --search N"),
+    (["--search-seeds", "0", "1", "--cache-dir", "c"], "--search-seeds, --cache-dir apply to translate by search"),
+    (["--search", "0"], "--search needs a whole number of candidates >= 1, not '0'"),
+    (["--search", "two"], "--search needs a whole number of candidates >= 1, not 'two'"),
+    (["--search", "2", "--search-seeds", "x"], "a seed is a whole number >= 0, not 'x'"),
+    (["--search", "2", "--search-seeds", "1", "1", "--tiny"], "seeds must be one or more different integers"),
+    (["--search", "2", "--knowledge", "mine.toml"], "it takes no --knowledge"),
+    (["--search", "2", "--disable-rule", "artist.*", "--keep-networks"], "it takes no --disable-rule, --keep-networks"),
+    (["--search", "2", "--to", "sd9", "--tiny"], "sd9"),
+])
+def test_translate_prompt_search_flags_are_checked(argv, message):
+    import io
+
+    from bridge import cli
+
+    err = io.StringIO()
+    assert cli.main([*argv, "a castle"], stdout=io.StringIO(), stderr=err) == 2
+    assert message in err.getvalue() and len(err.getvalue().splitlines()) == 1, err.getvalue()
+
+
+def test_translate_prompt_search_without_a_gpu_names_tiny_and_device(monkeypatch):
+    import io
+
+    import torch
+
+    from bridge import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    err = io.StringIO()
+    assert cli.main(["--search", "4", "a castle"], stdout=io.StringIO(), stderr=err) == 2
+    assert "needs a GPU" in err.getvalue() and "--tiny" in err.getvalue() and "--device cpu" in err.getvalue()
