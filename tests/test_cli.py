@@ -437,6 +437,9 @@ def test_a_text_file_keeps_its_blank_lines_and_a_csv_its_empty_rows(tmp_path):
     assert run("--input", str(src)).out == "a castle\n\n\na dog\n"
     rows = [json.loads(line) for line in run("--input", str(src), "--format", "json").out.splitlines()]
     assert [row["line"] for row in rows] == [1, 2, 3, 4] and rows[1]["prompt"] == ""
+    out = tmp_path / "out.txt"  # written back with --output: line N still answers line N
+    assert run("--input", str(src), "--output", str(out)).code == 0
+    assert out.read_text(encoding="utf-8") == "a castle\n\n\na dog\n"
     table = tmp_path / "p.csv"
     table.write_text("id,prompt\n1,a castle\n2,\n", encoding="utf-8")
     rows = [json.loads(line) for line in run("--input", str(table), "--format", "json").out.splitlines()]

@@ -359,7 +359,7 @@ def test_text_round_trip(tmp_path):
     (out,) = write_library(items, migrated(items), tmp_path / "out.txt")
 
     assert out == tmp_path / "out.txt"
-    assert out.read_text(encoding="utf-8") == "a cat, sd2\na dog, sd2\n"
+    assert out.read_text(encoding="utf-8") == "a cat, sd2\n\na dog, sd2\n"  # the blank line kept: line N answers line N
 
 
 def test_text_refuses_a_multi_line_prompt(tmp_path):

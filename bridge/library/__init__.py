@@ -14,7 +14,8 @@ Read a file or a folder, translate each recipe, write the result in the same for
 
 Formats (`FORMATS`; chosen from the suffix, see `detect_format`, unless `format=` says otherwise):
 
-- text (.txt): one prompt per line. Blank lines are skipped (they are not prompts); `line` is the line in the file.
+- text (.txt): one prompt per line. Blank lines are skipped (they are not prompts); `line` is the line in the file,
+  and writing puts each prompt back on its line (the blank lines between kept).
   Written back as one prompt per line, so the negative prompt and the size are not kept: use jsonl for those.
 - csv (.csv), tsv (.tsv): a header row, then one row per prompt. The prompt column is `column=`, else the first of
   "prompt", "Prompt", "text", "caption"; the negative prompt column is `negative_column=`, else "negative_prompt" when

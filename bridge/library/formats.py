@@ -449,7 +449,12 @@ def _text_bytes(group: list[tuple[LibraryItem, Recipe]]) -> bytes:
     for item, recipe in group:
         if "\n" in recipe.prompt or "\r" in recipe.prompt:
             raise LibraryError(f"{item.key}: the prompt has several lines; a .txt holds one per line, write jsonl")
-    return "".join(f"{recipe.prompt}\n" for _, recipe in group).encode("utf-8")
+    lines: list[str] = []
+    for item, recipe in group:  # each prompt back on its own line number: the blank lines between are kept
+        if item.line is not None and item.line > len(lines) + 1:
+            lines += [""] * (item.line - len(lines) - 1)
+        lines.append(recipe.prompt)
+    return "".join(f"{line}\n" for line in lines).encode("utf-8")
 
 
 def _delimited_bytes(group: list[tuple[LibraryItem, Recipe]], kind: str) -> bytes:
