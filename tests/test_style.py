@@ -62,6 +62,34 @@ def test_people_features_only_for_prompts_with_people():
     assert any(f in portrait.prompt for f in people)
 
 
+def test_the_users_own_light_colours_and_figures_win_over_the_artists():
+    """An artist's light, palette and people features stay out of a prompt that already sets them (the
+    ``own_light``, ``own_palette`` and ``own_figure`` word lists), and the explanation says why."""
+    lights = {a.light for a in KB.artists.values() if a.light}
+    palettes = {a.palette for a in KB.artists.values() if a.palette}
+    people = {f for a in KB.artists.values() for f, kind in a.subject_features if kind == "people"}
+    plain = translate("portrait of a queen, by alphonse mucha and greg rutkowski", style_budget=40)
+    assert set(items(plain)) & lights and set(items(plain)) & palettes and set(items(plain)) & people
+    own = translate("portrait of an old queen with a gaunt face at golden hour, by alphonse mucha and greg rutkowski",
+                    style_budget=40)
+    assert items(own) and not set(items(own)) & (lights | palettes | people)
+    reason = style_of_change(own).reason
+    assert "the prompt sets its own light ('golden hour')" in reason
+    assert "the prompt names its own colours ('golden hour')" in reason
+    assert "the prompt says how its people look ('old')" in reason
+
+
+def test_one_subject_feature_at_most():
+    features = {f for a in KB.artists.values() for f, _ in a.subject_features}
+    for prompt in ("portrait of a queen, by alphonse mucha and artgerm and wlop",
+                   "a woman in a valley at noon, by alphonse mucha and greg rutkowski and artgerm"):
+        assert len(set(items(translate(prompt, style_budget=60))) & features) == 1
+
+
+def style_of_change(t):
+    return next(c for c in t.changes if c.rule == "artists")
+
+
 def test_the_style_says_nothing_the_prompt_already_says():
     t = translate("a dragon, epic fantasy, by greg rutkowski")
     assert t.prompt.count("epic fantasy") == 1 and t.prompt.count("fantasy") == 1

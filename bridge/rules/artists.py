@@ -326,19 +326,21 @@ class Style:
 
 def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: PhraseSet, families: dict[str, str],
                   subjects: dict[str, PhraseSet], budget: int, count: Callable[[str], int],
-                  own_palette: PhraseSet | None = None, own_look: PhraseSet | None = None) -> Style:
+                  own_palette: PhraseSet | None = None, own_look: PhraseSet | None = None,
+                  own_light: PhraseSet | None = None, own_figure: PhraseSet | None = None) -> Style:
     """Merge the facets of ``artists`` (in the order the prompt named them) into one style phrase.
 
     Candidates come in this priority: the first artist's medium, each artist's first style, one light, one palette,
-    the subject features whose subject the prompt shows, then the remaining styles. A candidate is left out when the
+    one subject feature whose subject the prompt shows, then the remaining styles. A candidate is left out when the
     prompt already says it (:class:`Said`), when it names a medium and the prompt or the phrase already has one, when
     it
     repeats a chosen item or its head word ("ethereal fantasy" after "epic fantasy"), or when it would take the
     phrase past ``budget`` CLIP tokens (``count``). An
     artist whose medium is of another family than every medium the prompt names (a painter in a photo prompt) gives
     no style, only light and palette: brushwork does not belong in a photograph. ``families`` maps what ``media``
-    finds to its family. A prompt with a word of ``own_palette`` ("saturated colors") gets no palette, and one with a
-    word of ``own_look`` ("photorealistic") no medium: the user already chose them.
+    finds to its family. The user's own choices win: a prompt with a word of ``own_palette`` ("saturated colors")
+    gets no palette, one with a word of ``own_look`` ("photorealistic") no medium, one with a word of ``own_light``
+    ("golden hour") no light, and one with a word of ``own_figure`` ("gaunt", "evil expression") no people features.
     """
     artists = list({a.name: a for a in artists}.values())
     prompt_media = media.find(prompt_words)
@@ -348,6 +350,8 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
     length = 0  # CLIP tokens of the items chosen, with the commas between them
     palette_said = own_palette.search(prompt_words) if own_palette else None
     look_said = own_look.search(prompt_words) if own_look else None
+    light_said = own_light.search(prompt_words) if own_light else None
+    figure_said = own_figure.search(prompt_words) if own_figure else None
     candidates: list[tuple[str, str]] = []  # (item, facet)
     candidates += [(a.medium, "medium") for a in artists if a.medium][:1]
     styled = []
@@ -368,7 +372,7 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
                 shows = subjects.get(kind)
                 shown[kind] = shows is not None and shows.search(prompt_words) is not None
             if shown[kind]:
-                candidates.append((phrase, "subject"))
+                candidates.append((phrase, "people" if kind == "people" else "subject"))
     candidates += [(s, "style") for a in styled for s in a.style[1:]]
 
     has_medium = bool(prompt_media)
@@ -386,8 +390,14 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
             why = "the style phrase already says it"
         elif facet in ("light", "palette") and facet in facets_taken:
             why = f"one {facet} is enough"
+        elif facet in ("people", "subject") and facets_taken & {"people", "subject"}:
+            why = "one subject feature is enough"
         elif facet == "palette" and palette_said:
             why = f"the prompt names its own colours ({palette_said!r})"
+        elif facet == "light" and light_said:
+            why = f"the prompt sets its own light ({light_said!r})"
+        elif facet == "people" and figure_said:
+            why = f"the prompt says how its people look ({figure_said!r})"
         elif facet == "medium" and look_said:
             why = f"the prompt asks for a {look_said} look"
         else:

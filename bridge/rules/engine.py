@@ -113,7 +113,8 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
                 literals=literals, weak_starts=weak_starts, negative_starts=negative_starts,
                 weak_unfiltered=weak_unfiltered, media=media, medium_family=medium_family, subjects=subjects,
                 style_budget=style_budget, own_palette=PhraseSet(artist_params.own_palette),
-                own_look=PhraseSet(artist_params.own_look))
+                own_look=PhraseSet(artist_params.own_look), own_light=PhraseSet(artist_params.own_light),
+                own_figure=PhraseSet(artist_params.own_figure))
 
 
 @dataclass

@@ -51,8 +51,10 @@ A user knowledge file has the same layout; its rules, artists, negatives and ``a
 entries replace the shipped ones with the same id / name / kind / phrase / family, and new ones are added.
 
 When a prompt names several artists, the engine merges their facets into one style phrase (bridge/rules/artists.py):
-one medium at most and none when the prompt names its own, no phrase the prompt already has, subject features only
-for the subjects the prompt shows, within a token budget (the ``artists`` rule's ``style_budget``).
+one medium at most and none when the prompt names its own, no phrase the prompt already has, one subject feature at
+most and only for a subject the prompt shows, within a token budget (the ``artists`` rule's ``style_budget``). The
+``artists`` rule's word lists give way to the user's own choices: ``own_palette`` (no artist palette), ``own_look``
+(no medium), ``own_light`` (no artist light) and ``own_figure`` (no people features).
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ class ArtistParams:
     style_budget: int = 10  # CLIP tokens: about three short facets, so several artists never bury the subject
     own_palette: tuple[str, ...] = ()  # words with which a prompt names its own colours: no artist palette then
     own_look: tuple[str, ...] = ()  # words with which a prompt asks for a realistic look: no artist medium then
+    own_light: tuple[str, ...] = ()  # words with which a prompt sets its own light: no artist light then
+    own_figure: tuple[str, ...] = ()  # words with which a prompt says how its people look: no people features then
 
 
 @dataclass(kw_only=True)

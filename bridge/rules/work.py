@@ -109,6 +109,8 @@ class Plan:
     style_budget: int  # CLIP tokens the artists' style phrase may take
     own_palette: PhraseSet  # words with which a prompt names its own colours: no artist palette then
     own_look: PhraseSet  # words with which a prompt asks for a realistic look: no artist medium then
+    own_light: PhraseSet  # words with which a prompt sets its own light: no artist light then
+    own_figure: PhraseSet  # words with which a prompt says how its people look: no people features then
     # plain phrases the phrase stage leaves alone (True), remembered: libraries repeat their phrases
     unchanged_phrases: Memo[bool] = field(default_factory=lambda: Memo(1 << 16))
 
