@@ -222,6 +222,18 @@ def test_untouched_phrases_keep_their_separators_and_casing():
     assert "| Ornate Gate" in t.prompt and "8K" not in t.prompt
 
 
+@pytest.mark.parametrize(("prompt", "kept"), [
+    ("a cat, by artgerm and mucha and disney pixar and boris vallejo", "by mucha and disney pixar and boris vallejo"),
+    ("a cat, art by hsiao - ron cheng & artgerm & alphonse mucha", "art by hsiao - ron cheng & alphonse mucha"),
+    ("a queen by gerald brom +artgerm +mark arian", "by gerald brom +mark arian"),
+    ("a cat, by mucha, artgerm and rossdraws", "by mucha"),
+])
+def test_the_names_kept_stay_joined_as_the_user_wrote_them(prompt, kept):
+    """Taking a name out of a list leaves the others with the user's own connectors: two names written side by
+    side ("disney pixar") are not joined with an "and" the user never wrote."""
+    assert kept in translate(prompt).prompt
+
+
 def test_initials_abbreviations_and_decimals_do_not_cut_phrases():
     assert translate("by h.r. giger, a cat").prompt.startswith("by h.r. giger, ")
     for prompt in ("dr. seuss style cat", "a lens at f 1. 8 aperture", "st. george and the dragon"):

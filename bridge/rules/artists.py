@@ -251,9 +251,11 @@ class ArtistIndex:
         last = 0
         for span in spans:
             head = body[last:span.start].strip()
-            kept = [written for written, a in span.names if a is None or a.action != "replace"]
+            kept = [(join, written) for join, (written, a) in zip(_joins(body, span), span.names, strict=True)
+                    if a is None or a.action != "replace"]
             if kept:
-                pieces += [head, (span.marker + " " if span.marker else "") + " and ".join(kept) + span.suffix]
+                names = kept[0][1] + "".join(join + written for join, written in kept[1:])
+                pieces += [head, (span.marker + " " if span.marker else "") + names + span.suffix]
             else:  # nothing of the span is left, nor of a head that only led up to it ("art by", "and by")
                 pieces.append("" if normalize(head) in _ANNOUNCING else head)
             last = span.end
@@ -299,6 +301,21 @@ class ArtistIndex:
             if found is not None and found[0].action == "replace":
                 spans.append(_Span(word.start(), found[1], "", [(body[word.start():found[1]], found[0])]))
         return spans
+
+
+def _joins(body: str, span: _Span) -> list[str]:
+    """What the user wrote before each name of ``span`` after the first ("", " and ", ", ", " " between "disney
+    pixar"), so the names kept stay joined as written; " and " where it cannot be read back."""
+    joins, at, previous = [], span.start, None
+    for written, _ in span.names:
+        found = body.find(written, at)
+        join = body[previous:found] if previous is not None and found >= 0 else ""
+        if previous is not None and (found < 0 or not (_CONNECTOR.fullmatch(join) or _SPACE.fullmatch(join))):
+            join = " and "
+        joins.append(join)
+        if found >= 0:
+            previous = at = found + len(written)
+    return joins
 
 
 @dataclass(frozen=True, slots=True)
