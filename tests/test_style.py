@@ -79,6 +79,27 @@ def test_the_users_own_light_colours_and_figures_win_over_the_artists():
     assert "the prompt says how its people look ('old')" in reason
 
 
+def test_a_style_of_another_genre_stays_out_of_a_prompt_in_its_own_genre():
+    """Rutkowski's "epic fantasy" stays out of a science-fiction prompt, and is kept in a fantasy prompt and in a
+    prompt in no listed genre ([genres] in knowledge/genres.toml)."""
+    scifi = translate("a cyberpunk city street, by greg rutkowski")
+    assert "epic fantasy" not in scifi.prompt and items(scifi)
+    assert "'epic fantasy' (the prompt is science fiction, not fantasy)" in style_of_change(scifi).reason
+    for prompt in ("a dragon over a castle, by greg rutkowski", "portrait of a woman, by greg rutkowski"):
+        assert "epic fantasy" in items(translate(prompt))
+
+
+def test_a_users_knowledge_file_adds_genres(tmp_path):
+    mine = tmp_path / "mine.toml"
+    mine.write_text('[genres]\nwestern = ["cowboy", "saloon", "western"]\n', encoding="utf-8")
+    kb = KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml", mine)
+    assert kb.genres["western"] == ("cowboy", "saloon", "western") and "fantasy" in kb.genres
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[genres]\nwestern = "cowboy"\n', encoding="utf-8")
+    with pytest.raises(KnowledgeError, match="genres.western must be a list of non-empty phrases"):
+        KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml", bad)
+
+
 def test_one_subject_feature_at_most():
     features = {f for a in KB.artists.values() for f, _ in a.subject_features}
     for prompt in ("portrait of a queen, by alphonse mucha and artgerm and wlop",

@@ -344,7 +344,8 @@ class Style:
 def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: PhraseSet, families: dict[str, str],
                   subjects: dict[str, PhraseSet], budget: int, count: Callable[[str], int],
                   own_palette: PhraseSet | None = None, own_look: PhraseSet | None = None,
-                  own_light: PhraseSet | None = None, own_figure: PhraseSet | None = None) -> Style:
+                  own_light: PhraseSet | None = None, own_figure: PhraseSet | None = None,
+                  genres: tuple[tuple[str, PhraseSet], ...] = ()) -> Style:
     """Merge the facets of ``artists`` (in the order the prompt named them) into one style phrase.
 
     Candidates come in this priority: the first artist's medium, each artist's first style, one light, one palette,
@@ -358,6 +359,8 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
     finds to its family. The user's own choices win: a prompt with a word of ``own_palette`` ("saturated colors")
     gets no palette, one with a word of ``own_look`` ("photorealistic") no medium, one with a word of ``own_light``
     ("golden hour") no light, and one with a word of ``own_figure`` ("gaunt", "evil expression") no people features.
+    A style in a genre of ``genres`` ("epic fantasy") is left out of a prompt that is in other genres but not in that
+    one ("a spaceship"): it would bring in a world the user did not ask for.
     """
     artists = list({a.name: a for a in artists}.values())
     prompt_media = media.find(prompt_words)
@@ -369,6 +372,7 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
     look_said = own_look.search(prompt_words) if own_look else None
     light_said = own_light.search(prompt_words) if own_light else None
     figure_said = own_figure.search(prompt_words) if own_figure else None
+    prompt_genres = {genre for genre, words in genres if words.search(prompt_words)}
     candidates: list[tuple[str, str]] = []  # (item, facet)
     candidates += [(a.medium, "medium") for a in artists if a.medium][:1]
     styled = []
@@ -417,6 +421,8 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
             why = f"the prompt says how its people look ({figure_said!r})"
         elif facet == "medium" and look_said:
             why = f"the prompt asks for a {look_said} look"
+        elif facet == "style" and prompt_genres and (apart := _genres_of(genres, words)) and not apart & prompt_genres:
+            why = f"the prompt is {' and '.join(sorted(prompt_genres))}, not {' and '.join(sorted(apart))}"
         else:
             names_medium = _names_medium(media, words)
             if names_medium and has_medium:
@@ -432,6 +438,11 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
         facets_taken.add(facet)
         has_medium = has_medium or names_medium
     return style
+
+
+@lru_cache(maxsize=1 << 12)  # the same facets, with the plan's same genres, prompt after prompt
+def _genres_of(genres: tuple[tuple[str, PhraseSet], ...], words: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(genre for genre, found in genres if found.search(list(words)) is not None)
 
 
 @lru_cache(maxsize=1 << 12)  # the same facets, with the plan's same media, prompt after prompt

@@ -106,12 +106,14 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
         for word in words:
             medium_family.setdefault(media.found_as(word), family)
     subjects = {kind: PhraseSet(words) for kind, words in kb.subjects.items()}
+    genres = tuple((genre, PhraseSet(words)) for genre, words in kb.genres.items())
     artist_params = next((r.params for r in enabled if r.kind == "artist"), ArtistParams())
     style_budget = artist_params.style_budget if options.style_budget is None else options.style_budget
     return Plan(stages=plan_stages, phrase_index=phrase_index, artists=artists, embedding_pattern=embedding_pattern,
                 embedding_names=tuple(sorted(names)), mapping=mapping, negatives=negatives, weak=weak,
                 literals=literals, weak_starts=weak_starts, negative_starts=negative_starts,
                 weak_unfiltered=weak_unfiltered, media=media, medium_family=medium_family, subjects=subjects,
+                genres=genres,
                 style_budget=style_budget, own_palette=PhraseSet(artist_params.own_palette),
                 own_look=PhraseSet(artist_params.own_look), own_light=PhraseSet(artist_params.own_light),
                 own_figure=PhraseSet(artist_params.own_figure))

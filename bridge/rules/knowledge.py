@@ -29,6 +29,9 @@ A knowledge file is TOML::
     [subjects]                   # the words that show a kind of subject, for `subject_features`
     people = ["woman", "man", ...]
 
+    [genres]                     # the words that place a prompt (or a style) in a genre
+    "science fiction" = ["sci fi", "cyberpunk", ...]
+
     [[negative]]                 # default negative prompts per kind of image (kind "negative")
     kind = "photo"
     detect = ["photo", ...]
@@ -47,14 +50,15 @@ files is merged twice. A size rule's ``multiple`` and bucket sides are at most 8
 emphasis rule's ``keep_outside`` is two finite weights, low first, and weak-concept ``patterns`` must compile. A
 file that cannot be read at all (missing, a folder, no permission, not UTF-8) is a :class:`KnowledgeFileError`.
 
-A user knowledge file has the same layout; its rules, artists, negatives and ``asked_as``, ``media`` and ``subjects``
-entries replace the shipped ones with the same id / name / kind / phrase / family, and new ones are added.
+A user knowledge file has the same layout; its rules, artists, negatives and ``asked_as``, ``media``, ``subjects`` and
+``genres`` entries replace the shipped ones with the same id / name / kind / phrase / family, and new ones are added.
 
 When a prompt names several artists, the engine merges their facets into one style phrase (bridge/rules/artists.py):
 one medium at most and none when the prompt names its own, no phrase the prompt already has, one subject feature at
 most and only for a subject the prompt shows, within a token budget (the ``artists`` rule's ``style_budget``). The
 ``artists`` rule's word lists give way to the user's own choices: ``own_palette`` (no artist palette), ``own_look``
-(no medium), ``own_light`` (no artist light) and ``own_figure`` (no people features).
+(no medium), ``own_light`` (no artist light) and ``own_figure`` (no people features). A style that names a genre
+(``[genres]``: "epic fantasy") stays out of a prompt that is in other genres and not in its own (a spaceship).
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ ARTIST_ACTIONS = ("keep", "replace", "keep_and_describe")
 # What a knowledge file holds, each with its shape: any other top-level key is an error (a typo never goes unnoticed).
 FILE_KEYS = {"meta": "id, include = [files], notes", "rule": "[[rule]] tables", "artist": "[[artist]] tables",
              "negative": "[[negative]] tables", "asked_as": "phrase = [other words, ...]",
-             "media": "family = [words, ...]", "subjects": "kind = [words, ...]"}
+             "media": "family = [words, ...]", "subjects": "kind = [words, ...]", "genres": "genre = [words, ...]"}
 MAX_INCLUDE_DEPTH = 16  # files including files including files...: deeper is an error, not a RecursionError
 MAX_SIZE = 8192  # pixels: the largest image side (and multiple) a size rule may name
 
@@ -223,6 +227,7 @@ class KnowledgeBase:
     asked_as: dict[str, tuple[str, ...]] = field(default_factory=dict)
     media: dict[str, tuple[str, ...]] = field(default_factory=dict)  # family -> words that name a medium of it
     subjects: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind of subject -> words that show it
+    genres: dict[str, tuple[str, ...]] = field(default_factory=dict)  # genre -> words that place a text in it
     meta: dict[str, Any] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
 
@@ -280,7 +285,7 @@ class KnowledgeBase:
                 raise KnowledgeError(f"{path}: asked_as.{phrase!r} must be a list of non-empty phrases, got "
                                      f"{_brief(others)}")
             self.asked_as[" ".join(phrase.lower().split())] = tuple(o.strip().lower() for o in others)
-        for table in ("media", "subjects"):
+        for table in ("media", "subjects", "genres"):
             for name, words in _table(data, table, path).items():
                 if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
                     raise KnowledgeError(f"{path}: {table}.{name} must be a list of non-empty phrases, got "

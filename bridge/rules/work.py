@@ -106,6 +106,7 @@ class Plan:
     media: PhraseSet  # the words that name a medium
     medium_family: dict[str, str]  # each of them (as media.find gives it) -> its family ("photo", "painting", ...)
     subjects: dict[str, PhraseSet]  # kind of subject -> the words that show it
+    genres: tuple[tuple[str, PhraseSet], ...]  # (genre, the words that place a text in it)
     style_budget: int  # CLIP tokens the artists' style phrase may take
     own_palette: PhraseSet  # words with which a prompt names its own colours: no artist palette then
     own_look: PhraseSet  # words with which a prompt asks for a realistic look: no artist medium then
