@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -224,24 +225,25 @@ def build_parser() -> argparse.ArgumentParser:
 _SEARCH_ONLY = ("search_seeds", "target_weights", "source_weights", "cache_dir", "search_report", "device", "tiny")
 
 
-def _search_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--search needs a whole number of candidates >= 1, not {text!r}")
-    return value
+def _whole_number(minimum: int, error: str) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``, else ``error`` with ``{text}`` (the value quoted)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(error.format(text=repr(text)))
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a seed is a whole number >= 0, not {text!r}")
-    return value
+_search_count = _whole_number(1, "--search needs a whole number of candidates >= 1, not {text}")
+_seed = _whole_number(0, "a seed is a whole number >= 0, not {text}")
+_style_budget = _whole_number(0, "invalid value {text}: give a whole number of CLIP tokens, 0 or more "
+                                 "(e.g. --style-budget 10)")
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None,
@@ -606,17 +608,6 @@ def _options(args: argparse.Namespace):
         disable=tuple(args.disable_rule),
         knowledge=args.knowledge, style_budget=args.style_budget,
     )
-
-
-def _style_budget(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: give a whole number of CLIP tokens, 0 or more "
-                                         "(e.g. --style-budget 10)")
-    return value
 
 
 def _jobs_count(text: str) -> int:
