@@ -25,7 +25,7 @@ from bridge.memo import Memo
 from bridge.rules.knowledge import Artist
 from bridge.rules.matching import END_MARKS, PhraseSet, Said, Words, normalize
 
-__all__ = ["ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style", "name_key"]
+__all__ = ["OWN_FACETS", "ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style", "name_key"]
 
 _MARKER = re.compile(r"(?<!\S)(?:(?:in the style of|style of|inspired by|by)\s+)+", re.IGNORECASE)
 _ONE_MARKER = re.compile(r"(?:in the style of|style of|inspired by|by)$", re.IGNORECASE)
@@ -341,11 +341,18 @@ class Style:
         return ", ".join(self.items)
 
 
+# facet -> (the knowledge parameter that lists the words with which a prompt chooses it itself, why it is left out)
+OWN_FACETS = {
+    "palette": ("own_palette", "the prompt names its own colours ({!r})"),
+    "medium": ("own_look", "the prompt asks for a {} look"),
+    "light": ("own_light", "the prompt sets its own light ({!r})"),
+    "people": ("own_figure", "the prompt says how its people look ({!r})"),
+}
+
+
 def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: PhraseSet, families: dict[str, str],
                   subjects: dict[str, PhraseSet], budget: int, count: Callable[[str], int],
-                  own_palette: PhraseSet | None = None, own_look: PhraseSet | None = None,
-                  own_light: PhraseSet | None = None, own_figure: PhraseSet | None = None,
-                  genres: tuple[tuple[str, PhraseSet], ...] = ()) -> Style:
+                  own: dict[str, PhraseSet] | None = None, genres: tuple[tuple[str, PhraseSet], ...] = ()) -> Style:
     """Merge the facets of ``artists`` (in the order the prompt named them) into one style phrase.
 
     Candidates come in this priority: the first artist's medium, each artist's first style, one light, one palette,
@@ -356,9 +363,10 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
     phrase past ``budget`` CLIP tokens (``count``). An
     artist whose medium is of another family than every medium the prompt names (a painter in a photo prompt) gives
     no style, only light and palette: brushwork does not belong in a photograph. ``families`` maps what ``media``
-    finds to its family. The user's own choices win: a prompt with a word of ``own_palette`` ("saturated colors")
-    gets no palette, one with a word of ``own_look`` ("photorealistic") no medium, one with a word of ``own_light``
-    ("golden hour") no light, and one with a word of ``own_figure`` ("gaunt", "evil expression") no people features.
+    finds to its family. The user's own choices win: ``own`` maps a facet to the words with which a prompt chooses it
+    itself (:data:`OWN_FACETS`), and a prompt with one of them gets no candidate of that facet: no palette beside
+    "saturated colors", no medium beside "photorealistic", no light beside "golden hour", no people features beside
+    "gaunt".
     A style in a genre of ``genres`` ("epic fantasy") is left out of a prompt that is in other genres but not in that
     one ("a spaceship"): it would bring in a world the user did not ask for.
     """
@@ -368,10 +376,7 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
     style = Style()
     said, chosen, heads = Said(prompt_words), Said(), set()
     length = 0  # CLIP tokens of the items chosen, with the commas between them
-    palette_said = own_palette.search(prompt_words) if own_palette else None
-    look_said = own_look.search(prompt_words) if own_look else None
-    light_said = own_light.search(prompt_words) if own_light else None
-    figure_said = own_figure.search(prompt_words) if own_figure else None
+    own_said = {facet: found for facet, words in (own or {}).items() if (found := words.search(prompt_words))}
     prompt_genres = {genre for genre, words in genres if words.search(prompt_words)}
     candidates: list[tuple[str, str]] = []  # (item, facet)
     candidates += [(a.medium, "medium") for a in artists if a.medium][:1]
@@ -413,14 +418,8 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
             why = f"one {facet} is enough"
         elif facet in ("people", "subject") and facets_taken & {"people", "subject"}:
             why = "one subject feature is enough"
-        elif facet == "palette" and palette_said:
-            why = f"the prompt names its own colours ({palette_said!r})"
-        elif facet == "light" and light_said:
-            why = f"the prompt sets its own light ({light_said!r})"
-        elif facet == "people" and figure_said:
-            why = f"the prompt says how its people look ({figure_said!r})"
-        elif facet == "medium" and look_said:
-            why = f"the prompt asks for a {look_said} look"
+        elif facet in own_said:
+            why = OWN_FACETS[facet][1].format(own_said[facet])
         elif facet == "style" and prompt_genres and (apart := _genres_of(genres, words)) and not apart & prompt_genres:
             why = f"the prompt is {' and '.join(sorted(prompt_genres))}, not {' and '.join(sorted(apart))}"
         else:

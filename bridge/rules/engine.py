@@ -23,7 +23,7 @@ from pathlib import Path
 from bridge.models import BridgeSpec, detect_model, find_bridge, get_model
 from bridge.recipe import Recipe
 from bridge.rules import phrase_stage, stages
-from bridge.rules.artists import ArtistIndex
+from bridge.rules.artists import OWN_FACETS, ArtistIndex
 from bridge.rules.knowledge import RULES_DIR, ArtistParams, KnowledgeBase, is_disabled
 from bridge.rules.matching import LiteralFinder, PhraseSet, Prefiltered, case_blind, normalize, variant_key
 from bridge.rules.stages import phrase_key
@@ -114,9 +114,8 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
                 literals=literals, weak_starts=weak_starts, negative_starts=negative_starts,
                 weak_unfiltered=weak_unfiltered, media=media, medium_family=medium_family, subjects=subjects,
                 genres=genres,
-                style_budget=style_budget, own_palette=PhraseSet(artist_params.own_palette),
-                own_look=PhraseSet(artist_params.own_look), own_light=PhraseSet(artist_params.own_light),
-                own_figure=PhraseSet(artist_params.own_figure))
+                style_budget=style_budget,
+                own={facet: PhraseSet(getattr(artist_params, param)) for facet, (param, _) in OWN_FACETS.items()})
 
 
 @dataclass

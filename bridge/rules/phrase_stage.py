@@ -212,8 +212,7 @@ def _fill_style_slot(work: Work, run: _Phrases) -> bool:
     words = PhraseSet.words(folded)
     style = compose_style(run.described.values(), words,
                           media=plan.media, families=plan.medium_family, subjects=plan.subjects,
-                          own_palette=plan.own_palette, own_look=plan.own_look, own_light=plan.own_light,
-                          own_figure=plan.own_figure, genres=plan.genres,
+                          own=plan.own, genres=plan.genres,
                           budget=plan.style_budget, count=_count_tokens)
     items = list(style.items)
     while True:

@@ -108,10 +108,7 @@ class Plan:
     subjects: dict[str, PhraseSet]  # kind of subject -> the words that show it
     genres: tuple[tuple[str, PhraseSet], ...]  # (genre, the words that place a text in it)
     style_budget: int  # CLIP tokens the artists' style phrase may take
-    own_palette: PhraseSet  # words with which a prompt names its own colours: no artist palette then
-    own_look: PhraseSet  # words with which a prompt asks for a realistic look: no artist medium then
-    own_light: PhraseSet  # words with which a prompt sets its own light: no artist light then
-    own_figure: PhraseSet  # words with which a prompt says how its people look: no people features then
+    own: dict[str, PhraseSet]  # style facet -> the words with which a prompt chooses it itself (artists.OWN_FACETS)
     # plain phrases the phrase stage leaves alone (True), remembered: libraries repeat their phrases
     unchanged_phrases: Memo[bool] = field(default_factory=lambda: Memo(1 << 16))
 
