@@ -218,6 +218,38 @@ def test_sampling_and_candidates_on_both_backends(both, inputs, backend):
             assert "(" in candidate.prompt and ":1.3)" in candidate.prompt
 
 
+def test_several_workers_give_the_same_outputs_in_input_order(trained, both, inputs):
+    """Three one-thread workers (inter_threads) take the batches together: greedy outputs, beams and seeded samples
+    are the one-worker translator's, input by input, over many small batches that finish out of order."""
+    ct2 = both[0]
+    workers = Seq2SeqTranslator.from_pretrained(trained, backend="ct2", threads=3)
+    assert (workers.model.workers, workers.model.translator.num_translators) == (3, 3)
+    assert (ct2.model.workers, ct2.model.translator.num_translators) == (1, 1)
+    assert workers.generate(inputs, batch_size=4) == ct2.generate(inputs, batch_size=4) == ct2.generate(inputs)
+    beams = {"num_beams": 2, "num_return_sequences": 2, "batch_size": 3}
+    assert workers.generate(inputs[:20], **beams) == ct2.generate(inputs[:20], **beams)
+    sampling = {"do_sample": True, "num_return_sequences": 2, "temperature": 1.5, "batch_size": 2, "seed": 5}
+    sampled = workers.generate(inputs[:12], **sampling)
+    assert workers.generate(inputs[:12], **sampling) == sampled  # a seeded call samples on one worker: it repeats
+    assert fast.cpu_cores() >= 1
+    with pytest.raises(ValueError, match="threads must be 0 .every core. or more, got -1"):
+        Seq2SeqTranslator.from_pretrained(trained, backend="ct2", threads=-1)
+
+
+def test_loading_keeps_the_hosts_torch_thread_count(trained, torch_one_thread):
+    """CTranslate2 sets the loading thread's OpenMP thread count to its workers' (one); torch in the same process (an
+    A1111 or ComfyUI host, the HF backend) shares OpenMP and keeps its own."""
+    torch = torch_one_thread
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert torch.get_num_threads() == 3
+        Seq2SeqTranslator.from_pretrained(trained, backend="ct2", threads=2)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_ct2_samples_without_beams(both, inputs):
     with pytest.raises(ValueError, match="samples without beams: give num_beams=1 with do_sample, not 2"):
         both[0].generate(inputs[:1], do_sample=True, num_beams=2)

@@ -120,9 +120,9 @@ class Seq2SeqTranslator:
         transformers), ``"ct2"`` or ``"hf"`` (see :func:`bridge.learned.fast.choose_backend`). ``device`` defaults
         to CUDA when available. On transformers, ``dtype`` ("float16", "bfloat16", a torch dtype) defaults to the
         stored one and an adapter is merged into its base model for faster generation; on CTranslate2 the copy runs
-        in its exported quantization, on ``threads`` threads (0: CTranslate2's default). Weights are read from
-        safetensors files; pickled ones (``pytorch_model.bin``) only with ``trust_pickle``, else
-        :class:`PickledWeightsError`.
+        in its exported quantization, on ``threads`` CPU cores, one worker each (0: every core; see
+        :class:`bridge.learned.fast.CT2Model`). Weights are read from safetensors files; pickled ones
+        (``pytorch_model.bin``) only with ``trust_pickle``, else :class:`PickledWeightsError`.
         """
         text = os.fspath(path_or_hub_id)
         if backend not in fast.BACKENDS:  # before any download
