@@ -6,11 +6,12 @@ Kept light on purpose: argparse and the rules bridge only, no torch, so one prom
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from bridge.cli_output import (
     InputError,
@@ -23,6 +24,9 @@ from bridge.cli_output import (
     with_embeddings,
 )
 from bridge.workflows.common import UsageError  # a bad flag value or missing argument: exit 2
+
+if TYPE_CHECKING:
+    from bridge.datafiles import AtomicFile
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FORMATS = ("text", "a1111", "json")
@@ -356,39 +360,25 @@ class _Run:
 
         self.args, self.translator, self.options, self.stdout, self.stderr = args, translator, options, stdout, stderr
         self.color = args.diff and use_color(args.color, stdout, os.environ, bool(args.output))
-        self.blocks: list[str] = []  # kept for --output (written whole at the end); stdout is written as we go
-        self.rows: list = []  # MigrationRow for --report
-        self.results: list = []  # one recipe per library item, for write_library
+        self.out: TextIO | None = None  # --output's temporary file (renamed when the run ends); else stdout
+        # kept only when they will be written: a long stdin stream or a big library holds no translation it is done
+        # with (15 KB a prompt, 1.5 GB over 100,000 prompts, when every one was kept)
+        self.rows: list | None = [] if args.report else None  # MigrationRow for --report
+        self.results: list | None = [] if args.output and args.format == "text" else None  # for write_library
         self.kinds: Counter = Counter()
         self.unread = self.untranslated = 0  # library files or folders that could not be read; prompts refused
         self.flush, self.embeddings = False, {}  # embeddings: ComfyUI's embedding:NAME words read (name -> as written)
 
     def run(self, stdin: TextIO) -> int:
-        from bridge.recipe import Recipe
-
         args = self.args
         items, recipes = _read_input(args, stdin, self.warn_skipped, self.unreadable)
         _check_outputs(args, items)
-        if recipes is None:  # stdin, streamed: each line answered before the next is read
-            self.flush = True
-            for number, line in enumerate(stdin_lines(stdin), 1):
-                recipe = Recipe(prompt=line, negative_prompt=args.negative or "")
-                refused = unpaired_surrogate(line, f"line {number}")
-                if refused:  # only a text stream handed to main() can hold one: stdin's bytes are decoded strictly
-                    self.refuse(refused)
-                    self.emit(Recipe(prompt=""), None, line=number)
-                    continue
-                if not line.strip():
-                    self.emit(recipe, None, line=number)
-                    continue
-                self.embeddings = {}  # a line's embedding:NAME words are its own (read before the options are made)
-                try:
-                    translation = self.translator.translate(self.from_dialect(recipe), self.options_read())
-                except UnreadablePrompt as exc:
-                    translation = self.kept_as_written(recipe, str(exc))
-                self.emit(recipe, translation, label=f"line {number}", line=number)
-        else:
-            self.run_batch(items, recipes)
+        library = items is not None and args.format == "text"  # written back in its own formats by finish()
+        with _output_file(args.output) if args.output and not library else contextlib.nullcontext() as self.out:
+            if recipes is None:  # stdin, streamed: each line answered before the next is read
+                self.run_stream(stdin)
+            else:
+                self.run_batch(items, recipes)
         self.finish(items)
         if self.unread or self.untranslated:
             parts = [f"{_count(self.unread, 'file or folder', 'files or folders')} of the library could not be read"
@@ -399,6 +389,28 @@ class _Run:
                   "was written", file=self.stderr)
             return EXIT_FAILURE
         return EXIT_OK
+
+    def run_stream(self, stdin: TextIO) -> None:
+        from bridge.recipe import Recipe
+
+        args = self.args
+        self.flush = True
+        for number, line in enumerate(stdin_lines(stdin), 1):
+            recipe = Recipe(prompt=line, negative_prompt=args.negative or "")
+            refused = unpaired_surrogate(line, f"line {number}")
+            if refused:  # only a text stream handed to main() can hold one: stdin's bytes are decoded strictly
+                self.refuse(refused)
+                self.emit(Recipe(prompt=""), None, line=number)
+                continue
+            if not line.strip():
+                self.emit(recipe, None, line=number)
+                continue
+            self.embeddings = {}  # a line's embedding:NAME words are its own (read before the options are made)
+            try:
+                translation = self.translator.translate(self.from_dialect(recipe), self.options_read())
+            except UnreadablePrompt as exc:
+                translation = self.kept_as_written(recipe, str(exc))
+            self.emit(recipe, translation, label=f"line {number}", line=number)
 
     def run_batch(self, items: list | None, recipes: list) -> None:
         from bridge.migration import MigrationRow, progress, translate_all
@@ -437,18 +449,23 @@ class _Run:
                 for gap in range(previous + 1, item.line):
                     self.emit(Recipe(prompt=""), None, line=gap)
                 previous = item.line
-            self.results.append(translation.recipe if translation else recipe)
+            if self.results is not None:
+                self.results.append(translation.recipe if translation else recipe)
             if i in refused:
                 self.refuse(f"{refused[i]}; kept as it was")
-                self.rows.append(MigrationRow(item.key, recipe.prompt, recipe.negative_prompt, None,
-                                              "not text (an unpaired surrogate)"))
+                self.row(MigrationRow(item.key, recipe.prompt, recipe.negative_prompt, None,
+                                      "not text (an unpaired surrogate)"))
                 self.emit(recipe, None, key=item.key, line=item.line, warnings=[refused[i]])
             elif translation is None:  # a library row with no prompt is passed through as it was: never dropped
                 self.warn(f"{item.key}: empty prompt, kept as it was", "empty prompt")
-                self.rows.append(MigrationRow(item.key, recipe.prompt, recipe.negative_prompt, None, "empty prompt"))
+                self.row(MigrationRow(item.key, recipe.prompt, recipe.negative_prompt, None, "empty prompt"))
                 self.emit(recipe, None, key=item.key, line=item.line, warnings=["empty prompt, kept as it was"])
             else:
                 self.emit(recipe, translation, label=item.key, key=item.key, line=item.line)
+
+    def row(self, row) -> None:  # a MigrationRow, for --report
+        if self.rows is not None:
+            self.rows.append(row)
 
     def from_dialect(self, recipe):
         return from_dialect(recipe, self.args.input_dialect, self.warn, self.embeddings)
@@ -489,16 +506,16 @@ class _Run:
             translation = to_dialect(translation, args.dialect, self.embeddings)
             for warning in translation.warnings:
                 self.warn(f"{label}: {warning}" if label else warning, kind=warning_kind(warning))
-            self.rows.append(MigrationRow(label or "prompt", recipe.prompt, recipe.negative_prompt, translation))
+            self.row(MigrationRow(label or "prompt", recipe.prompt, recipe.negative_prompt, translation))
         if args.format == "json":
             block = json_record(translation, fmt_diff=args.diff, source_prompt=recipe.prompt,
                                 source_negative=recipe.negative_prompt, key=key, line=line,
                                 source=self.translator.source, target=self.translator.target, warnings=warnings)
         else:
             block = text_block(translation, args.format, args.explain, args.diff, self.color)
-        if args.output:
-            self.blocks.append(block)
-        else:
+        if self.out is not None:
+            self.out.write(block)
+        elif not args.output:
             self.stdout.write(block)
             if self.flush:
                 self.stdout.flush()
@@ -514,8 +531,6 @@ class _Run:
                 raise InputError(str(exc)) from None
             except OSError as exc:  # an output folder that cannot be written or created
                 raise InputError(f"cannot write {exc.filename or args.output}: {exc.strerror}") from None
-        elif args.output:
-            _write_output(Path(args.output), "".join(self.blocks))
         if args.report:
             from bridge.migration import write_report
 
@@ -748,12 +763,16 @@ def _read_embeddings(folder: str) -> tuple[str, ...]:
     return tuple(sorted({p.stem for p in path.rglob("*") if p.suffix.lower() in EMBEDDING_SUFFIXES}))
 
 
-def _write_output(path: Path, text: str) -> None:
-    from bridge.datafiles import atomic_write, remove_stale_temporaries
+def _output_file(output: str) -> AtomicFile:
+    """--output as it is written: the translations go to a temporary file beside it as they come, renamed over it when
+    the run ends (an interrupted run leaves the old file as it was, and memory holds no translation it is done with).
+    """
+    from bridge.datafiles import AtomicFile, remove_stale_temporaries
 
+    path = Path(output)
     try:
         remove_stale_temporaries(path)
-        atomic_write(path, text)
+        return AtomicFile(path)
     except OSError as exc:  # a missing folder: "folder F does not exist"
         raise InputError(f"cannot write {path}: {exc.strerror}") from None
 

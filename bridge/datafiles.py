@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from typing import TextIO
 
 __all__ = [
+    "AtomicFile",
     "FileSet",
     "atomic_dir",
     "atomic_write",
@@ -131,6 +133,48 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, *, encoding: str = 
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+class AtomicFile:
+    """:func:`atomic_write` for text written as it comes, so none of it is held in memory: the temporary file is
+    created at once (a missing folder raises here, as there), ``with`` gives it to write to, and it is renamed over
+    ``path`` when the block ends, or removed when the block raises.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with AtomicFile(folder / "out.txt") as file:
+    ...     _ = file.write("line 1\n")
+    >>> (folder / "out.txt").read_text()
+    'line 1\n'
+    """
+
+    def __init__(self, path: str | os.PathLike, *, encoding: str = "utf-8", fsync: bool = True):
+        self.path, self.fsync = Path(path), fsync
+        self.temporary = _temporary_name(self.path)
+        try:
+            self.file = open(self.temporary, "x", encoding=encoding, newline="")  # noqa: SIM115 (closed in __exit__)
+        except FileNotFoundError:
+            if not self.path.parent.is_dir():
+                raise _missing_folder(self.path) from None
+            raise
+
+    def __enter__(self) -> TextIO:
+        return self.file
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.file.flush()
+                if self.fsync:
+                    os.fsync(self.file.fileno())
+            self.file.close()
+            if kind is None:
+                os.replace(self.temporary, self.path)
+                return
+        except BaseException:
+            self.temporary.unlink(missing_ok=True)
+            raise
+        self.temporary.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> None:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,33 @@ def test_output_is_written_whole_or_not_at_all(tmp_path):
     assert r.code == 1 and f"folder {tmp_path / 'missing-dir'} does not exist" in one_line_error(r)
     assert run("--output", str(dst), "a cat").code == 0
     assert dst.read_text().startswith("a cat") and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_output_is_written_as_it_comes_and_renamed_at_the_end(tmp_path, monkeypatch):
+    """The translations go to a temporary file beside --output as they come (memory holds none it is done with) and
+    replace the old file only when the run ends: a run that dies half way leaves the old results as they were."""
+    from bridge import cli
+
+    src, dst = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    src.write_text("".join(f"a castle number {i}, 8k\n" for i in range(300)))
+    dst.write_text("previous results\n")
+    written = []
+    emit = cli._Run.emit
+
+    def dying_emit(self, *args, **kwargs):
+        emit(self, *args, **kwargs)
+        written.append(os.path.getsize(self.out.name))  # the temporary file grows as the prompts come
+        if len(written) == 200:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli._Run, "emit", dying_emit)
+    assert run("--input", str(src), "--format", "json", "--output", str(dst)).code == 130  # Ctrl-C
+    assert written == sorted(written) and written[0] < written[-1]
+    assert dst.read_text() == "previous results\n" and sorted(p.name for p in tmp_path.iterdir()) == ["in.txt",
+                                                                                                       "out.jsonl"]
+    monkeypatch.setattr(cli._Run, "emit", emit)
+    assert run("--input", str(src), "--format", "json", "--output", str(dst)).code == 0
+    assert len(dst.read_text().splitlines()) == 300
 
 
 @pytest.mark.parametrize(("content", "code", "needle"), [

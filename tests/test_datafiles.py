@@ -5,7 +5,7 @@ import os
 import pytest
 
 from bridge import datafiles
-from bridge.datafiles import atomic_dir, atomic_write, read_toml
+from bridge.datafiles import AtomicFile, atomic_dir, atomic_write, read_toml
 
 
 def test_atomic_write_writes_text_and_bytes_and_replaces_the_old_file(tmp_path):
@@ -17,6 +17,23 @@ def test_atomic_write_writes_text_and_bytes_and_replaces_the_old_file(tmp_path):
     atomic_write(str(path), b"\x00\x01")
     assert path.read_bytes() == b"\x00\x01"
     assert os.listdir(tmp_path) == ["out.txt"]  # no temporary file left
+
+
+def test_atomic_file_appears_whole_when_the_block_ends_and_not_at_all_when_it_raises(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_text("old\n")
+    with AtomicFile(path) as file:
+        file.write("café\r\n")  # written as given: no newline translation
+        file.write("2\n")
+        assert path.read_text() == "old\n"  # the old file stands until the end
+        assert len(os.listdir(tmp_path)) == 2
+    assert path.read_bytes() == "café\r\n2\n".encode()
+    with pytest.raises(KeyboardInterrupt), AtomicFile(path) as file:
+        file.write("half a run\n")
+        raise KeyboardInterrupt
+    assert path.read_bytes() == "café\r\n2\n".encode() and os.listdir(tmp_path) == ["out.jsonl"]
+    with pytest.raises(FileNotFoundError, match=f"folder {tmp_path / 'missing'} does not exist"):
+        AtomicFile(tmp_path / "missing" / "out.jsonl")
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
