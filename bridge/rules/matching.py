@@ -162,7 +162,7 @@ class Said:
         singles, pairs, alone = self._sets
         if len(words) < 2:
             return bool(words) and words[0] in singles
-        return any(pair in pairs for pair in itertools.pairwise(words)) or any(w in alone for w in words)
+        return not pairs.isdisjoint(itertools.pairwise(words)) or not alone.isdisjoint(words)
 
 
 def fold_accents(text: str) -> str:
