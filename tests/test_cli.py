@@ -397,6 +397,9 @@ def test_large_library_in_worker_processes_gives_the_same_output(tmp_path):
     assert serial.code == parallel.code == auto.code == 0
     assert serial.out == parallel.out == auto.out
     assert serial.out.count("\n") == 2500
+    written = tmp_path / "out.jsonl"  # written as the workers' answers come (the file is open when they fork)
+    assert run("--input", str(src), "--format", "json", "--jobs", "2", "--output", str(written)).code == 0
+    assert written.read_text(encoding="utf-8") == serial.out
     assert run("--jobs", "x", "a cat").code == 2
 
 
