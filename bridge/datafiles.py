@@ -107,45 +107,32 @@ def _missing_folder(path: Path) -> FileNotFoundError:
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes, *, encoding: str = "utf-8", fsync: bool = True) -> None:
-    """Write ``data`` (text is encoded with ``encoding``) to ``path`` whole or not at all.
-
-    The data goes to a temporary file in the same folder (``.NAME.PID-RANDOM.tmp``: hidden, unique to this call), is
-    flushed to disk when ``fsync`` is true (so a power cut, not only a kill, leaves the old file or the new one), then
-    renamed over ``path`` with os.replace. If anything fails the temporary file is removed and ``path`` is as it
-    was. The folder is not created: a missing one raises FileNotFoundError whose strerror says "folder F does not
-    exist". Writers that may race on one path each write their own temporary file; the last rename wins.
-    """
-    path = Path(path)
-    blob = data.encode(encoding) if isinstance(data, str) else data
-    temporary = _temporary_name(path)
-    try:
-        with open(temporary, "xb") as file:
-            file.write(blob)
-            if fsync:
-                file.flush()
-                os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except FileNotFoundError:
-        if not path.parent.is_dir():
-            raise _missing_folder(path) from None
-        temporary.unlink(missing_ok=True)
-        raise
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Write ``data`` (text is encoded with ``encoding``) to ``path`` whole or not at all: :class:`AtomicFile` for data
+    in hand."""
+    with AtomicFile(path, encoding=encoding, fsync=fsync) as file:
+        if isinstance(data, str):
+            file.write(data)
+        else:
+            file.buffer.write(data)
 
 
 class AtomicFile:
-    """:func:`atomic_write` for text written as it comes, so none of it is held in memory: the temporary file is
-    created at once (a missing folder raises here, as there), ``with`` gives it to write to, and it is renamed over
-    ``path`` when the block ends, or removed when the block raises.
+    """A file written whole or not at all, piece by piece as the data comes (none of it held in memory).
+
+    The data goes to a temporary file in the same folder (``.NAME.PID-RANDOM.tmp``: hidden, unique to this writer),
+    created at once; ``with`` gives it to write to (text, as given: no newline translation). When the block ends it is
+    flushed to disk when ``fsync`` is true (so a power cut, not only a kill, leaves the old file or the new one), then
+    renamed over ``path`` with os.replace; when the block raises, or anything fails, the temporary file is removed and
+    ``path`` is as it was. The folder is not created: a missing one raises FileNotFoundError whose strerror says
+    "folder F does not exist". Writers that may race on one path each write their own temporary file; the last rename
+    wins.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
     >>> with AtomicFile(folder / "out.txt") as file:
-    ...     _ = file.write("line 1\n")
+    ...     _ = file.write("line 1\\n")
     >>> (folder / "out.txt").read_text()
-    'line 1\n'
+    'line 1\\n'
     """
 
     def __init__(self, path: str | os.PathLike, *, encoding: str = "utf-8", fsync: bool = True):
@@ -171,6 +158,11 @@ class AtomicFile:
             if kind is None:
                 os.replace(self.temporary, self.path)
                 return
+        except FileNotFoundError:
+            self.temporary.unlink(missing_ok=True)
+            if not self.path.parent.is_dir():  # the folder went while the file was written
+                raise _missing_folder(self.path) from None
+            raise
         except BaseException:
             self.temporary.unlink(missing_ok=True)
             raise
