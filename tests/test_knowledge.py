@@ -317,6 +317,31 @@ def test_a_malformed_knowledge_file_is_one_error_naming_file_entry_and_key(tmp_p
         translate("a castle", knowledge=bad)
 
 
+def test_every_shipped_weak_concept_pattern_compiles():
+    """The loader compiles the patterns of a user's file as it loads, and the shipped files' patterns on first use
+    (start-up): this is where a bad shipped pattern is caught."""
+    import re
+
+    from bridge.rules.knowledge import _SHIPPED
+
+    assert str(RULES_DIR.resolve()).startswith(_SHIPPED.rstrip("/"))
+    patterns = [p for path in sorted(RULES_DIR.glob("*.toml"))
+                for rule in KnowledgeBase.load(path).rules.values() if rule.kind == "weak-concept"
+                for p in rule.params.patterns]
+    assert len(patterns) >= 20
+    for pattern in patterns:
+        re.compile(pattern)
+
+
+def test_a_bad_pattern_in_a_user_file_is_an_error_as_it_loads_beside_the_shipped_file(tmp_path):
+    from bridge.rules import KnowledgeError
+
+    user = tmp_path / "mine.toml"
+    user.write_text('[[rule]]\nid = "w"\nkind = "weak-concept"\npatterns = ["ok", "[a-"]\n')
+    with pytest.raises(KnowledgeError, match=r"mine\.toml: rule #1 \(w\): 'patterns' holds '\[a-', not a regular"):
+        KnowledgeBase.load(RULES_DIR / "sd1_to_sd2.toml", user=user)
+
+
 def test_a_long_value_is_cut_in_the_message(tmp_path):
     from bridge.rules import KnowledgeError
 

@@ -50,12 +50,12 @@ def required_literals(pattern: str) -> frozenset[str] | None:
 
     Of the sets a pattern requires, the most selective is kept: the one whose shortest string is longest (then the
     smallest). A literal holding a shorter one of the set is dropped, since wherever it occurs the shorter one does too
-    ("signboard" holds "sign"). Patterns that ``re`` rejects are answered None, so the reader may assume well-formed
-    text; so are those compiled with IGNORECASE or VERBOSE, whose literals do not stand for themselves.
+    ("signboard" holds "sign"). Patterns with a global IGNORECASE or VERBOSE flag are answered None: their literals do
+    not stand for themselves. The pattern is not compiled here (the engine compiles a pattern on first use): text that
+    ``re`` rejects is answered None where the reader sees why (an unclosed group, a repeat of a repeat, a bad escape),
+    and anything at all otherwise, which is harmless since such a pattern is never searched with.
     """
     try:
-        if re.compile(pattern).flags & (re.IGNORECASE | re.VERBOSE):
-            return None
         reader = _Reader(pattern)
         needs = reader.alternation(0).needs
         if reader.pos != len(pattern):
@@ -155,9 +155,10 @@ class _Reader:
         pieces = []
         while self.pos < len(self.text) and self.text[self.pos] not in "|)":
             piece = self.atom(depth)
-            while (quantifier := _QUANTIFIER.match(self.text, self.pos)) and quantifier.group() != "{}":
-                self.pos = quantifier.end()
+            if (quantifier := self.quantifier()) is not None:
                 self.take("?", "+")  # the lazy and possessive forms match the same strings
+                if self.quantifier() is not None:
+                    raise _Unknown("a repeat of a repeat")  # ("a**", which re refuses)
                 sign, low, comma, high = quantifier.groups()
                 if sign:
                     piece = _repeat(piece, int(sign == "+"), 1 if sign == "?" else None)
@@ -165,6 +166,14 @@ class _Reader:
                     piece = _repeat(piece, int(low or 0), int(high) if high else None if comma else int(low))
             pieces.append(piece)
         return _sequence(pieces)
+
+    def quantifier(self) -> re.Match | None:
+        """A quantifier at the reading position, now read; or None."""
+        quantifier = _QUANTIFIER.match(self.text, self.pos)
+        if quantifier is None or quantifier.group() == "{}":
+            return None
+        self.pos = quantifier.end()
+        return quantifier
 
     def atom(self, depth: int) -> _Piece:
         """A run of plain characters (but the last one, when a quantifier follows), a group, a set or an escape."""
@@ -217,11 +226,11 @@ class _Reader:
             self.pos = self.text.index(">", self.pos) + 1
             return self.closed(self.alternation(depth))
         flags = _FLAGS.match(self.text, self.pos)
-        if flags is None or "x" in flags.group(1):
+        if flags is None or "x" in flags.group(1) or (flags.group(2) == ")" and "i" in flags.group(1)):
             raise _Unknown("an extension the reader does not know, or verbose text")
         self.pos = flags.end()
         if flags.group(2) == ")":
-            return _EMPTY  # global flags: re.compile has told whether they change the literals
+            return _EMPTY  # global flags other than IGNORECASE and VERBOSE (refused above) leave the literals as they are
         piece = self.closed(self.alternation(depth))
         return _OPAQUE if "i" in flags.group(1) else piece  # its literals match in either case: they require nothing
 

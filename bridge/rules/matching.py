@@ -204,16 +204,25 @@ def case_blind(pattern: str) -> Prefiltered | re.Pattern:
     and the literal words it cannot match without are checked first (a substring test is far cheaper)."""
     if _UNESCAPED_UPPER.search(pattern) is not None:
         return re.compile(pattern, re.IGNORECASE)
-    return Prefiltered(re.compile(pattern))
+    return Prefiltered(pattern)
 
 
 class Prefiltered:
-    """A compiled pattern behind a necessary condition: one of the literals it requires occurs in the text."""
+    """A pattern behind a necessary condition: one of the literals it requires occurs in the text. It is compiled on
+    its first search past that condition: most patterns are never needed by a one-prompt run, and compiling them all
+    would be most of its start-up."""
 
-    def __init__(self, pattern: re.Pattern):
-        self.pattern = pattern
-        needs = required_literals(pattern.pattern)
+    def __init__(self, pattern: str):
+        self.text = pattern
+        self._compiled: re.Pattern | None = None
+        needs = required_literals(pattern)
         self.needs: tuple[str, ...] | None = tuple(sorted(needs)) if needs and "" not in needs else None
+
+    @property
+    def pattern(self) -> re.Pattern:
+        if self._compiled is None:
+            self._compiled = re.compile(self.text)
+        return self._compiled
 
     def search(self, text: str, present: set[str] | None = None) -> re.Match | None:
         """``present``, when given, holds every literal of ``self.needs`` that occurs in ``text``."""
