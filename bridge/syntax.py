@@ -561,18 +561,24 @@ _SYNTAX = re.compile(r"[\\()\[\]:|<]")
 _NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)\s*\Z")
 
 
-@dataclass(eq=False)
 class _Sep:
     """A ``:`` or ``|`` inside brackets, before the group it belongs to is classified."""
 
-    text: str
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
 
 
-@dataclass(eq=False)
 class _Frame:
-    open: str
-    children: list = field(default_factory=list)
-    valid: bool = True  # does everything inside fit A1111's scheduling grammar?
+    """An open bracket and what the parser has read inside it so far."""
+
+    __slots__ = ("children", "open", "valid")
+
+    def __init__(self, open: str):
+        self.open = open
+        self.children: list = []
+        self.valid = True  # does everything inside fit A1111's scheduling grammar?
 
 
 def parse(text: str) -> Prompt:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from bridge.memo import Memo
 from bridge.rules.knowledge import Artist
@@ -59,8 +59,7 @@ def name_key(name: str) -> str:
     return normalize(name.replace("-", " "))
 
 
-@dataclass(frozen=True, slots=True)
-class ArtistEdit:
+class ArtistEdit(NamedTuple):
     """One artist rewritten inside a phrase (for the change log)."""
 
     artist: Artist
@@ -78,8 +77,7 @@ class ArtistEdit:
         return "SD2 knows this name only weakly, so the name is kept and the style described in the prompt's style phrase"
 
 
-@dataclass(frozen=True, slots=True)
-class Rewrite:
+class Rewrite(NamedTuple):
     """What the artists of one phrase text come to: the new text ("" when nothing is left of it), or None when it
     stays as written; every artist named (keep ones too) and the edits made."""
 
@@ -318,8 +316,7 @@ def _joins(body: str, span: _Span) -> list[str]:
     return joins
 
 
-@dataclass(frozen=True, slots=True)
-class _Span:
+class _Span(NamedTuple):
     """Where names stand in a phrase: from ``start`` (the marker, if any) to ``end``."""
 
     start: int
@@ -329,12 +326,12 @@ class _Span:
     suffix: str = ""  # " style" after the names
 
 
-@dataclass
 class Style:
     """The one style phrase a prompt's artists come to: the items chosen, and what was left out and why."""
 
-    items: list[str] = field(default_factory=list)
-    left_out: list[tuple[str, str]] = field(default_factory=list)  # (item, why)
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.left_out: list[tuple[str, str]] = []  # (item, why)
 
     @property
     def text(self) -> str:

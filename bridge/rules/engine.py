@@ -68,10 +68,6 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
 
     names = {e.lower() for r in enabled if r.kind == "networks" for e in r.params.embeddings}
     names |= {e.lower() for e in options.embeddings}
-    embedding_pattern = None
-    if names:
-        alternatives = "|".join(re.escape(e) for e in sorted(names, key=len, reverse=True))
-        embedding_pattern = re.compile(r"(?<![\w.-])(" + alternatives + r")(?![\w-])", re.IGNORECASE)
 
     negatives = []
     if "negative" in kinds:
@@ -109,7 +105,7 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
     genres = tuple((genre, PhraseSet(words)) for genre, words in kb.genres.items())
     artist_params = next((r.params for r in enabled if r.kind == "artist"), ArtistParams())
     style_budget = artist_params.style_budget if options.style_budget is None else options.style_budget
-    return Plan(stages=plan_stages, phrase_index=phrase_index, artists=artists, embedding_pattern=embedding_pattern,
+    return Plan(stages=plan_stages, phrase_index=phrase_index, artists=artists,
                 embedding_names=tuple(sorted(names)), mapping=mapping, negatives=negatives, weak=weak,
                 literals=literals, weak_starts=weak_starts, negative_starts=negative_starts,
                 weak_unfiltered=weak_unfiltered, media=media, medium_family=medium_family, subjects=subjects,

@@ -220,7 +220,7 @@ class _Reader:
             self.pos = self.text.index(")", self.pos) + 1
             return _EMPTY
         if self.take("=", "!", "<=", "<!"):
-            self.closed(self.alternation(depth))  # read only to find its end: a lookaround consumes nothing
+            self.skip()  # a lookaround consumes nothing: only where it ends matters, not what it holds
             return _EMPTY
         if self.take("P<", "<"):
             self.pos = self.text.index(">", self.pos) + 1
@@ -233,6 +233,18 @@ class _Reader:
             return _EMPTY  # global flags other than IGNORECASE and VERBOSE (refused above) leave the literals as they are
         piece = self.closed(self.alternation(depth))
         return _OPAQUE if "i" in flags.group(1) else piece  # its literals match in either case: they require nothing
+
+    def skip(self) -> None:
+        """Read to the end of the group being read, without working out what it matches."""
+        depth = 1
+        while depth:
+            char = self.read()
+            if char == "\\":
+                self.read()
+            elif char == "[":
+                self.char_class()
+            elif char in "()":
+                depth += 1 if char == "(" else -1
 
     def closed(self, piece: _Piece) -> _Piece:
         if self.take(")") is None:

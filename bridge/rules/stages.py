@@ -54,14 +54,13 @@ NETWORK_HINT = "map it with --network-map or keep it with --keep-networks"
 
 def networks(work: Work, rules: list[Rule]) -> None:
     rule = rules[-1]
-    pattern = work.plan.embedding_pattern
     for label, prompt in _prompts(work):
         text = str(prompt)
         if "<" in text:
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _tags(p, work, rule, label))
         lowered = text.lower()
-        if pattern is not None and any(map(lowered.__contains__, work.plan.embedding_names)) and pattern.search(text):
+        if any(map(lowered.__contains__, work.plan.embedding_names)) and work.plan.embedding_pattern.search(text):
             chains = Chains()
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _embeddings(p, work, rule, label), chains=chains)

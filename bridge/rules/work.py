@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 from bridge.memo import Memo
 from bridge.models import ModelSpec
@@ -22,18 +23,19 @@ from bridge.translation import Change, TranslationOptions
 
 __all__ = ["NegativeKind", "Plan", "Stage", "WeakConcept", "Work"]
 
+# (The dataclasses here have no repr or eq: nothing prints or compares them, and generating those methods is start-up
+# time for every one-prompt run.)
 RECORDED_TEXT, RECORDED_TEXT_FACTOR = 10_000, 4  # characters of node text the changes of one translation hold
 EXCERPT = 60  # characters of a group's text recorded past that
 _VARIANT_MARKS = re.compile(r"[\d\-_.!?;:'\"\u201c\u201d\u2018\u2019]")
 
 
-@dataclass(frozen=True)
-class Stage:
+class Stage(NamedTuple):
     kinds: tuple[str, ...]
     run: Callable[[Work, list[Rule]], None]
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class NegativeKind:
     spec: NegativeDefault
     detect: PhraseSet  # finds the kind's marker words in a prompt
@@ -47,7 +49,7 @@ class NegativeKind:
         return ", ".join(p for p, _ in self.phrases)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class WeakConcept:
     rule: Rule
     names: PhraseSet
@@ -87,15 +89,14 @@ class WeakConcept:
         return best
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, repr=False, eq=False)
 class Plan:
     """Everything prepared from the knowledge base and one set of options."""
 
     stages: list[tuple[Stage, list[Rule]]]
     phrase_index: dict[str, Rule]
     artists: ArtistIndex
-    embedding_pattern: re.Pattern | None
-    embedding_names: tuple[str, ...]  # lower-case: a substring check before the (slower) pattern
+    embedding_names: tuple[str, ...]  # lower-case: a substring check before the (slower) embedding_pattern
     mapping: dict[str, str]
     negatives: list[NegativeKind]
     weak: list[WeakConcept]
@@ -112,6 +113,15 @@ class Plan:
     # plain phrases the phrase stage leaves alone (True), remembered: libraries repeat their phrases
     unchanged_phrases: Memo[bool] = field(default_factory=lambda: Memo(1 << 16))
 
+    @cached_property
+    def embedding_pattern(self) -> re.Pattern | None:
+        """The embedding names as whole words, compiled on first use: most prompts hold none of the names, which the
+        substring check on ``embedding_names`` tells first."""
+        if not self.embedding_names:
+            return None
+        alternatives = "|".join(re.escape(e) for e in sorted(self.embedding_names, key=len, reverse=True))
+        return re.compile(r"(?<![\w.-])(" + alternatives + r")(?![\w-])", re.IGNORECASE)
+
     def magic(self, phrase: str) -> Rule | None:
         """The magic-word rule a phrase is, if any: looked up as written (lower case), then by its variant key when
         it holds what the key changes (digits, hyphens, punctuation, quotes)."""
@@ -121,7 +131,7 @@ class Plan:
         return rule
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Work:
     """One translation in progress: the parsed prompts, the recipe being built, and what was done."""
 
