@@ -103,14 +103,15 @@ def build_plan(kb: KnowledgeBase, options: TranslationOptions) -> Plan:
             medium_family.setdefault(media.found_as(word), family)
     subjects = {kind: PhraseSet(words) for kind, words in kb.subjects.items()}
     genres = tuple((genre, PhraseSet(words)) for genre, words in kb.genres.items())
-    artist_params = next((r.params for r in enabled if r.kind == "artist"), ArtistParams())
+    artist_rule = next((r for r in enabled if r.kind == "artist"), None)
+    artist_params = artist_rule.params if artist_rule is not None else ArtistParams()
     style_budget = artist_params.style_budget if options.style_budget is None else options.style_budget
     return Plan(stages=plan_stages, phrase_index=phrase_index, artists=artists,
                 embedding_names=tuple(sorted(names)), mapping=mapping, negatives=negatives, weak=weak,
                 literals=literals, weak_starts=weak_starts, negative_starts=negative_starts,
                 weak_unfiltered=weak_unfiltered, media=media, medium_family=medium_family, subjects=subjects,
                 genres=genres,
-                style_budget=style_budget,
+                style_budget=style_budget, artist_rule=artist_rule,
                 own={facet: PhraseSet(getattr(artist_params, param)) for facet, (param, _) in OWN_FACETS.items()})
 
 
@@ -243,8 +244,9 @@ _WEIGHT = re.compile(r":\s*([+-]?[.\d]+)\s*\)")
 
 def _check_input(work: Work) -> None:
     """Odd but valid prompts pass through; say what was not understood."""
-    for label, prompt in (("prompt", work.prompt), ("negative prompt", work.negative)):
-        text = str(prompt)
+    # the texts as written: the tree of each renders back to exactly its text (syntax.parse)
+    for label, prompt, text in (("prompt", work.prompt, work.recipe.prompt),
+                                ("negative prompt", work.negative, work.recipe.negative_prompt)):
         controls = [] if text.isprintable() else sorted(set(_CONTROL.findall(text)))
         if controls:
             names = ", ".join(f"U+{ord(c):04X}" for c in controls[:5])

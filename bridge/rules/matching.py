@@ -16,7 +16,6 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from functools import cached_property
 
 from bridge.memo import Memo, memoized
 from bridge.rules.literals import required_literals
@@ -90,7 +89,7 @@ class PhraseSet:
 
     def found_as(self, phrase: str) -> str | None:
         """What ``find`` returns for ``phrase`` (the first phrase given with the same words), or None if not listed."""
-        return self.phrases.get(tuple(_WORD_TOKEN.findall(phrase.lower())))
+        return self.phrases.get(PhraseSet.fixed_words(phrase))
 
     def search(self, text: str | list[str]) -> str | None:
         found = self.find(text)
@@ -115,9 +114,9 @@ def phrase_words(words: list[str]) -> list[tuple[str, ...]]:
 class Words(list):
     """The words of a text (``PhraseSet.words``), searched by several phrase sets: the set of them is made once."""
 
-    @cached_property
-    def set(self) -> frozenset[str]:
-        return frozenset(self)
+    def __init__(self, words: Iterable[str] = ()):
+        super().__init__(words)
+        self.set = frozenset(self)
 
 
 class Said:
@@ -157,8 +156,11 @@ class Said:
 
     def says(self, words: Sequence[str]) -> bool:
         if self._sets is None:
-            self._sets = (set(self.words), set(itertools.pairwise(self.words)),
-                          {p[0] for p in phrase_words(self.words) if len(p) == 1})
+            said, marks = self.words, _SEPARATOR_WORDS
+            ends = [",", *said, ","]  # a word between two separators (or an end) is a phrase on its own
+            self._sets = (set(said), set(itertools.pairwise(said)),
+                          {w for before, w, after in zip(ends, said, ends[2:])
+                           if before in marks and after in marks and w not in marks})
         singles, pairs, alone = self._sets
         if len(words) < 2:
             return bool(words) and words[0] in singles

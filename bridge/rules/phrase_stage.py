@@ -43,9 +43,8 @@ STYLE_SLOT = "\x00style\x00"  # where the artists' one style phrase goes, until 
 class _Phrases:
     """One run of the phrase stage over a prompt: magic words and artist names, each phrase in turn."""
 
-    def __init__(self, work: Work, rules: list[Rule], *, grow: bool):
+    def __init__(self, work: Work, *, grow: bool):
         self.work, self.plan, self.grow = work, work.plan, grow
-        self.artist_rule = next((r for r in rules if r.kind == "artist"), None)
         self.present: Said | None = None  # what the prompt says, on the first replacement
         self.other_media: Counter[str] | None = None
         self.named: dict[str, Artist] = {}  # every artist the prompt names, in order (by name)
@@ -180,17 +179,17 @@ class _Phrases:
 
 def phrases(work: Work, rules: list[Rule]) -> None:
     before, changes = str(work.prompt), len(work.changes)
-    run = _phrase_pass(work, rules, grow=True)
+    run = _phrase_pass(work, grow=True)
     if run.spills if run.spills is not None else run.grew and _spills(work):
         # Even with no style phrase, the replacements make A1111 split a prompt that fitted: do it again, dropping
         # the tags whose replacement is longer.
         work.prompt, work.changes[changes:] = parse(before), []
-        run = _phrase_pass(work, rules, grow=False)
+        run = _phrase_pass(work, grow=False)
     work.artist_media = [a.medium for a in run.named.values() if a.medium]
 
 
-def _phrase_pass(work: Work, rules: list[Rule], *, grow: bool) -> _Phrases:
-    run = _Phrases(work, rules, grow=grow)
+def _phrase_pass(work: Work, *, grow: bool) -> _Phrases:
+    run = _Phrases(work, grow=grow)
     # plain text already seen to need no change is skipped: libraries repeat their phrases
     chains = Chains()
     touched = {id(container) for container in containers(work.prompt)
@@ -229,7 +228,7 @@ def _fill_style_slot(work: Work, run: _Phrases) -> bool:
     left_out = "; ".join(f"{', '.join(left)} ({why})" for why, left in by_why.items())
     reason = (f"one style phrase for {names}: what their names stood for in SD1, merged"
               + (f" (left out: {left_out})" if left_out else ""))
-    rule = run.artist_rule
+    rule = plan.artist_rule
     work.record(rule.id if rule else "artists", "", ", ".join(items), reason, rule.fact if rule else "F-ARTISTS")
     return spills
 

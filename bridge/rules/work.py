@@ -109,6 +109,7 @@ class Plan:
     subjects: dict[str, PhraseSet]  # kind of subject -> the words that show it
     genres: tuple[tuple[str, PhraseSet], ...]  # (genre, the words that place a text in it)
     style_budget: int  # CLIP tokens the artists' style phrase may take
+    artist_rule: Rule | None  # the rule the style phrase is recorded under
     own: dict[str, PhraseSet]  # style facet -> the words with which a prompt chooses it itself (artists.OWN_FACETS)
     # plain phrases the phrase stage leaves alone (True), remembered: libraries repeat their phrases
     unchanged_phrases: Memo[bool] = field(default_factory=lambda: Memo(1 << 16))
