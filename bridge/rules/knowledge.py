@@ -131,6 +131,8 @@ class WeakConceptParams:
 
 @dataclass(kw_only=True)
 class NetworksParams:
+    """What the networks rule knows besides the tags themselves."""
+
     embeddings: tuple[str, ...] = ()  # textual-inversion names known to be SD1 embeddings
 
 
@@ -156,6 +158,8 @@ class EmphasisParams:
 
 @dataclass(kw_only=True)
 class SizeParams:
+    """How a recipe's size is brought to the target's: scaled to its native area, or to its nearest training bucket."""
+
     multiple: int = 64  # each side a multiple of this
     buckets: tuple[tuple[int, int], ...] = ()  # (width, height) sizes the target was trained at; none: any size
 
@@ -174,6 +178,8 @@ RULE_PARAMS: dict[str, type] = {
 
 @dataclass
 class Rule:
+    """One rule of a knowledge file: its id, kind, the fact it cites, why it exists, and its kind's parameters."""
+
     id: str
     kind: str
     fact: str | None
@@ -212,6 +218,8 @@ class Artist:
 
 @dataclass
 class NegativeDefault:
+    """A default negative prompt for one kind of image, chosen when the prompt holds one of its ``detect`` words."""
+
     kind: str
     detect: tuple[str, ...]
     prompt: str

@@ -37,6 +37,8 @@ class Stage(NamedTuple):
 
 @dataclass(repr=False, eq=False)
 class NegativeKind:
+    """One kind of default negative prompt (photo, painting, anime, default), prepared for matching."""
+
     spec: NegativeDefault
     detect: PhraseSet  # finds the kind's marker words in a prompt
     phrases: list[tuple[str, str]]  # (phrase, comparison key)
@@ -51,6 +53,8 @@ class NegativeKind:
 
 @dataclass(repr=False, eq=False)
 class WeakConcept:
+    """One weak-concept rule, prepared: its names and unless-words as phrase sets, its patterns behind prefilters."""
+
     rule: Rule
     names: PhraseSet
     patterns: tuple[Prefiltered | re.Pattern, ...]
