@@ -78,6 +78,8 @@ def _product(left: frozenset[str], right: frozenset[str]) -> frozenset[str] | No
 def _sequence(pieces: list[_Piece]) -> _Piece:
     """Pieces one after another. Spelled-out neighbours join into a run, which every match holds as one substring;
     a piece that is not spelled out ends the run and offers what it needs. The most selective offer is kept."""
+    if len(pieces) == 1:
+        return pieces[0]  # (every piece that is spelled out was made by _spelled)
     offers: list[frozenset[str] | None] = []
     run, whole = frozenset({""}), True
     for piece in pieces:
@@ -132,9 +134,11 @@ class _Reader:
 
     def take(self, *prefixes: str) -> str | None:
         """The first of ``prefixes`` the text goes on with, now read; or None."""
-        found = next((prefix for prefix in prefixes if self.text.startswith(prefix, self.pos)), None)
-        self.pos += len(found or "")
-        return found
+        for prefix in prefixes:
+            if self.text.startswith(prefix, self.pos):
+                self.pos += len(prefix)
+                return prefix
+        return None
 
     def read(self) -> str:
         if self.pos >= len(self.text):

@@ -36,7 +36,7 @@ class PhraseSet:
     def __init__(self, phrases):
         self.phrases: dict[tuple[str, ...], str] = {}
         for phrase in phrases:
-            words = tuple(_WORD_TOKEN.findall(phrase.lower()))
+            words = PhraseSet.fixed_words(phrase)  # the knowledge's phrases: several sets share many of them
             if words:
                 self.phrases.setdefault(words, phrase)
         # first word -> the lengths of the phrases starting with it, longest first: one lookup per word of the text
