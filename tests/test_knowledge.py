@@ -333,6 +333,18 @@ def test_every_shipped_weak_concept_pattern_compiles():
         re.compile(pattern)
 
 
+def test_a_shipped_pattern_is_compiled_on_first_use_and_a_bad_one_is_a_knowledge_error_then():
+    from bridge.rules import KnowledgeError
+    from bridge.rules.matching import case_blind
+
+    good = case_blind(r"\bsigns?\s+(?:that\s+)?says\b")
+    assert good.search("a lamp") is None and good.search("a sign that says hi").group(0) == "sign that says"
+    bad = case_blind("says (?<=a+)x")  # a shipped file edited in place (a lookbehind of no fixed width)
+    assert bad.search("a lamp", set()) is None  # its literal is absent: nothing compiled, nothing raised
+    with pytest.raises(KnowledgeError, match=r"weak-concept pattern 'says \(\?<=a\+\)x' is not a regular exp"):
+        bad.search("it says x")
+
+
 def test_a_bad_pattern_in_a_user_file_is_an_error_as_it_loads_beside_the_shipped_file(tmp_path):
     from bridge.rules import KnowledgeError
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 
 from bridge.memo import Memo, memoized
+from bridge.rules.knowledge import KnowledgeError
 from bridge.rules.literals import required_literals
 
 __all__ = ["END_MARKS", "LiteralFinder", "PhraseSet", "Prefiltered", "Said", "Words", "case_blind", "fold_accents",
@@ -223,7 +224,11 @@ class Prefiltered:
     @property
     def pattern(self) -> re.Pattern:
         if self._compiled is None:
-            self._compiled = re.compile(self.text)
+            try:
+                self._compiled = re.compile(self.text)
+            except re.error as exc:  # a shipped file edited in place: a user's own file is checked as it loads
+                raise KnowledgeError(f"weak-concept pattern {self.text[:80]!r} is not a regular expression: {exc}"
+                                     ) from None
         return self._compiled
 
     def search(self, text: str, present: set[str] | None = None) -> re.Match | None:
