@@ -49,7 +49,7 @@ so are includes nested more than 16 deep (``MAX_INCLUDE_DEPTH``); the same file 
 files is merged twice. A size rule's ``multiple`` and bucket sides are at most 8,192 pixels (``MAX_SIZE``), an
 emphasis rule's ``keep_outside`` is two finite weights, low first, and weak-concept ``patterns`` must compile: checked
 as a user's file loads, while the shipped files' patterns are checked by the tests and compiled on first use (compiling
-them all was a third of a one-prompt run's start-up). A file that cannot be read at all (missing, a folder, no
+them all was a tenth of a one-prompt run's start-up). A file that cannot be read at all (missing, a folder, no
 permission, not UTF-8) is a :class:`KnowledgeFileError`.
 
 A user knowledge file has the same layout; its rules, artists, negatives and ``asked_as``, ``media``, ``subjects`` and

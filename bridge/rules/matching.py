@@ -22,7 +22,7 @@ from bridge.rules.knowledge import KnowledgeError
 from bridge.rules.literals import required_literals
 
 __all__ = ["END_MARKS", "LiteralFinder", "PhraseSet", "Prefiltered", "Said", "Words", "case_blind", "fold_accents",
-           "normalize", "phrase_words", "variant_key"]
+           "normalize", "variant_key"]
 
 _WORD_TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -98,18 +98,6 @@ class PhraseSet:
 
 
 _SEPARATOR_WORDS = frozenset(",.;!?|+()[]")
-
-
-def phrase_words(words: list[str]) -> list[tuple[str, ...]]:
-    """The words of ``PhraseSet.words`` cut into phrases at separators (``, . ; ! ? | +`` and brackets)."""
-    phrases: list[tuple[str, ...]] = []
-    start = 0
-    for i, word in enumerate(words):
-        if word in _SEPARATOR_WORDS:
-            phrases.append(tuple(words[start:i]))
-            start = i + 1
-    phrases.append(tuple(words[start:]))
-    return phrases
 
 
 class Words(list):
@@ -213,7 +201,7 @@ def case_blind(pattern: str) -> Prefiltered | re.Pattern:
 class Prefiltered:
     """A pattern behind a necessary condition: one of the literals it requires occurs in the text. It is compiled on
     its first search past that condition: most patterns are never needed by a one-prompt run, and compiling them all
-    would be most of its start-up."""
+    was a tenth of its start-up."""
 
     def __init__(self, pattern: str):
         self.text = pattern
