@@ -322,9 +322,6 @@ def test_every_shipped_weak_concept_pattern_compiles():
     (start-up): this is where a bad shipped pattern is caught."""
     import re
 
-    from bridge.rules.knowledge import _SHIPPED
-
-    assert str(RULES_DIR.resolve()).startswith(_SHIPPED.rstrip("/"))
     patterns = [p for path in sorted(RULES_DIR.glob("*.toml"))
                 for rule in KnowledgeBase.load(path).rules.values() if rule.kind == "weak-concept"
                 for p in rule.params.patterns]
