@@ -170,8 +170,7 @@ class RulesTranslator:
         options = options or TranslationOptions()
         plan = self.plan(options)
         rules = next((rules for stage, rules in plan.stages if stage.run is stages.networks), [])
-        pattern = plan.embedding_pattern
-        if not rules or ("<" not in text and (pattern is None or not pattern.search(text))):
+        if not rules or ("<" not in text and not plan.names_embedding(text)):
             return NetworksApplied(text, [], [], [])
         parsed, empty = parse(text), parse("")
         work = Work(empty if negative else parsed, parsed if negative else empty, Recipe(prompt=text),
@@ -180,7 +179,7 @@ class RulesTranslator:
         # Kept networks leave the text as written (the stage re-renders the phrases it visits, tidying spaces).
         result = str(work.negative if negative else work.prompt) if work.changes else text
         mapped = [c.after for c in work.changes if c.after and not c.after.startswith("<")]
-        kept = [m.group(0) for m in pattern.finditer(result)] if pattern is not None else []
+        kept = [m.group(0) for m in plan.embedding_pattern.finditer(result)] if plan.names_embedding(result) else []
         return NetworksApplied(result, work.warnings, work.changes, kept + mapped)
 
     def translate_batch(self, recipes: Iterable[Recipe], options: TranslationOptions | None = None

@@ -59,8 +59,7 @@ def networks(work: Work, rules: list[Rule]) -> None:
         if "<" in text:
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _tags(p, work, rule, label))
-        lowered = text.lower()
-        if any(map(lowered.__contains__, work.plan.embedding_names)) and work.plan.embedding_pattern.search(text):
+        if work.plan.names_embedding(text):
             chains = Chains()
             for container in containers(prompt):
                 edit_phrases(container, lambda p, label=label: _embeddings(p, work, rule, label), chains=chains)

@@ -127,6 +127,12 @@ class Plan:
         alternatives = "|".join(re.escape(e) for e in sorted(self.embedding_names, key=len, reverse=True))
         return re.compile(r"(?<![\w.-])(" + alternatives + r")(?![\w-])", re.IGNORECASE)
 
+    def names_embedding(self, text: str) -> bool:
+        """Whether ``text`` holds one of the embedding names as a whole word: a substring check first (most texts hold
+        none), the pattern only then."""
+        lowered = text.lower()
+        return any(map(lowered.__contains__, self.embedding_names)) and self.embedding_pattern.search(text) is not None
+
     def magic(self, phrase: str) -> Rule | None:
         """The magic-word rule a phrase is, if any: looked up as written (lower case), then by its variant key when
         it holds what the key changes (digits, hyphens, punctuation, quotes)."""
