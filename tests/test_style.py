@@ -200,6 +200,8 @@ def test_a_long_prompt_keeps_its_chunk_count():
     ("a dark forest. art by greg rutkowski. 8 k.", "a dark forest. "),
     ("borderlands by greg rutkowski and wlop radiating a glowing aura", "borderlands radiating a glowing aura, "),
     ("a temple, in the style of greg rutkowski", "a temple, "),
+    ("a temple, in style of greg rutkowski", "a temple, "),
+    ("sharp high quality artwork in style of greg rutkowski, concept art", "sharp high quality artwork, "),
     ("a temple, greg rutkowski style", "a temple, "),
     ("a temple, by greg rutkowski, artgerm and wlop", "a temple, "),
     ("a temple + greg rutkowski + wlop", "a temple + "),
@@ -221,6 +223,7 @@ def test_artists_are_found_where_prompters_write_them(prompt, expected_start):
     "moody, by by greg rutkowski, by jeremy mann",
     "painting by jeremy mann (and by greg rutkowski)",
     "a girl, in the style of and ilya kuvshinov",
+    "alluring, in style of ilya kuvshinov, grunge",
     "josan gonzales and dan mumford, a city",
     "artwork of peter mohrbacher, a city",
     "( ilya kuvshinov ), ink drawing",
@@ -231,7 +234,7 @@ def test_no_dangling_words_empty_phrases_or_doubled_separators(prompt):
     out = translate(prompt).prompt
     for phrase in (p.strip() for p in out.replace("(", " ").replace(")", " ").split(",")):
         words = phrase.split()
-        assert not words or words[-1].lower() not in ("by", "and", "of", "&")
+        assert not words or words[-1].lower() not in ("by", "and", "of", "in", "&")
         assert not words or words[0].lower() not in ("and", "&")
     assert ", ," not in out and ",," not in out.replace(" ", "") and "()" not in out.replace(" ", "")
 

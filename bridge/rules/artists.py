@@ -1,7 +1,8 @@
 """Artist phrases: find SD1 artist names the way prompters write them, and merge what they stood for into one style.
 
-Names are found after a marker ("by X", "art by X", "in the style of X", "inspired by X"), in lists ("by X, Y and Z":
-the later phrases hold only names), in a phrase made only of names ("X and Y"), and before "style" ("X style").
+Names are found after a marker ("by X", "art by X", "in the style of X", "in style of X", "inspired by X"), in lists
+("by X, Y and Z": the later phrases hold only names), in a phrase made only of names ("X and Y"), and before "style"
+("X style").
 A marker may sit in the middle of run-on text: "borderlands by X and Y radiating a glowing aura" keeps
 "borderlands" and "radiating a glowing aura". Names the bridge replaces are also taken out of run-on text where
 no marker leads to them ("cinematic beeple"), with the connector beside them.
@@ -27,8 +28,8 @@ from bridge.rules.matching import END_MARKS, PhraseSet, Said, Words, normalize
 
 __all__ = ["OWN_FACETS", "ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style", "name_key"]
 
-_MARKER = re.compile(r"(?<!\S)(?:(?:in the style of|style of|inspired by|by)\s+)+", re.IGNORECASE)
-_ONE_MARKER = re.compile(r"(?:in the style of|style of|inspired by|by)$", re.IGNORECASE)
+_MARKER = re.compile(r"(?<!\S)(?:(?:in (?:the )?style of|style of|inspired by|by)\s+)+", re.IGNORECASE)
+_ONE_MARKER = re.compile(r"(?:in (?:the )?style of|style of|inspired by|by)$", re.IGNORECASE)
 _WORD = re.compile(r"[^\s,&]+")
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _NAME_START = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
@@ -41,7 +42,7 @@ _ANNOUNCING = frozenset({"art", "artwork", "artworks", "work", "works", "made", 
 _LEADING_CONNECTOR = re.compile(r"(?:and|&)\s+", re.IGNORECASE)
 _STYLE_SUFFIX = re.compile(r"\s*(?:-|\s)(?:art\s+)?style$", re.IGNORECASE)
 # What a removed name can leave at either end of a phrase: "josan gonzales and", "and natalie shau", "artwork of"
-_LOOSE_ENDS = re.compile(r"^(?:(?:and|&|x|\+)\s+)+|(?:(?:^|\s+)(?:and|&|x|\+|by|of|with|in the style of|style of|inspired by))+$",
+_LOOSE_ENDS = re.compile(r"^(?:(?:and|&|x|\+)\s+)+|(?:(?:^|\s+)(?:and|&|x|\+|by|of|with|in (?:the )?style of|style of|inspired by))+$",
                          re.IGNORECASE)
 _DOUBLED = re.compile(r"(?<!\S)(and|&)(?:\s+(?:and|&))+(?!\S)", re.IGNORECASE)  # "X and and Y" once Z is gone
 _NAME_WORDS = re.compile(r"[^\s,&+|()\[\]\-.!?;:'\"\u201c\u201d\u2018\u2019]+")  # "h.r. giger" is looked for as "h"
@@ -144,7 +145,7 @@ class ArtistIndex:
             elif after is not None:  # "by Y and X" -> "by X"
                 start, end = span.start, after.end()
             else:  # "tattoos by Y" -> "tattoos": a marker with nothing after it goes too
-                marker = re.search(r"(?i)\s*(?<!\S)(?:(?:art\s+)?by|in the style of|style of|inspired by)\s+$",
+                marker = re.search(r"(?i)\s*(?<!\S)(?:(?:art\s+)?by|in (?:the )?style of|style of|inspired by)\s+$",
                                    text[window:span.start])
                 start, end = (window + marker.start() if marker else span.start), span.end
             text = text[:start] + text[end:]
