@@ -31,10 +31,13 @@ weights are blanked first, so ``((x))`` -> ``(x:1.21)`` inserts nothing).
   phrase, not a fragment: 2+ words (not starting or ending with a small word such as "of") that end a phrase
   somewhere ("digital painting", "flowing hair"), or one word that is a whole phrase and ends more phrases than in
   the original ("illustration" and "anime style illustration"; not "intricate" and "intricate ink illustration").
+  A sequence the user repeated is none: every word of it, in order, inside a phrase the original has as often.
 * broken phrase: two words next to each other inside a phrase of the original are cut apart by a delimiter in the
-  translation more often than in the original (``oil painting by X`` -> ``oil, painting ...``).
+  translation more often than in the original (``oil painting by X`` -> ``oil, painting ...``). A delimiter before
+  "and" or "by" cuts no modifier from its noun: it starts a new item or credit ("X, and Y", "X, by Y").
 * dangling: the translation has more phrases ending in by/and/of/with (so "art by", "in the style of") or starting
-  with and/by, more empty phrases (``, ,``), empty brackets ``()`` or separators at its start or end than the original.
+  with "and", or with "by" before a small word, more empty phrases (``, ,``), empty brackets ``()`` or
+  separators at its start or end than the original ("by makoto shinkai" is a whole phrase, a credit; "by the" is not).
 * subject clash: inserted people features (hair, faces, eyes, figures, skin, portrait...) in a prompt with a scene or
   still-life word and no word for a person or creature; an inserted desert in a jungle/forest/sea/snow prompt; an
   inserted desert/landscape/vista/scenery in a portrait.
@@ -492,9 +495,19 @@ def detect_duplicate(original: str, translation: str, negative_before: str = "",
     found = [g for g in repeated if ends_after[g] and (len(g) >= 2 or (
         g in whole and ends_after[g] >= 2 and ends_after[g] > ends_before[g] and g[0].isalpha()))]
     found = [g for g in found if not any(len(h) > len(g) and _contains(h, g) for h in found)]  # the longest only
+    # what the user repeated: the words in order inside a phrase the original has as often ("illustration by X and Y"
+    # written twice, with Y gone from both)
+    written = Counter(phrase_words(original))
+    found = [g for g in found if not any(n >= after[g] and _in_order(ws, g) for ws, n in written.items())]
     if not found:
         return None
     return "; ".join(f"'{' '.join(g)}' x{after[g]} (original x{before[g]})" for g in found[:3])
+
+
+def _in_order(longer: tuple, shorter: tuple) -> bool:
+    """Whether the words of ``shorter`` are in ``longer`` in the same order (not necessarily next to each other)."""
+    words = iter(longer)
+    return all(word in words for word in shorter)
 
 
 def _contains(longer: tuple, shorter: tuple) -> bool:
@@ -524,12 +537,12 @@ def detect_broken_phrase(original: str, translation: str, negative_before: str =
     within_before, across_before = _pairs(original)
     within_after, across_after = _pairs(translation)
     broken = [f"{a}, {b}" for (a, b), n in across_after.items()
-              if n > across_before[(a, b)] and within_before[(a, b)] > within_after[(a, b)]]
+              if n > across_before[(a, b)] and within_before[(a, b)] > within_after[(a, b)] and b not in _NEW_ITEM]
     return "cut by a delimiter: " + _quote(broken) if broken else None
 
 
+_NEW_ITEM = ("and", "by", "&")  # a delimiter before one of these starts an item or a credit: no phrase is cut
 _DANGLING_END = ("by", "and", "of", "with")
-_DANGLING_START = ("and", "by")
 _EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|\{\s*\}")
 
 
@@ -548,7 +561,7 @@ def dangling_issues(text: str) -> Counter:
             continue
         if ws[-1] in _DANGLING_END:
             issues[f"phrase ends with '{' '.join(ws[-3:]) if ws[-1] == 'of' else ws[-1]}'"] += 1
-        if ws[0] in _DANGLING_START:
+        if ws[0] == "and" or (ws[0] == "by" and len(ws) > 1 and ws[1] in SMALL_WORDS):  # (a lone "by" ends one)
             issues[f"phrase starts with '{ws[0]}'"] += 1
     empty = len(_EMPTY_BRACKETS.findall(text))
     if empty:

@@ -344,3 +344,44 @@ def test_magic_word_edits_do_not_drop(corpus_translations):
 def test_no_spill_on_real_prompts(corpus_translations):
     spills = [t for t in corpus_translations if chunk_count(t.prompt) > chunk_count(t.original.prompt)]
     assert not spills, spills[0].prompt
+
+
+@pytest.mark.parametrize(("prompt", "kept"), [
+    # an unknown name and a known one with only a space between: the known one is found, the unknown one stays
+    ("a girl, photorealistic painting by tran nguyen ilya kuvshinov and greg rutkowski", "painting by tran nguyen"),
+    ("a knight, by tristan eaton stanley artgerm and tom bagshaw", "by tristan eaton"),
+    ("a cat, art by lisa frank and jim lee character portrait artgerm and greg rutkowski", "jim lee character portrait"),
+    # a surname alone after an unknown first name is one name: "jean baptiste monge" is not cut to "jean baptiste"
+    ("a castle, by jean baptiste monge and greg rutkowski", "by jean baptiste monge"),
+    # "and and": the list goes on past the doubled connector
+    ("a warrior, in style of vincent di fate  and and greg rutkowski", "in style of vincent di fate"),
+])
+def test_names_written_side_by_side_are_told_apart(prompt, kept):
+    out = translate(prompt).prompt
+    assert kept in out
+    for name in ("rutkowski", "artgerm", "kuvshinov", "bagshaw"):
+        assert name not in out.lower()
+
+
+@pytest.mark.parametrize("prompt", [
+    "a girl, by Cédric Peyravernay",  # accents: the knowledge writes names without them
+    "1girl, long_hair, by greg_rutkowski",  # underscores for spaces, as booru tags write them
+    "a milkshake by _ greg rutkowski, 8k",  # "_" as a stray word
+    "hoover dam'aircraft carrier tower'beeple, halo",  # a name right after a quote
+])
+def test_names_are_found_however_they_are_spelled_out(prompt):
+    t = translate(prompt)
+    assert any(c.rule.startswith("artist.") and c.after == "" for c in t.changes)
+    for name in ("peyravernay", "rutkowski", "beeple"):
+        assert name not in t.prompt.lower()
+    assert " by _" not in t.prompt
+    assert ("long_hair" in t.prompt) == ("long_hair" in prompt)  # other underscored tags stay as written
+
+
+@pytest.mark.parametrize(("prompt", "expected"), [
+    ("a girl. masterpiece .intricate artwork, cinematic", "a girl. intricate artwork, cinematic"),
+    ("a girl, masterpiece .intricate artwork", "a girl, intricate artwork"),
+    ("a girl,masterpiece,cinematic", "a girl,cinematic"),
+])
+def test_a_dropped_phrase_leaves_its_space_where_the_next_had_none(prompt, expected):
+    assert translate(prompt).prompt == expected

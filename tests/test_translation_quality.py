@@ -82,6 +82,11 @@ def test_duplicate():
     assert quality.detect_duplicate("a castle, by someone and someone else",
                                     "a castle, painterly fantasy digital concept art, epic fantasy digital painting") \
         is None
+    # a phrase the user wrote twice, shortened the same way in both places
+    assert quality.detect_duplicate("a girl, art by someone and Greg Rutkowski, 8k, art by someone and Greg Rutkowski",
+                                    "a girl, art by Greg Rutkowski, 8k, art by Greg Rutkowski") is None
+    assert quality.detect_duplicate("a girl, art by someone and Greg Rutkowski, 8k",
+                                    "a girl, art by Greg Rutkowski, 8k, art by Greg Rutkowski")
 
 
 def test_broken_phrase():
@@ -90,6 +95,9 @@ def test_broken_phrase():
     assert quality.detect_broken_phrase("a lake, line art by someone", "a lake, line, art by soft light")
     assert quality.detect_broken_phrase("a lake, oil painting by someone", "a lake, oil painting, soft light") is None
     assert quality.detect_broken_phrase("a lake, oil, painting, 8k", "a lake, oil, painting") is None
+    # a delimiter before "and" or "by" starts an item or a credit: nothing is cut from its noun
+    assert quality.detect_broken_phrase("a lake, by X and Y, and Z", "a lake, by X, and Z") is None
+    assert quality.detect_broken_phrase("a lake, art by X Y by Z, by W", "a lake, art by X Y, by W") is None
 
 
 def test_dangling():
@@ -100,6 +108,9 @@ def test_dangling():
     assert quality.detect_dangling("a cat, 8k", "a cat,") == "separator at the end"
     assert quality.detect_dangling("a cat, (someone)", "a cat, ()") == "empty brackets"
     assert quality.detect_dangling("a castle, and someone", "a castle, and") is not None
+    assert quality.detect_dangling("a castle, X and Y", "a castle, and Y") == "phrase starts with 'and'"
+    assert quality.detect_dangling("a tower, X by the sea", "a tower, by the sea") == "phrase starts with 'by'"
+    assert quality.detect_dangling("a tower, X by jo lee", "a tower, by jo lee") is None  # a credit
     # what the user wrote themselves
     assert quality.detect_dangling("a castle, art by, 8k", "a castle, art by") is None
     assert quality.detect_dangling("a castle, , 8k, hill", "a castle, , hill") is None

@@ -24,28 +24,29 @@ from typing import NamedTuple
 
 from bridge.memo import Memo
 from bridge.rules.knowledge import Artist
-from bridge.rules.matching import END_MARKS, PhraseSet, Said, Words, normalize
+from bridge.rules.matching import END_MARKS, PhraseSet, Said, Words, fold_accents, normalize
 
 __all__ = ["OWN_FACETS", "ArtistEdit", "ArtistIndex", "Rewrite", "Style", "compose_style", "name_key"]
 
 _MARKER = re.compile(r"(?<!\S)(?:(?:in (?:the )?style of|style of|inspired by|by)\s+)+", re.IGNORECASE)
 _ONE_MARKER = re.compile(r"(?:in (?:the )?style of|style of|inspired by|by)$", re.IGNORECASE)
 _WORD = re.compile(r"[^\s,&]+")
-_PUNCTUATION = re.compile(r"[^\w\s]")
-_NAME_START = re.compile(r"(?<![^\s,&(\[])[^\s,&]")  # where a name may start: after a space, a comma or a bracket
+_PUNCTUATION = re.compile(r"[^\w\s]|_")
+# where a name may start: after a space, a comma, a bracket or a quote ("tower'beeple")
+_NAME_START = re.compile(r"(?<![^\s,&(\['\"\u201c\u201d\u2018\u2019])[^\s,&'\"\u201c\u201d\u2018\u2019]")
 _CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*[&+]\s*", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 # Words before a marker that only announce the artist ("art by X"): they go with the marker when nothing else is
 # before it. A medium ("oil painting by X", "concept art by X") is the user's head noun and stays.
 _ANNOUNCING = frozenset({"art", "artwork", "artworks", "work", "works", "made", "done", "created", "drawn", "painted",
                          "illustrated", "in the style of", "style", "and", "&", "with", ""})
-_LEADING_CONNECTOR = re.compile(r"(?:and|&)\s+", re.IGNORECASE)
+_LEADING_CONNECTOR = re.compile(r"(?:and|&|_+)\s+", re.IGNORECASE)
 _STYLE_SUFFIX = re.compile(r"\s*(?:-|\s)(?:art\s+)?style$", re.IGNORECASE)
 # What a removed name can leave at either end of a phrase: "josan gonzales and", "and natalie shau", "artwork of"
 _LOOSE_ENDS = re.compile(r"^(?:(?:and|&|x|\+)\s+)+|(?:(?:^|\s+)(?:and|&|x|\+|by|of|with|in (?:the )?style of|style of|inspired by))+$",
                          re.IGNORECASE)
 _DOUBLED = re.compile(r"(?<!\S)(and|&)(?:\s+(?:and|&))+(?!\S)", re.IGNORECASE)  # "X and and Y" once Z is gone
-_NAME_WORDS = re.compile(r"[^\s,&+|()\[\]\-.!?;:'\"\u201c\u201d\u2018\u2019]+")  # "h.r. giger" is looked for as "h"
+_NAME_WORDS = re.compile(r"[^\s,&+|()\[\]\-_.!?;:'\"\u201c\u201d\u2018\u2019]+")  # "h.r. giger" is looked for as "h"
 MAX_UNKNOWN_NAME_WORDS = 4  # "by the sea and the mountains" is not a list of names
 # A run of 64 or more spaces reads as one space for the artist patterns: each is then linear in the text (a pattern
 # with leading spaces is tried from every space of a run), and what a name takes from the text before it is found
@@ -55,9 +56,10 @@ _NEAR = 200
 
 
 def name_key(name: str) -> str:
-    """How names are compared: lower case, hyphens as spaces ("william - adolphe bouguereau" = "william-adolphe
-    bouguereau" = "william adolphe bouguereau")."""
-    return normalize(name.replace("-", " "))
+    """How names are compared: lower case, accents off, hyphens and underscores as spaces ("william - adolphe
+    bouguereau" = "william-adolphe bouguereau" = "william adolphe bouguereau"; "greg_rutkowski" = "greg rutkowski";
+    "Cédric Peyravernay" = "cedric peyravernay")."""
+    return normalize(fold_accents(name.replace("-", " ").replace("_", " ")))
 
 
 class ArtistEdit(NamedTuple):
@@ -121,7 +123,7 @@ class ArtistIndex:
     def _may_name(self, text: str) -> bool:
         """Whether a word of ``text`` starts a known name (words cut at spaces, then at punctuation if there is any):
         most phrases name no artist, and are rejected here."""
-        lowered = text.lower()
+        lowered = fold_accents(text.lower())
         return not self.first_words.isdisjoint(lowered.split()) or (
             _PUNCTUATION.search(lowered) is not None and not self.first_words.isdisjoint(_NAME_WORDS.findall(lowered)))
 
@@ -154,7 +156,7 @@ class ArtistIndex:
     def _name_at(self, text: str, start: int) -> tuple[Artist, int] | None:
         """The longest known name that starts at ``start`` and ends at a word's end, and where it ends."""
         first = _NAME_WORDS.match(text, start)
-        if first is None or first.group().lower() not in self.first_words:
+        if first is None or fold_accents(first.group().lower()) not in self.first_words:
             return None  # most words start no name: decided before the words after it are cut
         words = list(itertools.islice(_WORD.finditer(text, start), self.longest))
         if not words or words[0].start() != start:
@@ -173,9 +175,11 @@ class ArtistIndex:
         ``whole``, the list must run to the end of the text or the result is empty."""
         lists: dict[int, bool] = {}  # where a list of names starts (_starts_list), for this text
         names: list[tuple[str, Artist | None]] = []
-        leading = _LEADING_CONNECTOR.match(text, start)  # "in the style of and X"
-        at = end = leading.end() if leading else start
+        at = end = start
         while True:
+            leading = _LEADING_CONNECTOR.match(text, at)  # "in the style of and X", "X and and Y"
+            if leading:
+                at = leading.end()
             found = self._name_at(text, at)
             if found is not None:
                 artist, stop = found
@@ -187,6 +191,11 @@ class ArtistIndex:
                 written = text[at:stop].strip()
                 if not written or _MARKER.search(written) or _ONE_MARKER.search(written):
                     break  # "by by X" or "X and by Y": a marker is no name
+                inside = self._known_inside(text, at, stop)
+                if inside is not None:  # "tran nguyen ilya kuvshinov": two names with only a space between
+                    names.append((text[at:inside].rstrip(), None))
+                    end = at = inside
+                    continue
                 later = connector is not None and self._starts_list(text, connector.end(), lists)
                 if not (later or (stop == len(text) and len(written.split()) <= MAX_UNKNOWN_NAME_WORDS)):
                     break
@@ -205,6 +214,22 @@ class ArtistIndex:
         if whole and text[end:].strip():
             return [], start
         return names, end
+
+    def _known_inside(self, text: str, start: int, stop: int) -> int | None:
+        """Where a name the bridge replaces starts inside the words ``text[start:stop]`` that are no known name
+        themselves, after at least two words ("john kirby artgerm", "jim lee character portrait artgerm"), or None. A
+        surname alone does not count ("jean baptiste monge" is one name, not "jean baptiste" and "monge"), and a name
+        the bridge keeps is left where it is, as :meth:`_anywhere` leaves it ("digital cinematic pixar")."""
+        for word in _NAME_START.finditer(text, start, stop):
+            if len(text[start:word.start()].split()) < 2:
+                continue
+            found = self._name_at(text, word.start())
+            if found is None or found[1] > stop or found[0].action != "replace":
+                continue
+            key = name_key(text[word.start():found[1]].rstrip(END_MARKS))
+            if " " in key or key == name_key(found[0].name):
+                return word.start()
+        return None
 
     def _starts_list(self, text: str, start: int, lists: dict[int, bool]) -> bool:
         """Whether :meth:`_names` finds a name at ``start``: a known one, or an unknown one a list goes on from (the

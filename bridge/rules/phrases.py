@@ -235,6 +235,7 @@ def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | No
         seq.append(raw if results[i] is None else results[i])
         if i < len(seps):
             seq.append(seps[i])
+    lead = ""  # the space before the first of a run of dropped phrases whose separators after them went too
     for i, result in enumerate(results):
         if result != []:
             continue
@@ -245,6 +246,11 @@ def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | No
         last_before_empty_end = after == len(seq) - 2 and not _has_words(seq[after + 1])
         if after < len(seq) and isinstance(seq[after], str) and not last_before_empty_end:
             seq[after] = None
+            if not (i and results[i - 1] == [] and seq[before] is None):
+                lead = _lead_space(raw_phrases[i])
+            following = seq[after + 1]
+            if lead and following and isinstance(following[0], str) and not following[0][:1].isspace():
+                seq[at] = [lead]  # "a girl. masterpiece .intricate" -> "a girl. intricate", not "a girl.intricate"
         else:
             _drop_comma_before(seq, before)
         if next_to_break and 0 < at < len(seq) - 1:
@@ -262,6 +268,11 @@ def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | No
             rebuilt.pop(0)
     container[:] = rebuilt
     return True
+
+
+def _lead_space(raw: list[Item]) -> str:
+    first = raw[0] if raw else None
+    return first[: len(first) - len(first.lstrip())] if isinstance(first, str) else ""
 
 
 def _has_words(part: list[Item] | None) -> bool:
