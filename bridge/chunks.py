@@ -331,9 +331,10 @@ def chunk_count(prompt: str, *, steps: int = 20) -> int:
                    for text in texts) for texts in _clause_texts(prompt, steps))
 
 
-def _clause_texts(prompt: str, steps: int) -> list[dict[str, int]]:
+@memoized(size=256, longest=LONGEST_TEXT)  # the bridge counts a prompt's chunks, then warns about the same text
+def _clause_texts(prompt: str, steps: int) -> tuple[dict[str, int], ...]:
     """Each ``AND`` part of ``prompt``: its distinct texts over ``steps`` sampling steps (prompt editing resolved),
-    each with the first step that shows it."""
+    each with the first step that shows it (not to be changed: the result is remembered)."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     parsed = parse(prompt)
@@ -344,7 +345,7 @@ def _clause_texts(prompt: str, steps: int) -> list[dict[str, int]]:
         for step in range(1, steps + 1) if scheduled else (1,):
             first_step.setdefault(clause.text_at(step, steps), step)
         clauses.append(first_step)
-    return clauses
+    return tuple(clauses)
 
 
 def _break_runs(text: str) -> int:

@@ -28,6 +28,7 @@ __all__ = ["LONGEST_KEY", "Memo", "memoized"]
 LONGEST_KEY = 400  # characters: a longer text (a pasted blob) is worked out each time, not remembered
 
 V = TypeVar("V")
+_MISSING: Any = object()
 
 
 class Memo(Generic[V]):
@@ -77,12 +78,11 @@ def memoized(size: int, longest: int = LONGEST_KEY) -> Callable[[Callable[..., V
         @functools.wraps(fn)
         def call(*args: Any) -> V:
             key = args[0] if len(args) == 1 else args
-            try:
-                return values[key]
-            except KeyError:
+            value = values.get(key, _MISSING)  # (not try/except: a first pass misses often, and a raise costs more)
+            if value is _MISSING:
                 value = fn(*args)
                 put(key, value)
-                return value
+            return value
 
         call.cache_clear = memo.clear  # type: ignore[attr-defined]
         call.memo = memo  # type: ignore[attr-defined]  # (for tests: what is kept)

@@ -32,8 +32,8 @@ _MARKER = re.compile(r"(?<!\S)(?:(?:in (?:the )?style of|style of|inspired by|by
 _ONE_MARKER = re.compile(r"(?:in (?:the )?style of|style of|inspired by|by)$", re.IGNORECASE)
 _WORD = re.compile(r"[^\s,&]+")
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
-# where a name may start: after a space, a comma, a bracket or a quote ("tower'beeple")
-_NAME_START = re.compile(r"(?<![^\s,&(\['\"\u201c\u201d\u2018\u2019])[^\s,&'\"\u201c\u201d\u2018\u2019]")
+# the first word of what may be a name: after a space, a comma, a bracket or a quote ("tower'beeple")
+_NAME_START = re.compile(r"(?<![^\s,&(\['\"\u201c\u201d\u2018\u2019])[^\s,&+|()\[\]\-_.!?;:'\"\u201c\u201d\u2018\u2019]+")
 _CONNECTOR = re.compile(r"\s*,\s*|\s+(?:and|&|x)\s+|\s*[&+]\s*", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 # Words before a marker that only announce the artist ("art by X"): they go with the marker when nothing else is
@@ -164,7 +164,8 @@ class ArtistIndex:
         for n in range(len(words), 0, -1):
             end = words[n - 1].end()
             written = text[start:end]
-            artist = self.by_name.get(name_key(written)) or self.by_name.get(name_key(written.rstrip(END_MARKS)))
+            artist = self.by_name.get(name_key(written)) or (
+                self.by_name.get(name_key(written.rstrip(END_MARKS))) if written[-1] in END_MARKS else None)
             if artist is not None:
                 return artist, end
         return None
@@ -221,7 +222,7 @@ class ArtistIndex:
         surname alone does not count ("jean baptiste monge" is one name, not "jean baptiste" and "monge"), and a name
         the bridge keeps is left where it is, as :meth:`_anywhere` leaves it ("digital cinematic pixar")."""
         for word in _NAME_START.finditer(text, start, stop):
-            if len(text[start:word.start()].split()) < 2:
+            if fold_accents(word.group().lower()) not in self.first_words or len(text[start:word.start()].split()) < 2:
                 continue
             found = self._name_at(text, word.start())
             if found is None or found[1] > stop or found[0].action != "replace":
@@ -321,6 +322,8 @@ class ArtistIndex:
             if (spans and word.start() < spans[-1].end) or (ahead < len(outside) and outside[ahead].start
                                                               <= word.start()):
                 continue
+            if fold_accents(word.group().lower()) not in self.first_words:
+                continue  # most words start no name: decided here, without a call
             found = self._name_at(body, word.start())
             if found is not None and found[0].action == "replace":
                 spans.append(_Span(word.start(), found[1], "", [(body[word.start():found[1]], found[0])]))

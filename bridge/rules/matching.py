@@ -14,7 +14,7 @@ import functools
 import itertools
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 
 from bridge.memo import Memo, memoized
@@ -93,8 +93,17 @@ class PhraseSet:
         return self.phrases.get(PhraseSet.fixed_words(phrase))
 
     def search(self, text: str | list[str]) -> str | None:
-        found = self.find(text)
-        return found[0] if found else None
+        """The first phrase ``find`` returns, or None: found at the earliest place one starts, without the rest."""
+        words = text if isinstance(text, Words) else Words(self.words(text) if isinstance(text, str) else text)
+        firsts = self.firsts & words.set
+        if not firsts:
+            return None
+        for i in sorted(i for first in firsts for i in _places(words, first)):
+            for n in self.lengths[words[i]]:
+                phrase = self.phrases.get(tuple(words[i:i + n]))
+                if phrase is not None:
+                    return phrase
+        return None
 
 
 _SEPARATOR_WORDS = frozenset(",.;!?|+()[]")
@@ -114,26 +123,25 @@ class Said:
     ("french science fiction" beside "science fiction poster"). Made from the prompt's words as ``PhraseSet.words``
     cuts them (separators are words of their own).
 
-    Those three tests come to three sets, made once: words of two or more share a pair of words in a row with the
-    prompt whenever a phrase of it holds them or they hold a phrase of it of two or more words, so what is left to
-    ask is whether one of them is a whole phrase of the prompt on its own."""
+    Those three tests come to three questions: words of two or more share a pair of words in a row with the prompt
+    whenever a phrase of it holds them or they hold a phrase of it of two or more words, so what is left to ask is
+    whether one of them is a whole phrase of the prompt on its own. Each is answered where the prompt holds the word
+    (its set of words first, most questions end there): nothing is built per prompt but that set, which ``Words``
+    already has."""
 
     def __init__(self, words: Iterable[str] = ()):
         self.words = list(words)
         self._runs: dict[int, Counter[tuple[str, ...]]] = {}  # n -> every run of n words (n-grams), counted
-        self._sets: tuple[set[str], set[tuple[str, str]], set[str]] | None = None  # words, pairs, one-word phrases
+        self._set: AbstractSet[str] = words.set if isinstance(words, Words) else set(self.words)
 
     def add(self, words: Sequence[str]) -> None:
         start = len(self.words)
         self.words += [",", *words]
         for n, runs in self._runs.items():  # the new runs only: adding stays linear
             runs.update(zip(*(self.words[max(0, start - n + 1) + i:] for i in range(n))))
-        if self._sets is not None:
-            singles, pairs, alone = self._sets
-            singles.update(self.words[start:])
-            pairs.update(itertools.pairwise(self.words[max(0, start - 1):]))
-            if len(words) == 1:
-                alone.add(words[0])
+        if not isinstance(self._set, set):
+            self._set = set(self._set)
+        self._set.update(self.words[start:])
 
     def count(self, words: tuple[str, ...]) -> int:
         """How often ``words`` occur as a run."""
@@ -144,16 +152,29 @@ class Said:
         return runs[words]
 
     def says(self, words: Sequence[str]) -> bool:
-        if self._sets is None:
-            said, marks = self.words, _SEPARATOR_WORDS
-            ends = [",", *said, ","]  # a word between two separators (or an end) is a phrase on its own
-            self._sets = (set(said), set(itertools.pairwise(said)),
-                          {w for before, w, after in zip(ends, said, ends[2:])
-                           if before in marks and after in marks and w not in marks})
-        singles, pairs, alone = self._sets
+        held = self._set
         if len(words) < 2:
-            return bool(words) and words[0] in singles
-        return not pairs.isdisjoint(itertools.pairwise(words)) or not alone.isdisjoint(words)
+            return bool(words) and words[0] in held
+        said, marks, last = self.words, _SEPARATOR_WORDS, len(self.words) - 1
+        for first, second in itertools.pairwise(words):  # two words in a row
+            if first in held and second in held:
+                for i in _places(said, first):
+                    if i < last and said[i + 1] == second:
+                        return True
+        for word in words:  # a word that is a whole phrase of the prompt: between separators (or ends)
+            if word in held and word not in marks:
+                for i in _places(said, word):
+                    if (i == 0 or said[i - 1] in marks) and (i == last or said[i + 1] in marks):
+                        return True
+        return False
+
+
+def _places(words: list[str], word: str) -> Iterator[int]:
+    """Where ``word`` stands in ``words`` (found by list.index, in C)."""
+    i = -1
+    for _ in range(words.count(word)):
+        i = words.index(word, i + 1)
+        yield i
 
 
 def fold_accents(text: str) -> str:
