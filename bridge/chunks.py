@@ -353,6 +353,7 @@ def _break_runs(text: str) -> int:
     return 1 + sum(piece == "BREAK" and weight == -1 for piece, weight in _attention(text))
 
 
+@memoized(size=1024, longest=LONGEST_TEXT)  # the bridge's spill check, then its token warnings, ask of one text
 def _fits(text: str) -> bool:
     """True when no run of text between BREAKs passes 75 tokens (no chunks are built: only a text that does not fit
     needs them, for the warning). An upper bound that needs no BPE vocabulary comes first (a listed common word takes

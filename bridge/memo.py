@@ -7,10 +7,10 @@ stays bounded whatever the input. A memo only saves time: every caller gets the 
 no code asks whether something was remembered (the tests compare translations with and without memories).
 
 What is kept, and how much: the plain phrases the phrase stage left alone and the artist rewrites (per plan), the
-literals inside each word (the weak-concept prefilter), normalized phrases, the tokens of each word (tokens.py) and
-the counts and tokens of each comma-separated phrase (chunks.py); each memo holds 256 to 65,536 entries. A process
-that has translated 200,000 distinct prompts holds about 100 MB more than at start and grows ever more slowly after,
-so a long-running host (the ComfyUI node, the A1111 extension) stays bounded.
+literals inside each word (the weak-concept prefilter), the tokens of each word (tokens.py), the counts and tokens of
+each comma-separated phrase and the parts and fit of each prompt (chunks.py); each memo holds 256 to 65,536 entries.
+A process that has translated 200,000 distinct prompts holds about 100 MB more than at start and grows ever more
+slowly after, so a long-running host (the ComfyUI node, the A1111 extension) stays bounded.
 
 >>> twice = memoized(size=2)(lambda text: text * 2)
 >>> twice("ab"), twice("ab"), len(twice.memo)
@@ -20,8 +20,8 @@ so a long-running host (the ComfyUI node, the A1111 extension) stays bounded.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = ["LONGEST_KEY", "Memo", "memoized"]
 
@@ -31,39 +31,25 @@ V = TypeVar("V")
 _MISSING: Any = object()
 
 
-class Memo(Generic[V]):
+class Memo(dict[Any, V]):
     """At most ``size`` remembered values by text key (or by a tuple whose first item is the text); keys longer than
-    ``longest`` characters are not remembered."""
+    ``longest`` characters are not remembered. A dict (read it as one: ``get``, ``in`` and ``len`` cost what a
+    dict's do, and hot paths ask a memo for every word); write with :meth:`put`, which keeps the bounds."""
 
-    __slots__ = ("_values", "longest", "size")
+    __slots__ = ("longest", "size")
 
     def __init__(self, size: int, longest: int = LONGEST_KEY):
         if size < 1:
             raise ValueError(f"a memo holds at least one entry, got size={size}")
+        super().__init__()
         self.size, self.longest = size, longest
-        self._values: dict[Any, V] = {}
-
-    def get(self, key: Any, default: Any = None) -> V | Any:
-        return self._values.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._values
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
 
     def put(self, key: Any, value: V) -> None:
         if len(key if isinstance(key, str) else key[0]) > self.longest:
             return
-        if len(self._values) >= self.size:
-            self._values.clear()
-        self._values[key] = value
-
-    def clear(self) -> None:
-        self._values.clear()
+        if len(self) >= self.size:
+            self.clear()
+        self[key] = value
 
 
 def memoized(size: int, longest: int = LONGEST_KEY) -> Callable[[Callable[..., V]], Callable[..., V]]:
@@ -73,15 +59,17 @@ def memoized(size: int, longest: int = LONGEST_KEY) -> Callable[[Callable[..., V
 
     def wrap(fn: Callable[..., V]) -> Callable[..., V]:
         memo: Memo[V] = Memo(size, longest)
-        values, put = memo._values, memo.put  # (read directly: this wrapper runs on every call of the hot path)
 
         @functools.wraps(fn)
         def call(*args: Any) -> V:
             key = args[0] if len(args) == 1 else args
-            value = values.get(key, _MISSING)  # (not try/except: a first pass misses often, and a raise costs more)
+            value = memo.get(key, _MISSING)  # (not try/except: a first pass misses often, and a raise costs more)
             if value is _MISSING:
                 value = fn(*args)
-                put(key, value)
+                if len(args[0]) <= longest:  # Memo.put, written out: a first pass misses often
+                    if len(memo) >= size:
+                        memo.clear()
+                    memo[key] = value
             return value
 
         call.cache_clear = memo.clear  # type: ignore[attr-defined]

@@ -338,7 +338,7 @@ def test_long_words_phrases_and_texts_are_worked_out_but_not_remembered():
     expected = _reference_chunks(prompt)
     assert [(c.tokens, c.text, c.weights, c.start, c.ended_by) for c in chunk(prompt)] == expected
     assert overflows(prompt) == _reference_overflows(prompt)
-    kept = {function.__name__: set(function.memo._values) for function in memoized}
+    kept = {function.__name__: set(function.memo) for function in memoized}
     assert long_phrase.strip() not in kept["_phrase_count"] | kept["_phrase_bound"] | kept["_phrase_tokens"]
     assert kept["_phrase_tokens"] == {"a castle", "a hill", "x" * 200}
     assert {key[0] for key in kept["_after_comma"]} == {"a hill", "x" * 200}

@@ -402,8 +402,15 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
     style = Style()
     said, chosen, heads = Said(prompt_words), Said(), set()
     length = 0  # CLIP tokens of the items chosen, with the commas between them
-    own_said = {facet: found for facet, words in (own or {}).items() if (found := words.search(prompt_words))}
-    prompt_genres = {genre for genre, words in genres if words.search(prompt_words)}
+    asked: dict[str, str | None] = {}  # what the prompt's own words and genres are, asked once a candidate needs it
+
+    def search(key: str, words: PhraseSet) -> str | None:
+        if key not in asked:
+            asked[key] = words.search(prompt_words)
+        return asked[key]
+
+    def prompt_genres() -> set[str]:
+        return {genre for genre, words in genres if search("genre " + genre, words)}
     candidates: list[tuple[str, str]] = []  # (item, facet)
     candidates += [(a.medium, "medium") for a in artists if a.medium][:1]
     styled = []
@@ -444,10 +451,10 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
             why = f"one {facet} is enough"
         elif facet in ("people", "subject") and facets_taken & {"people", "subject"}:
             why = "one subject feature is enough"
-        elif facet in own_said:
-            why = OWN_FACETS[facet][1].format(own_said[facet])
-        elif facet == "style" and prompt_genres and (apart := _genres_of(genres, words)) and not apart & prompt_genres:
-            why = f"the prompt is {' and '.join(sorted(prompt_genres))}, not {' and '.join(sorted(apart))}"
+        elif own and facet in own and (said_own := search(facet, own[facet])):
+            why = OWN_FACETS[facet][1].format(said_own)
+        elif facet == "style" and (apart := _genres_of(genres, words)) and (ours := prompt_genres()) and not apart & ours:
+            why = f"the prompt is {' and '.join(sorted(ours))}, not {' and '.join(sorted(apart))}"
         else:
             names_medium = _names_medium(media, words)
             if names_medium and has_medium:

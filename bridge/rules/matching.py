@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 
-from bridge.memo import Memo, memoized
+from bridge.memo import Memo
 from bridge.rules.knowledge import KnowledgeError
 from bridge.rules.literals import required_literals
 
@@ -186,7 +186,6 @@ def fold_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
-@memoized(size=1 << 16)  # libraries repeat their phrases
 def normalize(text: str) -> str:
     """Lower-case, whitespace collapsed and stripped: the form phrases are matched in."""
     return " ".join(text.split()).lower()  # str.split() and \s agree on what whitespace is

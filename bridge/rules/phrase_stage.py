@@ -101,6 +101,9 @@ class _Phrases:
         """The new text of one plain phrase (escapes aside): None to keep it, "" to drop it."""
         rule = self.plan.magic(text)
         if rule is not None:
+            if rule.params.action not in ("drop", "replace"):  # a tag SD2 still reads: kept wherever it stands
+                self.plan.unchanged_phrases.put(text, True)
+                return None
             return self.magic(rule, text, normalize(text))
         if not self.plan.artists:
             return None
@@ -220,7 +223,8 @@ def _fill_style_slot(work: Work, run: _Phrases) -> bool:
         if not spills or not items:
             break
         style.left_out.append((items.pop(), "A1111 would have to split a prompt that fitted its 75-token chunks"))
-    work.prompt = parse(candidate)
+    if not (items and _fill_slot(work.prompt, escape(", ".join(items)))):
+        work.prompt = parse(candidate)
     names = ", ".join(run.described)
     by_why: dict[str, list[str]] = {}
     for item, why in style.left_out:
@@ -231,6 +235,17 @@ def _fill_style_slot(work: Work, run: _Phrases) -> bool:
     rule = plan.artist_rule
     work.record(rule.id if rule else "artists", "", ", ".join(items), reason, rule.fact if rule else "F-ARTISTS")
     return spills
+
+
+def _fill_slot(prompt: Prompt, style: str) -> bool:
+    """Put ``style`` (escaped) in the text node that holds the style slot, as parsing the filled text would; False
+    when no text node holds it."""
+    for container in containers(prompt):
+        for node in container:
+            if type(node) is Text and STYLE_SLOT in node.text:
+                node.text = node.text.replace(STYLE_SLOT, style, 1)
+                return True
+    return False
 
 
 def _with_style(text: str, style: str) -> str:

@@ -131,7 +131,8 @@ class Plan:
         """Whether ``text`` holds one of the embedding names as a whole word: a substring check first (most texts hold
         none), the pattern only then."""
         lowered = text.lower()
-        return any(map(lowered.__contains__, self.embedding_names)) and self.embedding_pattern.search(text) is not None
+        return bool(text) and any(map(lowered.__contains__, self.embedding_names)) and (
+            self.embedding_pattern.search(text) is not None)
 
     def magic(self, phrase: str) -> Rule | None:
         """The magic-word rule a phrase is, if any: looked up as written (lower case), then by its variant key when
