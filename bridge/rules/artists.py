@@ -5,7 +5,9 @@ Names are found after a marker ("by X", "art by X", "in the style of X", "in sty
 ("X style").
 A marker may sit in the middle of run-on text: "borderlands by X and Y radiating a glowing aura" keeps
 "borderlands" and "radiating a glowing aura". Names the bridge replaces are also taken out of run-on text where
-no marker leads to them ("cinematic beeple"), with the connector beside them.
+no marker leads to them ("cinematic beeple", "tower'beeple"), with the connector beside them, and out of an unknown
+name they follow with only a space between ("by tran nguyen ilya kuvshinov" keeps "by tran nguyen"). Names are
+compared without case, accents, hyphens or underscores ("Cédric Peyravernay", "greg_rutkowski").
 
 What happens to a name is the knowledge file's ``action``: ``keep`` (SD2 still knows it), ``replace`` (the name goes,
 its style is described) or ``keep_and_describe``. The descriptions of all the artists of a prompt are merged by
