@@ -98,6 +98,7 @@ def test_a_hundred_thousand_nested_brackets_parse_render_and_weigh_in_linear_tim
     "((((a ((((b " * 5_000 + "))))" * 10_000,  # capped chains inside capped chains
     "[a:" * 12_000 + "b" + ":0.5]" * 12_000,  # nested prompt editing
     "a castle by greg rutkowski and " + "someone and " * 7_000 + "alphonse mucha",  # a list of unknown names
+    "by a " * 19_990 + "greg",  # markers with no name after them, nor a comma: each read on to the end took 80 s
     "x" + " " * 90_000 + "BREAK y:1",  # one long run of spaces (regex searches tried from every space)
     "a:" * 45_000,
     "a AND <lora:x:1> " * 5_000,

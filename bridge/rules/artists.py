@@ -52,7 +52,8 @@ _NAME_WORDS = re.compile(r"[^\s,&+|()\[\]\-_.!?;:'\"\u201c\u201d\u2018\u2019]+")
 MAX_UNKNOWN_NAME_WORDS = 4  # "by the sea and the mountains" is not a list of names
 # A run of 64 or more spaces reads as one space for the artist patterns: each is then linear in the text (a pattern
 # with leading spaces is tried from every space of a run), and what a name takes from the text before it is found
-# within _NEAR characters.
+# within _NEAR characters. No name, known or not, runs on longer than that either: the end of one is looked for within
+# _NEAR characters, so a phrase of thousands of "by x y" is read in linear time.
 _LONG_SPACE = re.compile(r"\s{64,}")
 _NEAR = 200
 
@@ -189,7 +190,9 @@ class ArtistIndex:
                 names.append((text[at:stop], artist))
                 end = stop
             else:
-                connector = _CONNECTOR.search(text, at)
+                connector = _CONNECTOR.search(text, at, at + _NEAR)  # (bounded: one search per marker of a phrase)
+                if connector is None and len(text) - at > _NEAR:
+                    break  # no name runs on this long
                 stop = connector.start() if connector else len(text)
                 written = text[at:stop].strip()
                 if not written or _MARKER.search(written) or _ONE_MARKER.search(written):
@@ -247,11 +250,12 @@ class ArtistIndex:
             if self._name_at(text, name_start) is not None:
                 lists[at] = True
                 break
-            connector = _CONNECTOR.search(text, name_start)
+            connector = _CONNECTOR.search(text, name_start, name_start + _NEAR)
             stop = connector.start() if connector else len(text)
             written = text[name_start:stop].strip()
-            if not written or _MARKER.search(written) or _ONE_MARKER.search(written):
-                lists[at] = False
+            if (connector is None and len(text) - name_start > _NEAR) or not written or _MARKER.search(written) or \
+                    _ONE_MARKER.search(written):
+                lists[at] = False  # no name runs on this long, and a marker is no name
             elif connector is None:  # the last name of the text: it counts when it is short
                 lists[at] = len(written.split()) <= MAX_UNKNOWN_NAME_WORDS
             else:
