@@ -292,7 +292,8 @@ class LiteralFinder:
             if inside is None:
                 inside = self._inside(word)
                 held.put(word, inside)
-            found |= inside
+            if inside:  # (most words hold none)
+                found |= inside
         return found
 
     def _inside(self, word: str) -> frozenset[str]:

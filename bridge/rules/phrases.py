@@ -227,7 +227,7 @@ def edit_phrases(container: list[Node], edit: Callable[[Phrase], list[Item] | No
             continue
         new = edit(phrase)
         results.append(None if new is None else ([phrase.lead, *new, phrase.trail] if new else []))
-    if all(r is None for r in results):
+    if results.count(KEEP) == len(results):
         return False
 
     seq: list[list[Item] | Item | None] = []  # phrase, sep, phrase, sep, ..., phrase; None = removed
