@@ -156,10 +156,14 @@ class ArtistIndex:
             text = text[:start] + text[end:]
         return text, tuple(ArtistEdit(a, written) for span in spans for written, a in span.names if a is not None)
 
+    def _may_start(self, word: str) -> bool:
+        """Whether ``word`` (one of _NAME_WORDS) is the first word of a known name."""
+        return fold_accents(word.lower()) in self.first_words
+
     def _name_at(self, text: str, start: int) -> tuple[Artist, int] | None:
         """The longest known name that starts at ``start`` and ends at a word's end, and where it ends."""
         first = _NAME_WORDS.match(text, start)
-        if first is None or fold_accents(first.group().lower()) not in self.first_words:
+        if first is None or not self._may_start(first.group()):
             return None  # most words start no name: decided before the words after it are cut
         words = list(itertools.islice(_WORD.finditer(text, start), self.longest))
         if not words or words[0].start() != start:
@@ -190,13 +194,10 @@ class ArtistIndex:
                 names.append((text[at:stop], artist))
                 end = stop
             else:
-                connector = _CONNECTOR.search(text, at, at + _NEAR)  # (bounded: one search per marker of a phrase)
-                if connector is None and len(text) - at > _NEAR:
-                    break  # no name runs on this long
-                stop = connector.start() if connector else len(text)
-                written = text[at:stop].strip()
-                if not written or _MARKER.search(written) or _ONE_MARKER.search(written):
-                    break  # "by by X" or "X and by Y": a marker is no name
+                unknown = _unknown_name(text, at)
+                if unknown is None:
+                    break
+                written, stop, connector = unknown
                 inside = self._known_inside(text, at, stop)
                 if inside is not None:  # "tran nguyen ilya kuvshinov": two names with only a space between
                     names.append((text[at:inside].rstrip(), None))
@@ -227,7 +228,7 @@ class ArtistIndex:
         surname alone does not count ("jean baptiste monge" is one name, not "jean baptiste" and "monge"), and a name
         the bridge keeps is left where it is, as :meth:`_anywhere` leaves it ("digital cinematic pixar")."""
         for word in _NAME_START.finditer(text, start, stop):
-            if fold_accents(word.group().lower()) not in self.first_words or len(text[start:word.start()].split()) < 2:
+            if not self._may_start(word.group()) or len(text[start:word.start()].split()) < 2:
                 continue
             found = self._name_at(text, word.start())
             if found is None or found[1] > stop or found[0].action != "replace":
@@ -250,19 +251,16 @@ class ArtistIndex:
             if self._name_at(text, name_start) is not None:
                 lists[at] = True
                 break
-            connector = _CONNECTOR.search(text, name_start, name_start + _NEAR)
-            stop = connector.start() if connector else len(text)
-            written = text[name_start:stop].strip()
-            if (connector is None and len(text) - name_start > _NEAR) or not written or _MARKER.search(written) or \
-                    _ONE_MARKER.search(written):
-                lists[at] = False  # no name runs on this long, and a marker is no name
-            elif connector is None:  # the last name of the text: it counts when it is short
+            unknown = _unknown_name(text, name_start)
+            if unknown is None:
+                lists[at] = False
+                break
+            written, _, connector = unknown
+            if connector is None:  # the last name of the text: it counts when it is short
                 lists[at] = len(written.split()) <= MAX_UNKNOWN_NAME_WORDS
-            else:
-                chain.append(at)
-                at = connector.end()
-                continue
-            break
+                break
+            chain.append(at)
+            at = connector.end()
         for position in chain:
             lists[position] = lists[at]
         return lists[at]
@@ -328,12 +326,27 @@ class ArtistIndex:
             if (spans and word.start() < spans[-1].end) or (ahead < len(outside) and outside[ahead].start
                                                               <= word.start()):
                 continue
-            if fold_accents(word.group().lower()) not in self.first_words:
-                continue  # most words start no name: decided here, without a call
+            if not self._may_start(word.group()):
+                continue  # most words start no name: decided before the words after it are cut
             found = self._name_at(body, word.start())
             if found is not None and found[0].action == "replace":
                 spans.append(_Span(word.start(), found[1], "", [(body[word.start():found[1]], found[0])]))
         return spans
+
+
+def _unknown_name(text: str, at: int) -> tuple[str, int, re.Match | None] | None:
+    """The words from ``at`` up to the next connector, where they end and that connector (None at the end of the
+    text), when they may be a name the index does not know; None when they are empty or a marker ("by by X", "X and
+    by Y") or run on past _NEAR characters (the end is looked for that far only: a phrase of thousands of markers is
+    read in linear time)."""
+    connector = _CONNECTOR.search(text, at, at + _NEAR)
+    if connector is None and len(text) - at > _NEAR:
+        return None
+    stop = connector.start() if connector else len(text)
+    written = text[at:stop].strip()
+    if not written or _MARKER.search(written) or _ONE_MARKER.search(written):
+        return None
+    return written, stop, connector
 
 
 def _joins(body: str, span: _Span) -> list[str]:
@@ -408,15 +421,15 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
     style = Style()
     said, chosen, heads = Said(prompt_words), Said(), set()
     length = 0  # CLIP tokens of the items chosen, with the commas between them
-    asked: dict[str, str | None] = {}  # what the prompt's own words and genres are, asked once a candidate needs it
+    asked: dict[PhraseSet, str | None] = {}  # what the prompt's own words and genres are, asked once needed
 
-    def search(key: str, words: PhraseSet) -> str | None:
-        if key not in asked:
-            asked[key] = words.search(prompt_words)
-        return asked[key]
+    def search(words: PhraseSet) -> str | None:
+        if words not in asked:
+            asked[words] = words.search(prompt_words)
+        return asked[words]
 
     def prompt_genres() -> set[str]:
-        return {genre for genre, words in genres if search("genre " + genre, words)}
+        return {genre for genre, words in genres if search(words)}
     candidates: list[tuple[str, str]] = []  # (item, facet)
     candidates += [(a.medium, "medium") for a in artists if a.medium][:1]
     styled = []
@@ -457,7 +470,7 @@ def compose_style(artists: Iterable[Artist], prompt_words: Words, *, media: Phra
             why = f"one {facet} is enough"
         elif facet in ("people", "subject") and facets_taken & {"people", "subject"}:
             why = "one subject feature is enough"
-        elif own and facet in own and (said_own := search(facet, own[facet])):
+        elif own and facet in own and (said_own := search(own[facet])):
             why = OWN_FACETS[facet][1].format(said_own)
         elif facet == "style" and (apart := _genres_of(genres, words)) and (ours := prompt_genres()) and not apart & ours:
             why = f"the prompt is {' and '.join(sorted(ours))}, not {' and '.join(sorted(apart))}"

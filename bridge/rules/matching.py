@@ -68,14 +68,15 @@ class PhraseSet:
         firsts = self.firsts & words.set
         if not firsts:
             return []  # the common case, decided in C
+        return list(self._found(words, firsts))
+
+    def _found(self, words: Words, firsts: AbstractSet[str]) -> Iterator[str]:
+        """The phrases of ``words`` in order, each where it starts: ``firsts`` (the first words of phrases that
+        ``words`` holds) tell the only places where one can."""
         starts: list[int] = []
-        for first in firsts:  # visit only the places where a phrase could start
-            i = -1
-            for _ in range(words.count(first)):
-                i = words.index(first, i + 1)
-                starts.append(i)
+        for first in firsts:
+            starts += _places(words, first)
         starts.sort()
-        found: list[str] = []
         free = 0  # matches do not overlap: the next one starts here or later
         for i in starts:
             if i < free:
@@ -83,27 +84,19 @@ class PhraseSet:
             for n in self.lengths[words[i]]:
                 phrase = self.phrases.get(tuple(words[i:i + n]))
                 if phrase is not None:
-                    found.append(phrase)
+                    yield phrase
                     free = i + n
                     break
-        return found
 
     def found_as(self, phrase: str) -> str | None:
         """What ``find`` returns for ``phrase`` (the first phrase given with the same words), or None if not listed."""
         return self.phrases.get(PhraseSet.fixed_words(phrase))
 
     def search(self, text: str | list[str]) -> str | None:
-        """The first phrase ``find`` returns, or None: found at the earliest place one starts, without the rest."""
+        """The first phrase ``find`` returns, or None: the scan stops there."""
         words = text if isinstance(text, Words) else Words(self.words(text) if isinstance(text, str) else text)
         firsts = self.firsts & words.set
-        if not firsts:
-            return None
-        for i in sorted(i for first in firsts for i in _places(words, first)):
-            for n in self.lengths[words[i]]:
-                phrase = self.phrases.get(tuple(words[i:i + n]))
-                if phrase is not None:
-                    return phrase
-        return None
+        return next(self._found(words, firsts), None) if firsts else None
 
 
 _SEPARATOR_WORDS = frozenset(",.;!?|+()[]")
@@ -169,12 +162,13 @@ class Said:
         return False
 
 
-def _places(words: list[str], word: str) -> Iterator[int]:
-    """Where ``word`` stands in ``words`` (found by list.index, in C)."""
-    i = -1
+def _places(words: list[str], word: str) -> list[int]:
+    """Where ``word`` stands in ``words`` (found by list.count and list.index, in C)."""
+    places, i = [], -1
     for _ in range(words.count(word)):
         i = words.index(word, i + 1)
-        yield i
+        places.append(i)
+    return places
 
 
 def fold_accents(text: str) -> str:
